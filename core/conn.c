@@ -1,0 +1,566 @@
+/* core/conn.c — accepted TCP connections: buffers, frame codec, record
+ * layer, back-pressure, idle timeouts, close and take-over.
+ *
+ * Lifetime: a connection is found by id (uthash). Closing it removes it from
+ * the table at once, so a stale id answers -ENOTCONN; the memory is freed
+ * when no callback frame is using it any more (c->busy). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <sodium.h>
+#include <uthash.h>
+
+#include "rdv/wire.h"
+#include "server.h"
+
+#define READ_CHUNK 65536
+#define RBUF_INITIAL 4096
+
+struct rdv_conn {
+    rdv_conn_id id;
+    rdv_server *srv;
+    rdv_listener *l;
+    int fd;
+    rdv_addr peer;
+    ev_io rio, wio;
+    ev_timer idle;
+    uint64_t idle_ms, last_ms, opened_ms;
+    uint8_t *rbuf;
+    size_t roff, rlen, rcap; /* unconsumed bytes are rbuf[roff .. roff+rlen) */
+    uint8_t *wbuf;
+    size_t woff, wlen, wcap; /* queued bytes are wbuf[woff .. woff+wlen) */
+    const rdv_codec *codec;
+    void *codec_ud;
+    rdv_transport transport;
+    bool secure, paused, closing, dead, draining_notified;
+    int busy;
+    uint8_t key[32];
+    uint64_t send_seq, recv_seq;
+    uint64_t bytes_in, bytes_out;
+    UT_hash_handle hh;
+};
+
+static rdv_conn *conn_table(rdv_server *s) { return s->conns; }
+static void conn_table_set(rdv_server *s, rdv_conn *head) { s->conns = head; }
+
+rdv_conn *rdv_conn_get(rdv_server *s, rdv_conn_id id)
+{
+    rdv_conn *c = NULL, *head = conn_table(s);
+    HASH_FIND(hh, head, &id, sizeof id, c);
+    return c;
+}
+
+static void conn_free(rdv_conn *c)
+{
+    sodium_memzero(c->key, sizeof c->key);
+    free(c->rbuf);
+    free(c->wbuf);
+    free(c);
+}
+
+static void conn_release(rdv_conn *c)
+{
+    if (--c->busy == 0 && c->dead)
+        conn_free(c);
+}
+
+/* ------------------------------------------------------------------ writing */
+static void update_watchers(rdv_conn *c)
+{
+    rdv_server *s = c->srv;
+    if (c->dead)
+        return;
+    if (c->wlen)
+        ev_io_start(s->loop, &c->wio);
+    else
+        ev_io_stop(s->loop, &c->wio);
+    if (c->paused || c->closing)
+        ev_io_stop(s->loop, &c->rio);
+    else
+        ev_io_start(s->loop, &c->rio);
+}
+
+/* Write as much of the queue as the socket takes. 0, or -errno on error. */
+static int flush_queue(rdv_conn *c)
+{
+    while (c->wlen) {
+        ssize_t n = send(c->fd, c->wbuf + c->woff, c->wlen, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            return -errno;
+        }
+        c->woff += (size_t)n, c->wlen -= (size_t)n, c->bytes_out += (uint64_t)n;
+    }
+    c->woff = 0;
+    return 0;
+}
+
+static int queue_reserve(rdv_conn *c, size_t extra)
+{
+    rdv_server *s = c->srv;
+    if (c->wlen + extra > (size_t)s->cfg.write_queue_max)
+        return -ENOBUFS;
+    if (c->woff && c->woff + c->wlen + extra > c->wcap) {
+        memmove(c->wbuf, c->wbuf + c->woff, c->wlen);
+        c->woff = 0;
+    }
+    if (c->wlen + extra > c->wcap) {
+        size_t cap = c->wcap ? c->wcap : 4096;
+        while (cap < c->wlen + extra)
+            cap *= 2;
+        uint8_t *nb = realloc(c->wbuf, cap);
+        if (!nb)
+            return -ENOMEM;
+        c->wbuf = nb, c->wcap = cap;
+    }
+    return 0;
+}
+
+static void queue_append(rdv_conn *c, const uint8_t *p, size_t n)
+{
+    memcpy(c->wbuf + c->woff + c->wlen, p, n);
+    c->wlen += n;
+}
+
+/* Queue header+body and try to write at once. On overflow or socket error
+ * the connection is closed (a peer that never reads cannot grow us). */
+static int conn_write(rdv_conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *body, size_t blen,
+                      bool seal)
+{
+    rdv_server *s = c->srv;
+    if (c->dead || c->closing)
+        return -ENOTCONN;
+    size_t total = hlen + blen + (seal ? RDV_SECURE_MACBYTES : 0);
+    int r = queue_reserve(c, total);
+    if (r < 0) {
+        (*s->st.closed_overflow)++;
+        RDV_LOG_RL(&s->core_mod.handle, RDV_LOG_WARN, "conn %llu: write queue over core.write_queue_max; closing",
+                   (unsigned long long)c->id);
+        rdv_conn_close(s, c, RDV_CLOSE_OVERFLOW, false);
+        return r;
+    }
+    queue_append(c, hdr, hlen);
+    if (seal) {
+        rdv_secure_seal(c->key, &c->send_seq, body, blen, c->wbuf + c->woff + c->wlen);
+        c->wlen += blen + RDV_SECURE_MACBYTES;
+    } else if (blen) {
+        queue_append(c, body, blen);
+    }
+    r = flush_queue(c);
+    if (r < 0) {
+        rdv_conn_close(s, c, RDV_CLOSE_ERROR, false);
+        return r;
+    }
+    update_watchers(c);
+    return 0;
+}
+
+int rdv_conn_send_payload(rdv_server *s, rdv_conn *c, const uint8_t *p, size_t n)
+{
+    (void)s;
+    uint8_t hdr[16];
+    size_t hlen;
+    /* Heartbeats (0-1 bytes) go out raw even on a secured connection (wire.md §6.4). */
+    bool seal = c->secure && n > 1;
+    size_t wire_len = n + (seal ? RDV_SECURE_MACBYTES : 0);
+    if (c->codec)
+        hlen = c->codec->header(c->codec_ud, wire_len, hdr);
+    else if (c->l->mode == RDV_LISTEN_RAW)
+        hlen = 0, seal = false;
+    else
+        hlen = rdv_frame_header(wire_len, hdr);
+    if (!hlen && !(c->l->mode == RDV_LISTEN_RAW && !c->codec))
+        return -EMSGSIZE;
+    if (wire_len > (size_t)s->cfg.max_frame && !c->codec)
+        return -EMSGSIZE;
+    return conn_write(c, hdr, hlen, p, n, seal);
+}
+
+int rdv_conn_send_bytes(rdv_server *s, rdv_conn *c, const uint8_t *p, size_t n)
+{
+    (void)s;
+    return conn_write(c, NULL, 0, p, n, false);
+}
+
+static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop, (void)revents;
+    rdv_conn *c = w->data;
+    rdv_server *s = c->srv;
+    if (flush_queue(c) < 0) {
+        rdv_conn_close(s, c, RDV_CLOSE_ERROR, false);
+        return;
+    }
+    if (c->wlen == 0 && c->closing) {
+        rdv_conn_close(s, c, RDV_CLOSE_LOCAL, false);
+        return;
+    }
+    update_watchers(c);
+    if (c->wlen == 0 && c->l->ops && c->l->ops->on_drain) {
+        c->busy++;
+        c->l->ops->on_drain(c->l->ud, c->id);
+        conn_release(c);
+    }
+}
+
+/* ------------------------------------------------------------------ closing */
+void rdv_conn_close(rdv_server *s, rdv_conn *c, rdv_close_reason why, bool flush)
+{
+    if (c->dead)
+        return;
+    if (flush && c->wlen) {
+        /* Stop reading; the write watcher closes once the queue is empty or
+         * the idle timer (set to the shutdown bound) fires. */
+        c->closing = true;
+        c->idle_ms = (uint64_t)s->cfg.shutdown_ms;
+        c->last_ms = rdv_now_ms(s);
+        update_watchers(c);
+        return;
+    }
+    c->dead = true;
+    rdv_conn *head = conn_table(s);
+    HASH_DEL(head, c);
+    conn_table_set(s, head);
+    s->nconns--;
+    ev_io_stop(s->loop, &c->rio);
+    ev_io_stop(s->loop, &c->wio);
+    ev_timer_stop(s->loop, &c->idle);
+    close(c->fd);
+    c->fd = -1;
+    c->busy++;
+    if (c->l->ops && c->l->ops->on_close && why != RDV_CLOSE_DETACHED)
+        c->l->ops->on_close(c->l->ud, c->id, why);
+    rdv_conn_event ev = { .id = c->id, .listener = c->l, .listener_name = c->l->name,
+                          .transport = c->transport, .peer = &c->peer, .why = why };
+    rdv_hook_run(s, RDV_HOOK_CONN_CLOSE, &ev);
+    conn_release(c);
+}
+
+void rdv_conns_close_all(rdv_server *s, bool flush)
+{
+    rdv_conn *c, *tmp, *head = conn_table(s);
+    HASH_ITER(hh, head, c, tmp)
+        rdv_conn_close(s, c, RDV_CLOSE_SHUTDOWN, flush);
+}
+
+size_t rdv_conns_pending_writes(rdv_server *s)
+{
+    size_t n = 0;
+    rdv_conn *c, *tmp, *head = conn_table(s);
+    HASH_ITER(hh, head, c, tmp)
+        n += c->wlen;
+    return n;
+}
+
+/* ------------------------------------------------------------------ reading */
+static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)revents;
+    rdv_conn *c = w->data;
+    rdv_server *s = c->srv;
+    uint64_t now = rdv_now_ms(s);
+    if (now - c->last_ms >= c->idle_ms) {
+        if (!c->closing)
+            (*s->st.closed_idle)++;
+        rdv_conn_close(s, c, c->closing ? RDV_CLOSE_SHUTDOWN : RDV_CLOSE_IDLE, false);
+        return;
+    }
+    /* Re-arm for the remainder: one timer per connection, never restarted per byte. */
+    ev_timer_set(w, (double)(c->idle_ms - (now - c->last_ms)) / 1000.0, 0.);
+    ev_timer_start(s->loop, w);
+}
+
+static void arm_idle(rdv_conn *c)
+{
+    rdv_server *s = c->srv;
+    ev_timer_stop(s->loop, &c->idle);
+    if (!c->idle_ms)
+        return;
+    ev_timer_set(&c->idle, (double)c->idle_ms / 1000.0, 0.);
+    ev_timer_start(s->loop, &c->idle);
+}
+
+/* Make room for `need` more bytes after the unconsumed data. */
+static int rbuf_reserve(rdv_conn *c, size_t need)
+{
+    if (c->roff && c->roff + c->rlen + need > c->rcap) {
+        memmove(c->rbuf, c->rbuf + c->roff, c->rlen);
+        c->roff = 0;
+    }
+    if (c->rlen + need <= c->rcap)
+        return 0;
+    size_t cap = c->rcap ? c->rcap : RBUF_INITIAL;
+    while (cap < c->rlen + need)
+        cap *= 2;
+    uint8_t *nb = realloc(c->rbuf, cap);
+    if (!nb)
+        return -ENOMEM;
+    c->rbuf = nb, c->rcap = cap;
+    return 0;
+}
+
+/* Deliver one whole frame payload. Returns false if the connection is gone
+ * or closing (stop processing). */
+static bool deliver_frame(rdv_conn *c, const uint8_t *p, size_t n)
+{
+    rdv_server *s = c->srv;
+    (*s->st.tcp_frames)++;
+    uint8_t *plain = NULL;
+    if (c->secure && n > 1) {
+        plain = malloc(n - RDV_SECURE_MACBYTES);
+        if (!plain || rdv_secure_open(c->key, &c->recv_seq, p, n, plain) < 0) {
+            free(plain);
+            (*s->st.record_bad)++;
+            RDV_LOG_RL(&s->core_mod.handle, RDV_LOG_NOTICE, "conn %llu: record failed to open; closing",
+                       (unsigned long long)c->id);
+            rdv_conn_close(s, c, RDV_CLOSE_PROTOCOL, false);
+            return false;
+        }
+        p = plain, n -= RDV_SECURE_MACBYTES;
+    }
+    int r;
+    if (c->l->mode == RDV_LISTEN_FRAMED)
+        r = c->l->ops->on_frame(c->l->ud, c->id, p, n);
+    else
+        r = rdv_conn_dispatch(s, c, p, n);
+    free(plain);
+    if (r == RDV_CLOSE && !c->dead)
+        rdv_conn_close(s, c, RDV_CLOSE_LOCAL, true);
+    return !c->dead && !c->closing;
+}
+
+static void process_frames(rdv_conn *c)
+{
+    rdv_server *s = c->srv;
+    while (!c->dead && !c->closing && !c->paused) {
+        size_t hl, pl;
+        rdv_frame_status st = rdv_frame_parse(c->rbuf + c->roff, c->rlen, (size_t)s->cfg.max_frame, &hl, &pl);
+        if (st == RDV_FRAME_TOO_BIG) {
+            (*s->st.closed_oversize)++;
+            RDV_LOG_RL(&s->core_mod.handle, RDV_LOG_NOTICE,
+                       "conn %llu: frame of %zu bytes over core.max_frame=%lld; closing",
+                       (unsigned long long)c->id, pl, (long long)s->cfg.max_frame);
+            rdv_conn_close(s, c, RDV_CLOSE_OVERSIZE, false);
+            return;
+        }
+        if (st == RDV_FRAME_NEED) {
+            /* Grow only to the declared size, which is already known to be legal. */
+            if (hl && rbuf_reserve(c, hl + pl - c->rlen) < 0)
+                rdv_conn_close(s, c, RDV_CLOSE_ERROR, false);
+            return;
+        }
+        c->last_ms = rdv_now_ms(s); /* idle counts from the last complete frame */
+        const uint8_t *payload = c->rbuf + c->roff + hl;
+        c->roff += hl + pl;
+        c->rlen -= hl + pl;
+        if (!deliver_frame(c, payload, pl))
+            return;
+    }
+}
+
+static void process_raw(rdv_conn *c)
+{
+    rdv_server *s = c->srv;
+    while (!c->dead && !c->closing && !c->paused && c->rlen) {
+        long used = c->l->ops->on_data(c->l->ud, c->id, c->rbuf + c->roff, c->rlen);
+        if (c->dead)
+            return;
+        if (used < 0) {
+            rdv_conn_close(s, c, RDV_CLOSE_PROTOCOL, true);
+            return;
+        }
+        if ((size_t)used > c->rlen)
+            used = (long)c->rlen;
+        c->roff += (size_t)used, c->rlen -= (size_t)used;
+        if (used == 0) {
+            if (c->rlen >= c->l->max_buffer) {
+                (*s->st.closed_oversize)++;
+                rdv_conn_close(s, c, RDV_CLOSE_OVERSIZE, false);
+            }
+            return;
+        }
+    }
+}
+
+static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop, (void)revents;
+    rdv_conn *c = w->data;
+    rdv_server *s = c->srv;
+    c->busy++;
+    bool raw = c->l->mode == RDV_LISTEN_RAW;
+    size_t limit = raw ? c->l->max_buffer : (size_t)s->cfg.max_frame + RDV_FRAME_HDR_MAX;
+    /* Read what fits: framed connections reserve space for the declared
+     * frame only (process_frames), raw ones up to their buffer cap. */
+    size_t room = c->rcap - c->roff - c->rlen;
+    if (room == 0) {
+        size_t want = c->rlen < limit ? limit - c->rlen : 0;
+        if (want > READ_CHUNK)
+            want = READ_CHUNK;
+        if (want == 0 || rbuf_reserve(c, want) < 0) {
+            (*s->st.closed_oversize)++;
+            rdv_conn_close(s, c, RDV_CLOSE_OVERSIZE, false);
+            conn_release(c);
+            return;
+        }
+        room = c->rcap - c->roff - c->rlen;
+    }
+    ssize_t n = recv(c->fd, c->rbuf + c->roff + c->rlen, room, 0);
+    if (n == 0) {
+        rdv_conn_close(s, c, RDV_CLOSE_PEER, false);
+    } else if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            rdv_conn_close(s, c, RDV_CLOSE_ERROR, false);
+    } else {
+        c->rlen += (size_t)n;
+        c->bytes_in += (uint64_t)n;
+        if (raw) {
+            c->last_ms = rdv_now_ms(s);
+            process_raw(c);
+        } else {
+            process_frames(c);
+        }
+    }
+    conn_release(c);
+}
+
+/* ------------------------------------------------------------------ accept */
+void rdv_conn_accept(rdv_server *s, rdv_listener *l, int fd, const rdv_addr *peer)
+{
+    rdv_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return;
+    }
+    c->id = ++s->next_id;
+    c->srv = s, c->l = l, c->fd = fd, c->peer = *peer, c->transport = RDV_TR_TCP;
+    c->idle_ms = l->idle_ms;
+    c->opened_ms = c->last_ms = rdv_now_ms(s);
+    ev_io_init(&c->rio, read_cb, fd, EV_READ);
+    ev_io_init(&c->wio, write_cb, fd, EV_WRITE);
+    ev_init(&c->idle, idle_cb);
+    c->rio.data = c->wio.data = c->idle.data = c;
+    rdv_conn *head = conn_table(s);
+    HASH_ADD(hh, head, id, sizeof c->id, c);
+    conn_table_set(s, head);
+    s->nconns++;
+
+    c->busy++;
+    int r = rdv_access_conn(s, RDV_TR_TCP, l, c->id, &c->peer);
+    if (r == RDV_CLOSE) {
+        (*s->st.refused_access)++;
+        rdv_conn_close(s, c, RDV_CLOSE_LOCAL, false);
+    } else if (l->ops && l->ops->on_open && l->ops->on_open(l->ud, c->id, &c->peer) == RDV_CLOSE) {
+        rdv_conn_close(s, c, RDV_CLOSE_LOCAL, true);
+    }
+    if (!c->dead) {
+        rdv_conn_event ev = { .id = c->id, .listener = l, .listener_name = l->name,
+                              .transport = c->transport, .peer = &c->peer };
+        rdv_hook_run(s, RDV_HOOK_CONN_OPEN, &ev);
+    }
+    if (!c->dead) {
+        arm_idle(c);
+        update_watchers(c);
+    }
+    conn_release(c);
+}
+
+/* ------------------------------------------------------------------ module calls */
+int rdv_conn_dispatch(rdv_server *s, rdv_conn *c, const uint8_t *p, size_t n)
+{
+    c->busy++;
+    int r = rdv_dispatch(s, c->transport, c->l, c->l->name, c->id, &c->peer, p, n);
+    bool dead = c->dead;
+    conn_release(c);
+    if (dead)
+        return RDV_CLOSE;
+    if (r == RDV_DECLINED) {
+        /* Nobody handles this tag here: a stream peer speaking something we
+         * do not understand is closed (rendezvous.md §4.2). */
+        (*s->st.tcp_unhandled)++;
+        return RDV_CLOSE;
+    }
+    return r;
+}
+
+int rdv_conn_set_key(rdv_conn *c, const uint8_t key[32])
+{
+    if (c->codec || c->l->mode == RDV_LISTEN_RAW)
+        return -EINVAL; /* the record layer sits on hbb frames only */
+    memcpy(c->key, key, 32);
+    c->secure = true;
+    c->send_seq = c->recv_seq = 0;
+    return 0;
+}
+
+int rdv_conn_set_codec(rdv_conn *c, const rdv_codec *codec, void *ud)
+{
+    if (c->l->mode != RDV_LISTEN_RAW || c->secure)
+        return -EINVAL;
+    c->codec = codec, c->codec_ud = ud;
+    c->transport = codec->transport;
+    return 0;
+}
+
+int rdv_conn_set_idle(rdv_server *s, rdv_conn *c, uint64_t ms)
+{
+    c->idle_ms = ms;
+    c->last_ms = rdv_now_ms(s);
+    if (!c->closing)
+        arm_idle(c);
+    return 0;
+}
+
+int rdv_conn_pause(rdv_server *s, rdv_conn *c, bool paused)
+{
+    (void)s;
+    bool was = c->paused;
+    c->paused = paused;
+    update_watchers(c);
+    if (was && !paused && c->rlen) { /* deliver what arrived while paused */
+        c->busy++;
+        if (c->l->mode == RDV_LISTEN_RAW)
+            process_raw(c);
+        else
+            process_frames(c);
+        conn_release(c);
+    }
+    return 0;
+}
+
+int rdv_conn_detach(rdv_server *s, rdv_conn *c, int *fd, uint8_t *buf, size_t *len)
+{
+    if (c->wlen)
+        return -EBUSY;
+    if (c->rlen > *len)
+        return -ENOSPC;
+    if (c->rlen)
+        memcpy(buf, c->rbuf + c->roff, c->rlen);
+    *len = c->rlen;
+    int keep = dup(c->fd); /* rdv_conn_close closes its own copy */
+    if (keep < 0)
+        return -errno;
+    *fd = keep;
+    c->rlen = 0;
+    rdv_conn_close(s, c, RDV_CLOSE_DETACHED, false);
+    return 0;
+}
+
+void rdv_conn_fill_info(rdv_conn *c, rdv_conn_info *out)
+{
+    memset(out, 0, sizeof *out);
+    out->peer = c->peer;
+    out->transport = c->transport;
+    out->listener = c->l;
+    out->listener_name = c->l->name;
+    out->opened_ms = c->opened_ms;
+    out->bytes_in = c->bytes_in;
+    out->bytes_out = c->bytes_out;
+    out->wqueue = c->wlen;
+    out->secure = c->secure;
+}

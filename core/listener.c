@@ -1,0 +1,256 @@
+/* core/listener.c — TCP and UDP listening sockets.
+ *
+ * Binding follows upstream (wire.md §4): "[::]" with IPV6_V6ONLY off (dual
+ * stack), falling back to 0.0.0.0 when the host has no IPv6; SO_REUSEADDR
+ * (and SO_REUSEPORT) set. A bind address restricts to that address only. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "rdv/wire.h"
+#include "server.h"
+
+#define ACCEPT_BATCH 64
+#define EMFILE_PAUSE_S 0.1
+
+static int sock_open(int family, int type, const struct sockaddr *sa, socklen_t len, bool v6only_off,
+                     int rcvbuf)
+{
+    int fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1, zero = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (family == AF_INET6 && v6only_off)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+    if (rcvbuf > 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    if (bind(fd, sa, len) < 0 || (type == SOCK_STREAM && listen(fd, 1024) < 0)) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    return fd;
+}
+
+/* Returns fd >= 0 and sets *family, or -errno. */
+static int bind_any(const char *bind_s, int port, int type, bool ipv6, int rcvbuf, int *family)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    if (bind_s && *bind_s) {
+        rdv_addr a;
+        if (rdv_addr_parse(&a, bind_s, (uint16_t)port) < 0)
+            return -EINVAL;
+        rdv_addr_set_port(&a, (uint16_t)port);
+        /* Keep the family the operator wrote: a v4 bind address gets a v4 socket. */
+        int fam = a.u.sa.sa_family;
+        socklen_t len = rdv_addr_to_sockaddr(&a, fam, &ss);
+        *family = fam;
+        return sock_open(fam, type, (struct sockaddr *)&ss, len, false, rcvbuf);
+    }
+    if (ipv6) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        s6->sin6_addr = in6addr_any;
+        int fd = sock_open(AF_INET6, type, (struct sockaddr *)s6, sizeof *s6, true, rcvbuf);
+        if (fd >= 0 || (fd != -EAFNOSUPPORT && fd != -EADDRNOTAVAIL && fd != -EPROTONOSUPPORT)) {
+            *family = AF_INET6;
+            return fd;
+        }
+        memset(&ss, 0, sizeof ss);
+    }
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons((uint16_t)port);
+    s4->sin_addr.s_addr = htonl(INADDR_ANY);
+    *family = AF_INET;
+    return sock_open(AF_INET, type, (struct sockaddr *)s4, sizeof *s4, false, rcvbuf);
+}
+
+/* ---- UDP ---- */
+#define UDP_MAX 65536
+
+static void udp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop, (void)revents;
+    rdv_listener *l = w->data;
+    rdv_server *s = l->srv;
+    /* Bounded batch per wake-up so one busy socket cannot starve the loop. */
+    for (int64_t i = 0; i < s->cfg.udp_batch; i++) {
+        struct sockaddr_storage ss;
+        socklen_t slen = sizeof ss;
+        ssize_t n = recvfrom(l->fd, s->udp_buf, UDP_MAX, MSG_TRUNC, (struct sockaddr *)&ss, &slen);
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                RDV_LOG_RL(&s->core_mod.handle, RDV_LOG_WARN, "udp %s: recvfrom: %s", l->name, strerror(errno));
+            return;
+        }
+        (*s->st.udp_in)++;
+        if (n > UDP_MAX) { /* cannot happen for UDP over IP, but never trust a length */
+            (*s->st.udp_undecodable)++;
+            continue;
+        }
+        rdv_addr peer;
+        if (rdv_addr_from_sockaddr(&peer, (struct sockaddr *)&ss, slen) < 0)
+            continue;
+        if (l->mode == RDV_LISTEN_RAW) {
+            l->ops->on_datagram(l->ud, l, &peer, s->udp_buf, (size_t)n);
+            continue;
+        }
+        if (n == 0) { /* empty datagram = empty message: ignored (wire.md §4) */
+            (*s->st.udp_empty)++;
+            continue;
+        }
+        rdv_dispatch(s, RDV_TR_UDP, l, l->name, 0, &peer, s->udp_buf, (size_t)n);
+    }
+}
+
+int rdv_udp_send(rdv_server *s, rdv_listener *l, const rdv_addr *to, const uint8_t *p, size_t n)
+{
+    if (!l || l->transport != RDV_TR_UDP || l->fd < 0)
+        return -EINVAL;
+    struct sockaddr_storage ss;
+    socklen_t len = rdv_addr_to_sockaddr(to, l->family, &ss);
+    if (!len)
+        return -EAFNOSUPPORT;
+    if (sendto(l->fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&ss, len) < 0) {
+        (*s->st.udp_send_fail)++;
+        return -errno;
+    }
+    (*s->st.udp_out)++;
+    return 0;
+}
+
+/* ---- TCP accept ---- */
+static void accept_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    rdv_listener *l = w->data;
+    if (!l->srv->stopping)
+        ev_io_start(loop, &l->io);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    rdv_listener *l = w->data;
+    rdv_server *s = l->srv;
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        struct sockaddr_storage ss;
+        socklen_t slen = sizeof ss;
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &slen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Out of descriptors: the pending connection stays in the backlog
+                 * and would wake us forever. Pause accepting briefly instead of
+                 * spinning; connections that close meanwhile free descriptors. */
+                (*s->st.accept_emfile)++;
+                RDV_LOG_RL(&s->core_mod.handle, RDV_LOG_WARN,
+                           "%s: accept: %s; pausing accepts for 100 ms (raise the limit with ulimit -n / LimitNOFILE)",
+                           l->name, strerror(errno));
+                ev_io_stop(loop, &l->io);
+                ev_timer_set(&l->retry, EMFILE_PAUSE_S, 0);
+                ev_timer_start(loop, &l->retry);
+            }
+            return;
+        }
+        rdv_addr peer;
+        if (rdv_addr_from_sockaddr(&peer, (struct sockaddr *)&ss, slen) < 0) {
+            close(fd);
+            continue;
+        }
+        if ((int64_t)s->nconns >= s->cfg.max_connections) {
+            (*s->st.refused_limit)++;
+            RDV_LOG_RL(&s->core_mod.handle, RDV_LOG_WARN,
+                       "%s: connection limit core.max_connections=%lld reached; refusing",
+                       l->name, (long long)s->cfg.max_connections);
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        (*s->st.accepted)++;
+        rdv_conn_accept(s, l, fd, &peer);
+    }
+}
+
+int rdv_listener_open(rdv_server *s, const rdv_listen_spec *spec, rdv_mod *owner, rdv_listener **out)
+{
+    const char *who = owner ? owner->desc->name : "core";
+    if (spec->port < 1 || spec->port > 65535 || (spec->transport != RDV_TR_TCP && spec->transport != RDV_TR_UDP)) {
+        rdv_logf(who, RDV_LOG_ERR, "listener '%s': invalid port %d or transport", spec->name, spec->port);
+        return -EINVAL;
+    }
+    if (spec->mode != RDV_LISTEN_DISPATCH && !spec->ops) {
+        rdv_logf(who, RDV_LOG_ERR, "listener '%s': a module-owned listener needs callbacks", spec->name);
+        return -EINVAL;
+    }
+    int fam = 0;
+    bool udp = spec->transport == RDV_TR_UDP;
+    int fd = bind_any(spec->bind, spec->port, udp ? SOCK_DGRAM : SOCK_STREAM, s->cfg.ipv6,
+                      udp ? (int)s->cfg.udp_rcvbuf : 0, &fam);
+    if (fd < 0) {
+        const char *fix = fd == -EADDRINUSE ? " (another process uses this port: stop it or choose another port)"
+                        : fd == -EACCES     ? " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+                        : fd == -EINVAL     ? " (bad bind address)"
+                                            : "";
+        rdv_logf(who, RDV_LOG_ERR, "cannot listen on %s %s:%d for '%s': %s%s", udp ? "UDP" : "TCP",
+                 spec->bind && *spec->bind ? spec->bind : "[::]", spec->port, spec->name, strerror(-fd), fix);
+        return fd;
+    }
+    rdv_listener *l = calloc(1, sizeof *l);
+    if (!l || !(l->name = strdup(spec->name ? spec->name : "")) || !(l->bind = strdup(spec->bind ? spec->bind : ""))) {
+        if (l)
+            free(l->name), free(l->bind);
+        free(l);
+        close(fd);
+        return -ENOMEM;
+    }
+    l->srv = s, l->transport = spec->transport, l->mode = spec->mode, l->fd = fd, l->family = fam;
+    l->port = spec->port, l->owner = owner, l->ops = spec->ops, l->ud = spec->ud;
+    l->idle_ms = spec->idle_ms ? spec->idle_ms : (uint64_t)s->cfg.idle_ms;
+    l->max_buffer = spec->max_buffer ? spec->max_buffer : (size_t)s->cfg.read_buffer;
+    ev_io_init(&l->io, udp ? udp_read_cb : accept_cb, fd, EV_READ);
+    l->io.data = l;
+    ev_init(&l->retry, accept_resume_cb);
+    l->retry.data = l;
+    ev_io_start(s->loop, &l->io);
+    l->next = s->listeners;
+    s->listeners = l;
+    rdv_logf(who, RDV_LOG_INFO, "listening on %s %s:%d (%s)", udp ? "UDP" : "TCP",
+             *l->bind ? l->bind : (fam == AF_INET6 ? "[::]" : "0.0.0.0"), l->port, l->name);
+    if (out)
+        *out = l;
+    return 0;
+}
+
+void rdv_listeners_stop(rdv_server *s)
+{
+    for (rdv_listener *l = s->listeners; l; l = l->next) {
+        ev_io_stop(s->loop, &l->io);
+        ev_timer_stop(s->loop, &l->retry);
+        if (l->transport == RDV_TR_TCP && l->fd >= 0) {
+            close(l->fd); /* refuse new connections at once */
+            l->fd = -1;
+        }
+    }
+}
+
+void rdv_listeners_free(rdv_server *s)
+{
+    rdv_listeners_stop(s);
+    for (rdv_listener *l = s->listeners, *n; l; l = n) {
+        n = l->next;
+        if (l->fd >= 0)
+            close(l->fd);
+        free(l->name), free(l->bind), free(l);
+    }
+    s->listeners = NULL;
+}

@@ -1,0 +1,397 @@
+/* core/server.c — start-up, signals, reload and shutdown. */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server.h"
+
+#define SHUTDOWN_POLL_S 0.05
+static const char *const core_skip[] = { "listeners", NULL };
+
+static void register_core_stats(rdv_server *s)
+{
+    struct { uint64_t **p; const char *name, *help; } c[] = {
+        { &s->st.accepted, "tcp_accepted", "TCP connections accepted" },
+        { &s->st.refused_limit, "tcp_refused_limit", "connections refused at core.max_connections" },
+        { &s->st.refused_access, "tcp_refused_access", "connections refused by the ACCESS phase" },
+        { &s->st.accept_emfile, "accept_out_of_fds", "accept paused: out of file descriptors" },
+        { &s->st.closed_oversize, "closed_oversize", "connections closed for a frame over core.max_frame" },
+        { &s->st.closed_protocol, "closed_protocol", "connections closed for a protocol error" },
+        { &s->st.closed_idle, "closed_idle", "connections closed by the idle timeout" },
+        { &s->st.closed_overflow, "closed_write_overflow", "connections closed: write queue full" },
+        { &s->st.udp_in, "udp_in", "datagrams received" },
+        { &s->st.udp_out, "udp_out", "datagrams sent" },
+        { &s->st.udp_undecodable, "udp_undecodable", "datagrams that are not a valid RendezvousMessage" },
+        { &s->st.udp_empty, "udp_empty", "empty messages on UDP (ignored)" },
+        { &s->st.udp_unhandled, "udp_unhandled", "UDP messages no handler took (ignored)" },
+        { &s->st.udp_send_fail, "udp_send_failed", "datagrams the kernel refused to send" },
+        { &s->st.tcp_frames, "tcp_frames", "complete frames received" },
+        { &s->st.tcp_undecodable, "tcp_undecodable", "frames that are not a valid RendezvousMessage" },
+        { &s->st.tcp_unhandled, "tcp_unhandled", "stream messages no handler took (connection closed)" },
+        { &s->st.msg_dropped_access, "access_dropped", "messages dropped by the ACCESS phase" },
+        { &s->st.handler_errors, "handler_errors", "handlers that returned an error" },
+        { &s->st.record_bad, "record_bad", "secure-TCP records that failed to open" },
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
+        *c[i].p = rdv_stat_counter(s, "core", c[i].name, c[i].help);
+}
+
+static uint64_t gauge_conns(void *ud) { return ((rdv_server *)ud)->nconns; }
+static uint64_t gauge_arena_peak(void *ud) { return ((rdv_server *)ud)->arena.peak; }
+
+static int load_conf(rdv_server *s, rdv_conf **out, char *err, size_t errlen)
+{
+    rdv_conf *c = rdv_conf_new();
+    if (!c)
+        return -ENOMEM;
+    if (s->conf_dir && rdv_conf_load_dir(c, s->conf_dir, err, errlen) < 0)
+        goto fail;
+    for (size_t i = 0; i < s->overrides.n; i++)
+        if (rdv_conf_override(c, s->overrides.v[i], err, errlen) < 0)
+            goto fail;
+    *out = c;
+    return 0;
+fail:
+    rdv_conf_free(c);
+    return -EINVAL;
+}
+
+static int open_dispatch_listeners(rdv_server *s)
+{
+    for (size_t i = 0; i < s->nlcfg; i++) {
+        rdv_listener_cfg *lc = &s->lcfg[i];
+        rdv_listen_spec spec = { .name = lc->name, .bind = lc->bind, .port = (int)lc->port,
+                                 .mode = RDV_LISTEN_DISPATCH, .idle_ms = (uint64_t)lc->idle_ms };
+        if (lc->udp) {
+            spec.transport = RDV_TR_UDP;
+            if (rdv_listener_open(s, &spec, NULL, NULL) < 0)
+                return -1;
+        }
+        if (lc->tcp) {
+            spec.transport = RDV_TR_TCP;
+            if (rdv_listener_open(s, &spec, NULL, NULL) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static void begin_shutdown(rdv_server *s);
+
+static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop, (void)revents;
+    rdv_server *s = w->data;
+    if (w->signum == SIGHUP) {
+        rdv_logf("core", RDV_LOG_NOTICE, "SIGHUP: reloading configuration");
+        rdv_server_reload(s);
+        return;
+    }
+    if (s->stopping) { /* a second signal: stop now */
+        rdv_logf("core", RDV_LOG_NOTICE, "second stop signal: exiting without waiting");
+        ev_break(s->loop, EVBREAK_ALL);
+        return;
+    }
+    rdv_logf("core", RDV_LOG_NOTICE, "%s: stopping (draining for at most %lld ms)", strsignal(w->signum),
+             (long long)s->cfg.shutdown_ms);
+    begin_shutdown(s);
+}
+
+static void shutdown_poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    rdv_server *s = w->data;
+    if (s->nconns == 0 || rdv_now_ms(s) >= s->shutdown_deadline_ms)
+        ev_break(loop, EVBREAK_ALL);
+}
+
+static void begin_shutdown(rdv_server *s)
+{
+    s->stopping = true;
+    rdv_listeners_stop(s);
+    for (size_t i = s->nmods; i-- > 0;) {
+        rdv_mod *m = s->mods[i];
+        if (m->started && m->desc->stop)
+            m->desc->stop(m->state);
+        m->started = false;
+    }
+    /* Let queued replies go out, then close; bounded by core.shutdown_ms. */
+    rdv_conns_close_all(s, true);
+    s->shutdown_deadline_ms = rdv_now_ms(s) + (uint64_t)s->cfg.shutdown_ms;
+    ev_timer_init(&s->shutdown_timer, shutdown_poll_cb, 0., SHUTDOWN_POLL_S);
+    s->shutdown_timer.data = s;
+    ev_timer_start(s->loop, &s->shutdown_timer);
+}
+
+static int fill_core(rdv_server *s, const rdv_conf *conf, rdv_core_cfg *cfg, rdv_listener_cfg **lcfg, size_t *nl,
+                     char *err, size_t errlen)
+{
+    if (rdv_conf_fill(conf, "core", rdv_core_settings, core_skip, cfg, err, errlen) < 0)
+        return -EINVAL;
+    void *arr = NULL;
+    if (rdv_conf_fill_list(conf, "core", "listeners", rdv_listener_settings, sizeof(rdv_listener_cfg), &arr, nl,
+                           err, errlen) < 0) {
+        rdv_conf_release(rdv_core_settings, cfg);
+        return -EINVAL;
+    }
+    *lcfg = arr;
+    rdv_log_level lvl;
+    if (rdv_log_parse_level(cfg->log_level, &lvl) < 0) {
+        char where[256];
+        snprintf(err, errlen, "%s: core.log_level: '%s' is not a level (use error, warn, notice, info or debug)",
+                 rdv_conf_group_origin(conf, "core", where, sizeof where), cfg->log_level);
+        goto bad;
+    }
+    for (size_t i = 0; i < *nl; i++) {
+        if (!*(*lcfg)[i].name) {
+            snprintf(err, errlen, "core.listeners[%zu]: a listener needs a name (e.g. \"main\")", i);
+            goto bad;
+        }
+        if (!(*lcfg)[i].udp && !(*lcfg)[i].tcp) {
+            snprintf(err, errlen, "core.listeners[%zu] (%s): neither udp nor tcp is enabled", i, (*lcfg)[i].name);
+            goto bad;
+        }
+    }
+    (void)s;
+    return 0;
+bad:
+    rdv_conf_release_list(rdv_listener_settings, sizeof(rdv_listener_cfg), *lcfg, *nl);
+    *lcfg = NULL;
+    rdv_conf_release(rdv_core_settings, cfg);
+    return -EINVAL;
+}
+
+static void warn_unknown_groups(rdv_server *s)
+{
+    size_t n;
+    const char *const *g = rdv_conf_groups(s->conf, &n);
+    for (size_t i = 0; i < n; i++) {
+        bool known = strcmp(g[i], "core") == 0;
+        for (size_t j = 0; !known && j < s->nmods; j++)
+            known = strcmp(g[i], s->mods[j]->desc->name) == 0;
+        if (!known) {
+            char where[256];
+            rdv_logf("core", RDV_LOG_WARN, "%s: group '%s' is for a module not in core.modules; ignored",
+                     rdv_conf_group_origin(s->conf, g[i], where, sizeof where), g[i]);
+        }
+    }
+}
+
+int rdv_server_init(rdv_server *s, const char *conf_dir, const rdv_strlist *overrides, bool dry)
+{
+    char err[1024] = "";
+    memset(s, 0, sizeof *s);
+    s->core_mod.handle.api = &rdv_api_table;
+    s->core_mod.srv = s;
+    s->exit_code = 0;
+    if (conf_dir && !(s->conf_dir = strdup(conf_dir)))
+        return -ENOMEM;
+    if (overrides && overrides->n) {
+        s->overrides.v = calloc(overrides->n, sizeof(char *));
+        if (!s->overrides.v)
+            return -ENOMEM;
+        for (size_t i = 0; i < overrides->n; i++)
+            if (!(s->overrides.v[s->overrides.n++] = strdup(overrides->v[i])))
+                return -ENOMEM;
+    }
+    if (load_conf(s, &s->conf, err, sizeof err) < 0 || fill_core(s, s->conf, &s->cfg, &s->lcfg, &s->nlcfg, err, sizeof err) < 0)
+        goto fail;
+    rdv_log_level lvl = RDV_LOG_INFO;
+    rdv_log_parse_level(s->cfg.log_level, &lvl);
+    rdv_log_set_level(lvl);
+
+    s->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    if (!s->loop) {
+        snprintf(err, sizeof err, "cannot create the event loop");
+        goto fail;
+    }
+    /* One arena for every message: a message may expand to at most this much
+     * when unpacked; larger ones fail to decode (bounded memory). Pages are
+     * only touched as needed. */
+    size_t arena_cap = (size_t)s->cfg.max_frame * 8 + 65536;
+    s->arena_mem = malloc(arena_cap);
+    s->udp_buf = malloc(65536);
+    s->pack_cap = (size_t)s->cfg.max_frame;
+    s->pack_buf = malloc(s->pack_cap);
+    if (!s->arena_mem || !s->udp_buf || !s->pack_buf) {
+        snprintf(err, sizeof err, "out of memory");
+        goto fail;
+    }
+    rdv_arena_init(&s->arena, s->arena_mem, arena_cap);
+    register_core_stats(s);
+    rdv_stat_gauge(s, "core", "connections", gauge_conns, s, "connections open now");
+    rdv_stat_gauge(s, "core", "arena_peak_bytes", gauge_arena_peak, s, "largest decoded message, bytes");
+
+    if (rdv_admin_open(s, dry ? "" : s->cfg.admin_socket) < 0) {
+        snprintf(err, sizeof err, "admin console not available (see above)");
+        goto fail;
+    }
+    if (rdv_load_modules(s, err, sizeof err) < 0)
+        goto fail;
+    warn_unknown_groups(s);
+    if (dry)
+        return 0;
+    if (rdv_init_modules(s, err, sizeof err) < 0)
+        goto fail;
+    if (open_dispatch_listeners(s) < 0) {
+        snprintf(err, sizeof err, "cannot open the listeners of core.listeners (see above)");
+        goto fail;
+    }
+    for (size_t i = 0; i < s->nmods; i++) {
+        rdv_mod *m = s->mods[i];
+        int r = m->desc->start ? m->desc->start(m->state) : 0;
+        if (r < 0) {
+            snprintf(err, sizeof err, "module '%s' failed to start: %s (see the lines above)", m->desc->name,
+                     strerror(-r));
+            goto fail;
+        }
+        m->started = true;
+    }
+    ev_signal_init(&s->sig_term, signal_cb, SIGTERM);
+    ev_signal_init(&s->sig_int, signal_cb, SIGINT);
+    ev_signal_init(&s->sig_hup, signal_cb, SIGHUP);
+    s->sig_term.data = s->sig_int.data = s->sig_hup.data = s;
+    ev_signal_start(s->loop, &s->sig_term);
+    ev_signal_start(s->loop, &s->sig_int);
+    ev_signal_start(s->loop, &s->sig_hup);
+    rdv_logf("core", RDV_LOG_NOTICE, "rdvd %s ready: %zu modules", RDV_VERSION, s->nmods);
+    return 0;
+fail:
+    rdv_logf("core", RDV_LOG_ERR, "%s", err);
+    return -1;
+}
+
+int rdv_server_run(rdv_server *s)
+{
+    signal(SIGPIPE, SIG_IGN);
+    ev_run(s->loop, 0);
+    return s->exit_code;
+}
+
+void rdv_server_free(rdv_server *s)
+{
+    if (s->loop) {
+        for (size_t i = s->nmods; i-- > 0;) {
+            rdv_mod *m = s->mods[i];
+            if (m->started && m->desc->stop)
+                m->desc->stop(m->state);
+            m->started = false;
+        }
+        rdv_conns_close_all(s, false);
+        ev_signal_stop(s->loop, &s->sig_term);
+        ev_signal_stop(s->loop, &s->sig_int);
+        ev_signal_stop(s->loop, &s->sig_hup);
+        ev_timer_stop(s->loop, &s->shutdown_timer);
+    }
+    rdv_unload_modules(s);
+    rdv_dispatch_free(s);
+    if (s->loop)
+        rdv_admin_close(s);
+    rdv_listeners_free(s);
+    rdv_services_free(s);
+    rdv_stats_free(s);
+    if (s->lcfg)
+        rdv_conf_release_list(rdv_listener_settings, sizeof(rdv_listener_cfg), s->lcfg, s->nlcfg);
+    rdv_conf_release(rdv_core_settings, &s->cfg);
+    rdv_conf_free(s->conf);
+    for (size_t i = 0; i < s->overrides.n; i++)
+        free(s->overrides.v[i]);
+    free(s->overrides.v);
+    free(s->conf_dir);
+    free(s->arena_mem), free(s->udp_buf), free(s->pack_buf);
+    if (s->loop)
+        ev_loop_destroy(s->loop);
+    memset(s, 0, sizeof *s);
+}
+
+/* Two phases: parse and validate everything into new structs; only if all of
+ * it is acceptable hand the new settings to the modules. */
+int rdv_server_reload(rdv_server *s)
+{
+    char err[1024] = "";
+    rdv_conf *nc = NULL;
+    rdv_core_cfg ncore;
+    memset(&ncore, 0, sizeof ncore);
+    rdv_listener_cfg *nl = NULL;
+    size_t nnl = 0;
+    void **ncfg = calloc(s->nmods ? s->nmods : 1, sizeof *ncfg);
+    int rc = -1;
+    if (!ncfg)
+        return -1;
+    if (load_conf(s, &nc, err, sizeof err) < 0 || fill_core(s, nc, &ncore, &nl, &nnl, err, sizeof err) < 0)
+        goto out;
+    const rdv_setting *chg = rdv_conf_nonreloadable_change(rdv_core_settings, &s->cfg, &ncore);
+    bool lchg = nnl != s->nlcfg;
+    for (size_t i = 0; !lchg && i < nnl; i++)
+        lchg = rdv_conf_nonreloadable_change(rdv_listener_settings, &s->lcfg[i], &nl[i]) != NULL;
+    if (chg || lchg) {
+        snprintf(err, sizeof err, "core.%s changed: this setting needs a restart", chg ? chg->name : "listeners");
+        goto out_core;
+    }
+    for (size_t i = 0; i < s->nmods; i++) {
+        rdv_mod *m = s->mods[i];
+        if (rdv_mod_fill_config(s, nc, m->desc, &ncfg[i], err, sizeof err) < 0)
+            goto out_mods;
+        if (m->desc->settings && (chg = rdv_conf_nonreloadable_change(m->desc->settings, m->cfg, ncfg[i]))) {
+            snprintf(err, sizeof err, "%s.%s changed: this setting needs a restart", m->desc->name, chg->name);
+            goto out_mods;
+        }
+    }
+    /* Phase two: commit. */
+    for (size_t i = 0; i < s->nmods; i++) {
+        rdv_mod *m = s->mods[i];
+        if (!m->desc->settings)
+            continue;
+        if (m->desc->reconfigure && m->desc->reconfigure(m->state, ncfg[i]) < 0) {
+            rdv_logf(m->desc->name, RDV_LOG_ERR, "refused the new configuration; it keeps its old one");
+            continue;
+        }
+        void *old = m->cfg;
+        m->cfg = ncfg[i];
+        ncfg[i] = old; /* freed below */
+    }
+    rdv_log_level lvl;
+    if (rdv_log_parse_level(ncore.log_level, &lvl) == 0)
+        rdv_log_set_level(lvl);
+    s->cfg.shutdown_ms = ncore.shutdown_ms;
+    { /* swap the reloadable strings: keep the new log_level text */
+        char *t = s->cfg.log_level;
+        s->cfg.log_level = ncore.log_level;
+        ncore.log_level = t;
+    }
+    rdv_conf_free(s->conf);
+    s->conf = nc;
+    nc = NULL;
+    rc = 0;
+    rdv_logf("core", RDV_LOG_NOTICE, "configuration reloaded");
+out_mods:
+    for (size_t i = 0; i < s->nmods; i++)
+        if (ncfg[i]) {
+            rdv_conf_release(s->mods[i]->desc->settings, ncfg[i]);
+            free(ncfg[i]);
+        }
+out_core:
+    rdv_conf_release_list(rdv_listener_settings, sizeof(rdv_listener_cfg), nl, nnl);
+    rdv_conf_release(rdv_core_settings, &ncore);
+out:
+    if (rc < 0)
+        rdv_logf("core", RDV_LOG_ERR, "reload refused, old configuration kept: %s", err);
+    rdv_conf_free(nc);
+    free(ncfg);
+    return rc;
+}
+
+int rdv_server_print_config(rdv_server *s, FILE *f)
+{
+    fprintf(f, "# effective configuration (defaults included, secrets redacted)\n");
+    rdv_conf_print(f, "core", rdv_core_settings, &s->cfg);
+    for (size_t i = 0; i < s->nlcfg; i++) {
+        fprintf(f, "# core.listeners[%zu]\n", i);
+        rdv_conf_print(f, "listener", rdv_listener_settings, &s->lcfg[i]);
+    }
+    for (size_t i = 0; i < s->nmods; i++)
+        if (s->mods[i]->desc->settings)
+            rdv_conf_print(f, s->mods[i]->desc->name, s->mods[i]->desc->settings, s->mods[i]->cfg);
+    return 0;
+}

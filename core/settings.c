@@ -1,0 +1,29 @@
+/* core/settings.c — the core's own settings (group "core" in conf.d). */
+#include "server.h"
+
+const rdv_setting rdv_core_settings[] = {
+    RDV_SETTING_STRLIST(rdv_core_cfg, modules, 0, "modules to load (their order only breaks ties of the dependency sort)"),
+    RDV_SETTING_STRING(rdv_core_cfg, module_path, "", 0, "':'-separated directories searched for <module>.so (empty: build tree, then install dir)"),
+    RDV_SETTING_STRING(rdv_core_cfg, log_level, "info", RDV_SETF_RELOAD, "error, warn, notice, info or debug"),
+    RDV_SETTING_STRING(rdv_core_cfg, admin_socket, "rdvd.sock", 0, "admin console Unix socket path (empty: no console)"),
+    RDV_SETTING_INT(rdv_core_cfg, max_connections, 100000, 1, 10000000, 0, "accepted connections open at once (more are refused)"),
+    RDV_SETTING_INT(rdv_core_cfg, max_frame, 1048576, 65536, 0x3FFFFFFF, 0, "largest TCP frame payload accepted, bytes (wire.md §3.3)"),
+    RDV_SETTING_INT(rdv_core_cfg, idle_ms, 30000, 100, 86400000, 0, "TCP idle limit between complete frames, ms"),
+    RDV_SETTING_INT(rdv_core_cfg, write_queue_max, 4194304, 4096, 1073741824, 0, "bytes queued for one slow reader before it is closed"),
+    RDV_SETTING_INT(rdv_core_cfg, read_buffer, 262144, 4096, 67108864, 0, "read buffer cap of raw (module-owned) connections, bytes"),
+    RDV_SETTING_INT(rdv_core_cfg, shutdown_ms, 5000, 0, 600000, RDV_SETF_RELOAD, "how long SIGTERM waits for queued replies, ms"),
+    RDV_SETTING_INT(rdv_core_cfg, udp_rcvbuf, 0, 0, 1073741824, 0, "SO_RCVBUF of UDP sockets (0: system default; hbbs --rmem)"),
+    RDV_SETTING_INT(rdv_core_cfg, udp_batch, 64, 1, 4096, 0, "datagrams read per wake-up before other work runs"),
+    RDV_SETTING_BOOL(rdv_core_cfg, ipv6, 1, 0, "bind [::] dual stack (falls back to IPv4 when the host has no IPv6)"),
+    RDV_SETTING_END,
+};
+
+const rdv_setting rdv_listener_settings[] = {
+    RDV_SETTING_STRING(rdv_listener_cfg, name, "", 0, "name handlers filter on, e.g. main or nat"),
+    RDV_SETTING_STRING(rdv_listener_cfg, bind, "", 0, "address to bind (empty: all, dual stack)"),
+    RDV_SETTING_INT(rdv_listener_cfg, port, 0, 1, 65535, 0, "port"),
+    RDV_SETTING_BOOL(rdv_listener_cfg, udp, 0, 0, "open a UDP socket"),
+    RDV_SETTING_BOOL(rdv_listener_cfg, tcp, 1, 0, "open a TCP listener"),
+    RDV_SETTING_INT(rdv_listener_cfg, idle_ms, 0, 0, 86400000, 0, "TCP idle limit (0: core.idle_ms)"),
+    RDV_SETTING_END,
+};

@@ -1,0 +1,48 @@
+#!/bin/sh
+# Build and run every test: the normal build, the ASan+UBSan build, bounded
+# fuzzing, the out-of-tree example module against the installed headers, and
+# valgrind over the integration tests. Exit status is non-zero on any failure.
+set -eu
+cd "$(dirname "$0")/.."
+sh scripts/setup.sh
+JOBS=${JOBS:-2}
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+
+step() { printf '\n=== %s ===\n' "$*"; }
+
+step "build (RelWithDebInfo)"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$JOBS"
+step "tests"
+(cd build && ctest --output-on-failure -j"$JOBS")
+
+step "build (ASan+UBSan)"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DRDV_SANITIZE=ON >/dev/null
+cmake --build build-asan -j"$JOBS"
+step "tests under ASan+UBSan"
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --output-on-failure -j"$JOBS")
+
+step "fuzz (${FUZZ_SECONDS}s per target)"
+CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DRDV_TESTS=OFF -DRDV_FUZZ=ON \
+  -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link,address,undefined" >/dev/null
+cmake --build build-fuzz -j"$JOBS"
+for f in build-fuzz/fuzz/fuzz_*; do
+  [ -x "$f" ] || continue
+  name=$(basename "$f")
+  corpus="tests/fuzz/corpus/${name#fuzz_}"
+  work=$(mktemp -d)
+  [ -d "$corpus" ] && cp -r "$corpus"/. "$work"/
+  echo "fuzzing $name"
+  "$f" -max_total_time="$FUZZ_SECONDS" -max_len=70000 -rss_limit_mb=2048 "$work" 2>&1 | tail -n 2
+  rm -rf "$work"
+done
+
+step "out-of-tree module build against the installed headers"
+sh tests/out-of-tree.sh
+
+if [ "${RDV_SKIP_VALGRIND:-0}" != 1 ]; then
+  step "integration tests under valgrind"
+  (cd build && RDV_VALGRIND=1 ctest --output-on-failure -L integration)
+fi
+echo "ALL TESTS PASSED"

@@ -514,9 +514,11 @@ static int add_override(rdv_conf *c, struct override *o)
         return 0;
     }
     struct override *os = grow(c->ovr, c->novr, &c->ovr_cap, sizeof *os);
-    if (!os || !group_get(c, o->group, NULL, 0))
+    if (!os)
         return -1;
     c->ovr = os;
+    if (!group_get(c, o->group, NULL, 0))
+        return -1;
     os[c->novr++] = *o;
     return 0;
 }
@@ -635,6 +637,12 @@ static const char *type_name(int type)
     }
 }
 
+/* A table bug, not a configuration error. */
+static int fail_bad_type(const rdv_setting *s, const struct loc *at, char *err, size_t errlen)
+{
+    return fail_at(at, err, errlen, "setting '%s' has unknown type %d in its module's table", s->name, (int)s->type);
+}
+
 static int fail_type(const rdv_setting *s, const config_setting_t *v, const struct loc *at,
                      char *err, size_t errlen)
 {
@@ -710,6 +718,8 @@ static int set_from_setting(const rdv_setting *s, const config_setting_t *v, voi
             return -1;
         store_strlist(s, &l, cfg);
         return 0;
+    default:
+        return fail_bad_type(s, at, err, errlen);
     }
     return fail_type(s, v, at, err, errlen);
 }
@@ -793,7 +803,7 @@ static int set_from_text(const rdv_setting *s, const char *text, void *cfg, cons
     case RDV_SET_STRING: return store_string(s, text, cfg, at, err, errlen);
     case RDV_SET_STRLIST: return parse_strlist(s, text, cfg, at, err, errlen);
     }
-    return fail_at(at, err, errlen, "setting of unknown type %d", (int)s->type);
+    return fail_bad_type(s, at, err, errlen);
 }
 
 /* cfg must be zeroed or filled (an old string or list is freed). The message

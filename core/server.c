@@ -259,6 +259,7 @@ int rdv_server_init(rdv_server *s, const char *conf_dir, const rdv_strlist *over
     return 0;
 fail:
     rdv_logf("core", RDV_LOG_ERR, "%s", err);
+    snprintf(s->err, sizeof s->err, "%s", err);
     return -1;
 }
 
@@ -375,8 +376,10 @@ out_core:
     rdv_conf_release_list(rdv_listener_settings, sizeof(rdv_listener_cfg), nl, nnl);
     rdv_conf_release(rdv_core_settings, &ncore);
 out:
-    if (rc < 0)
+    if (rc < 0) {
         rdv_logf("core", RDV_LOG_ERR, "reload refused, old configuration kept: %s", err);
+        snprintf(s->err, sizeof s->err, "%s", err);
+    }
     rdv_conf_free(nc);
     free(ncfg);
     return rc;

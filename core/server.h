@@ -143,6 +143,7 @@ struct rdv_server {
     uint64_t shutdown_deadline_ms;
     bool stopping;
     int exit_code;
+    char err[1024];           /* last start-up/reload error (tests read it) */
 
     struct {
         uint64_t *accepted, *refused_limit, *refused_access, *accept_emfile;

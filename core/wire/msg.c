@@ -46,30 +46,41 @@ void rdv_arena_reset(rdv_arena *a)
     a->used = 0;
 }
 
-rdv_msg *rdv_msg_unpack(rdv_arena *a, const uint8_t *p, size_t n)
+/* Field numbers are 1..2^29-1. protobuf-c rejects a one-byte tag 0 but
+ * accepts a non-minimal one (82 00) and 5-byte tags beyond the range, keeps
+ * them as unknown fields and would re-emit them as different, invalid tags.
+ * rust-protobuf rejects both, so the message does not parse upstream either. */
+#define FIELD_NUMBER_MAX ((1u << 29) - 1)
+
+static bool unknown_tags_valid(const ProtobufCMessage *m)
 {
-    rdv_msg *m = hbb__rendezvous_message__unpack(&a->alloc, n, p);
-    /* No free on rejection: the memory is the arena's. */
-    if (m == NULL || !rdv_msg_strings_valid(&m->base))
-        return NULL;
-    return m;
+    for (unsigned i = 0; i < m->n_unknown_fields; i++) {
+        uint32_t tag = m->unknown_fields[i].tag;
+        if (tag == 0 || tag > FIELD_NUMBER_MAX)
+            return false;
+    }
+    return true;
 }
 
+static bool message_valid(const ProtobufCMessage *m, bool check_tags);
+
 /* v points at the storage of one value: a char * or a ProtobufCMessage *. */
-static bool value_valid(const ProtobufCFieldDescriptor *f, const void *v)
+static bool value_valid(const ProtobufCFieldDescriptor *f, const void *v, bool check_tags)
 {
     if (f->type == PROTOBUF_C_TYPE_STRING) {
         const char *s = *(const char *const *)v;
         return s == NULL || rdv_utf8_valid((const uint8_t *)s, strlen(s));
     }
     const ProtobufCMessage *sub = *(const ProtobufCMessage *const *)v;
-    return sub == NULL || rdv_msg_strings_valid(sub);
+    return sub == NULL || message_valid(sub, check_tags);
 }
 
 /* Recursion depth is bounded by the schema's nesting (no recursive types),
  * exactly as in protobuf-c's own unpack. */
-bool rdv_msg_strings_valid(const ProtobufCMessage *m)
+static bool message_valid(const ProtobufCMessage *m, bool check_tags)
 {
+    if (check_tags && !unknown_tags_valid(m))
+        return false;
     const ProtobufCMessageDescriptor *d = m->descriptor;
     const uint8_t *base = (const uint8_t *)m;
     for (unsigned i = 0; i < d->n_fields; i++) {
@@ -81,7 +92,7 @@ bool rdv_msg_strings_valid(const ProtobufCMessage *m)
             size_t n = *(const size_t *)(base + f->quantifier_offset);
             const void *const *elems = *(const void *const *const *)member;
             for (size_t k = 0; k < n; k++)
-                if (!value_valid(f, &elems[k]))
+                if (!value_valid(f, &elems[k], check_tags))
                     return false;
             continue;
         }
@@ -89,10 +100,24 @@ bool rdv_msg_strings_valid(const ProtobufCMessage *m)
         if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
             *(const uint32_t *)(base + f->quantifier_offset) != f->id)
             continue;
-        if (!value_valid(f, member))
+        if (!value_valid(f, member, check_tags))
             return false;
     }
     return true;
+}
+
+bool rdv_msg_strings_valid(const ProtobufCMessage *m)
+{
+    return message_valid(m, false);
+}
+
+rdv_msg *rdv_msg_unpack(rdv_arena *a, const uint8_t *p, size_t n)
+{
+    rdv_msg *m = hbb__rendezvous_message__unpack(&a->alloc, n, p);
+    /* No free on rejection: the memory is the arena's. */
+    if (m == NULL || !message_valid(&m->base, true))
+        return NULL;
+    return m;
 }
 
 size_t rdv_msg_pack(const rdv_msg *m, uint8_t *buf, size_t cap)

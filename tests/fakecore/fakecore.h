@@ -40,6 +40,10 @@ extern "C" {
 
 typedef struct fc_core fc_core;
 
+/* The descriptor of the module under test, whose sources are compiled into
+ * the suite (rdv/module.h declares it only inside RDV_MODULE_EXPORT). */
+const rdv_module *rdv_module_get(void);
+
 /* ------------------------------------------------------------------ core */
 fc_core *fc_new(void);
 /* Unloads every loaded module (reverse load order), then frees everything.

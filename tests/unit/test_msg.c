@@ -180,6 +180,24 @@ Test(msg, unknown_tag_is_unset)
     cr_assert_eq((int)m->register_pk_response->result, 99);
 }
 
+/* Field numbers outside 1..2^29-1 fail (as in rust-protobuf), even where
+ * protobuf-c would keep them as unknown fields. */
+Test(msg, invalid_field_numbers)
+{
+    cr_assert_null(rdv_msg_unpack(&arena, B(0x02, 0x00)));       /* tag 0 */
+    cr_assert_null(rdv_msg_unpack(&arena, B(0x82, 0x00, 0x00))); /* tag 0, non-minimal */
+    cr_assert_null(rdv_msg_unpack(&arena, B(0x32, 0x03, 0x82, 0x00, 0x00))); /* nested */
+    cr_assert_null(rdv_msg_unpack(&arena, B(0x80, 0x80, 0x80, 0x80, 0x10, 0x00))); /* 2^29 */
+    rdv_msg *m = rdv_msg_unpack(&arena, B(0xf8, 0xff, 0xff, 0xff, 0x0f, 0x00)); /* 2^29-1 */
+    cr_assert_not_null(m);
+    cr_assert_eq(m->union_case, HBB__RENDEZVOUS_MESSAGE__UNION__NOT_SET);
+    /* strings_valid is about strings only. */
+    rdv_arena_reset(&arena);
+    m = hbb__rendezvous_message__unpack(&arena.alloc, 3, (const uint8_t[]){0x82, 0x00, 0x00});
+    cr_assert_not_null(m);
+    cr_assert(rdv_msg_strings_valid(&m->base));
+}
+
 /* §2.2: last occurrence of a oneof wins. */
 Test(msg, duplicate_oneof_last_wins)
 {

@@ -1,0 +1,267 @@
+/* Integration: the real rdvd with the example module on loopback.
+ * The example answers TestNatRequest with TestNatResponse{port = source port}
+ * over UDP and TCP (issue #2: the core's transports, codec, dispatch, bad
+ * input handling, reload and shutdown). */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "rdv/wire.h"
+
+static rdvt_server srv;
+
+static const char *const conf_files[] = {
+    "00-core.conf",
+    "core: {\n"
+    "  modules = [ \"example\" ];\n"
+    "  module_path = \"@MODDIR@\";\n"
+    "  idle_ms = 1500;\n"
+    "  max_connections = 64;\n"
+    "  listeners = ( { name = \"example\"; port = @PORT@; udp = true; tcp = true; } );\n"
+    "};\n",
+    "10-example.conf",
+    "example: { greeting = \"first greeting\"; };\n",
+    NULL,
+};
+
+static void setup(void)
+{
+    cr_assert_eq(rdvt_prepare(&srv, conf_files), 0);
+    cr_assert_eq(rdvt_start(&srv), 0, "rdvd did not start");
+}
+
+static void teardown(void)
+{
+    int st = rdvt_stop(&srv);
+    rdvt_cleanup(&srv);
+    cr_assert_eq(st, 0, "rdvd did not exit cleanly (status %d)", st);
+}
+
+TestSuite(core, .init = setup, .fini = teardown, .timeout = 120);
+
+static uint16_t local_port(int fd)
+{
+    struct sockaddr_in a;
+    socklen_t l = sizeof a;
+    getsockname(fd, (struct sockaddr *)&a, &l);
+    return ntohs(a.sin_port);
+}
+
+static void send_nat_udp(int fd)
+{
+    Hbb__RendezvousMessage m = HBB__RENDEZVOUS_MESSAGE__INIT;
+    Hbb__TestNatRequest t = HBB__TEST_NAT_REQUEST__INIT;
+    m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_REQUEST;
+    m.test_nat_request = &t;
+    cr_assert_eq(rdvt_udp_send(fd, srv.port, &m), 0);
+}
+
+static void expect_udp_answer(int fd)
+{
+    Hbb__RendezvousMessage *r = rdvt_udp_recv(fd, 3000);
+    cr_assert_not_null(r, "no UDP answer");
+    cr_assert_eq(r->union_case, HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_RESPONSE);
+    cr_assert_eq(r->test_nat_response->port, local_port(fd));
+    rdvt_msg_free(r);
+}
+
+static const uint8_t nat_req[] = { 0xa2, 0x01, 0x00 }; /* TestNatRequest{} (wire.md §2.3) */
+
+static void expect_tcp_answer(int fd)
+{
+    Hbb__RendezvousMessage *r = rdvt_tcp_recv(fd, 3000);
+    cr_assert_not_null(r, "no TCP answer");
+    cr_assert_eq(r->union_case, HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_RESPONSE);
+    cr_assert_eq(r->test_nat_response->port, local_port(fd));
+    rdvt_msg_free(r);
+}
+
+/* Liveness after each bad-input case: both transports still answer. */
+static void check_alive(void)
+{
+    int u = rdvt_udp("127.0.0.9");
+    send_nat_udp(u);
+    expect_udp_answer(u);
+    close(u);
+    int t = rdvt_tcp("127.0.0.9", srv.port);
+    cr_assert_geq(t, 0);
+    cr_assert_eq(rdvt_tcp_send_frame(t, nat_req, sizeof nat_req), 0);
+    expect_tcp_answer(t);
+    close(t);
+}
+
+Test(core, udp_datagram_gets_the_handlers_reply)
+{
+    int u = rdvt_udp("127.0.0.2");
+    send_nat_udp(u);
+    expect_udp_answer(u);
+    close(u);
+    cr_assert_geq(rdvt_stat(&srv, "example.answered"), 1);
+}
+
+Test(core, framed_tcp_message_gets_the_handlers_reply)
+{
+    int t = rdvt_tcp("127.0.0.3", srv.port);
+    cr_assert_geq(t, 0);
+    cr_assert_eq(rdvt_tcp_send_frame(t, nat_req, sizeof nat_req), 0);
+    expect_tcp_answer(t);
+    /* two frames in one segment -> two answers, in order */
+    uint8_t two[8] = { 0x0c, 0xa2, 0x01, 0x00, 0x0c, 0xa2, 0x01, 0x00 };
+    cr_assert_eq(rdvt_tcp_send_raw(t, two, sizeof two), 0);
+    expect_tcp_answer(t);
+    expect_tcp_answer(t);
+    close(t);
+}
+
+Test(core, byte_by_byte_and_non_minimal_headers)
+{
+    int t = rdvt_tcp("127.0.0.4", srv.port);
+    uint8_t frame[4] = { 0x0c, 0xa2, 0x01, 0x00 };
+    for (size_t i = 0; i < sizeof frame; i++) {
+        cr_assert_eq(rdvt_tcp_send_raw(t, &frame[i], 1), 0);
+        usleep(20000);
+    }
+    expect_tcp_answer(t);
+    /* 2-byte and 4-byte headers declaring 3 bytes (wire.md §3.1 non-canonical) */
+    uint8_t h2[5] = { 0x0d, 0x00, 0xa2, 0x01, 0x00 };
+    uint8_t h4[7] = { 0x0f, 0x00, 0x00, 0x00, 0xa2, 0x01, 0x00 };
+    cr_assert_eq(rdvt_tcp_send_raw(t, h2, sizeof h2), 0);
+    expect_tcp_answer(t);
+    cr_assert_eq(rdvt_tcp_send_raw(t, h4, sizeof h4), 0);
+    expect_tcp_answer(t);
+    close(t);
+}
+
+Test(core, udp_garbage_empty_and_unknown_are_dropped_and_counted)
+{
+    int u = rdvt_udp("127.0.0.5");
+    const uint8_t garbage[] = { 0xff, 0xff, 0xff, 0xff, 0x0f };
+    cr_assert_eq(rdvt_udp_send_raw(u, srv.port, garbage, sizeof garbage), 0);
+    cr_assert_eq(rdvt_udp_send_raw(u, srv.port, "", 0), 0);
+    const uint8_t unknown[] = { 0xfa, 0x03, 0x00 }; /* field 63, empty: unknown tag -> union unset */
+    cr_assert_eq(rdvt_udp_send_raw(u, srv.port, unknown, sizeof unknown), 0);
+    const uint8_t online[] = { 0xba, 0x01, 0x00 }; /* OnlineRequest: no handler here */
+    cr_assert_eq(rdvt_udp_send_raw(u, srv.port, online, sizeof online), 0);
+    uint8_t buf[64];
+    cr_assert_lt(rdvt_udp_recv_raw(u, buf, sizeof buf, 300), 0, "bad datagrams must not be answered");
+    cr_assert_geq(rdvt_stat(&srv, "core.udp_undecodable"), 1);
+    cr_assert_geq(rdvt_stat(&srv, "core.udp_empty"), 2);
+    cr_assert_geq(rdvt_stat(&srv, "core.udp_unhandled"), 1);
+    close(u);
+    check_alive();
+}
+
+Test(core, invalid_utf8_is_undecodable)
+{
+    /* OnlineRequest{id: "\xff"} — string fields must be UTF-8 (wire.md §2.2) */
+    const uint8_t bad[] = { 0xba, 0x01, 0x03, 0x0a, 0x01, 0xff };
+    int u = rdvt_udp("127.0.0.5");
+    cr_assert_eq(rdvt_udp_send_raw(u, srv.port, bad, sizeof bad), 0);
+    close(u);
+    usleep(200000);
+    cr_assert_geq(rdvt_stat(&srv, "core.udp_undecodable"), 1);
+    check_alive();
+}
+
+Test(core, tcp_garbage_closes_the_connection)
+{
+    int t = rdvt_tcp("127.0.0.6", srv.port);
+    const uint8_t garbage[] = { 0x0c, 0xff, 0xff, 0xff };
+    cr_assert_eq(rdvt_tcp_send_raw(t, garbage, sizeof garbage), 0);
+    cr_assert(rdvt_tcp_closed(t, 3000), "undecodable frame must close");
+    close(t);
+    cr_assert_geq(rdvt_stat(&srv, "core.tcp_undecodable"), 1);
+    /* unknown / unhandled tag on TCP closes too (rendezvous.md §4.2) */
+    t = rdvt_tcp("127.0.0.6", srv.port);
+    const uint8_t online[] = { 0x0c, 0xba, 0x01, 0x00 };
+    cr_assert_eq(rdvt_tcp_send_raw(t, online, sizeof online), 0);
+    cr_assert(rdvt_tcp_closed(t, 3000));
+    close(t);
+    cr_assert_geq(rdvt_stat(&srv, "core.tcp_unhandled"), 1);
+    check_alive();
+}
+
+Test(core, oversize_frame_closes_before_the_payload_arrives)
+{
+    int t = rdvt_tcp("127.0.0.7", srv.port);
+    /* 4-byte header declaring 64 MiB (> core.max_frame = 1 MiB): no payload sent */
+    uint32_t h = (64u << 20) << 2 | 3;
+    uint8_t hdr[4] = { (uint8_t)h, (uint8_t)(h >> 8), (uint8_t)(h >> 16), (uint8_t)(h >> 24) };
+    cr_assert_eq(rdvt_tcp_send_raw(t, hdr, sizeof hdr), 0);
+    cr_assert(rdvt_tcp_closed(t, 3000), "oversize header must close at once");
+    close(t);
+    cr_assert_geq(rdvt_stat(&srv, "core.closed_oversize"), 1);
+    check_alive();
+}
+
+Test(core, truncated_frame_is_never_answered_and_idles_out)
+{
+    int t = rdvt_tcp("127.0.0.8", srv.port);
+    const uint8_t part[] = { 0x0c, 0xa2 }; /* 3 bytes declared, 1 sent */
+    cr_assert_eq(rdvt_tcp_send_raw(t, part, sizeof part), 0);
+    uint8_t *buf = NULL;
+    long n = rdvt_tcp_recv_frame(t, &buf, 500);
+    cr_assert_eq(n, -1, "a truncated frame must not be answered");
+    cr_assert(rdvt_tcp_closed(t, 5000), "idle timeout (core.idle_ms=1500) must close");
+    close(t);
+    cr_assert_geq(rdvt_stat(&srv, "core.closed_idle"), 1);
+    check_alive();
+}
+
+Test(core, slow_sender_and_connection_limit)
+{
+    /* 64 allowed; open 70: the excess is refused and counted, the rest works. */
+    int fds[70];
+    for (int i = 0; i < 70; i++)
+        fds[i] = rdvt_tcp("127.0.0.10", srv.port);
+    usleep(300000);
+    cr_assert_geq(rdvt_stat(&srv, "core.tcp_refused_limit"), 1);
+    for (int i = 0; i < 70; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    usleep(300000);
+    check_alive();
+}
+
+Test(core, sighup_reload_applies_and_rolls_back)
+{
+    cr_assert(rdvt_log_contains(&srv, "first greeting"));
+    char path[512];
+    snprintf(path, sizeof path, "%s/conf.d/10-example.conf", srv.dir);
+    FILE *f = fopen(path, "w");
+    fputs("example: { greeting = \"second greeting\"; };\n", f);
+    fclose(f);
+    kill(srv.pid, SIGHUP);
+    cr_assert(rdvt_wait_log(&srv, "second greeting", 5000), "reload did not apply");
+    /* a bad value: the whole reload is refused and the old configuration stays */
+    f = fopen(path, "w");
+    fputs("example: { greeting = \"third\"; no_such_key = 1; };\n", f);
+    fclose(f);
+    kill(srv.pid, SIGHUP);
+    cr_assert(rdvt_wait_log(&srv, "reload refused", 5000));
+    cr_assert(rdvt_log_contains(&srv, "no_such_key"));
+    cr_assert_not(rdvt_log_contains(&srv, "third"));
+    char *st = rdvt_admin(&srv, "example-stats");
+    cr_assert(st && strstr(st, "second greeting"), "%s", st ? st : "(null)");
+    free(st);
+    check_alive();
+}
+
+Test(core, admin_console_lists_modules_and_stats)
+{
+    char *out = rdvt_admin(&srv, "modules");
+    cr_assert(out && strstr(out, "example"));
+    free(out);
+    out = rdvt_admin(&srv, "help");
+    cr_assert(out && strstr(out, "stats") && strstr(out, "example-stats"));
+    free(out);
+    out = rdvt_admin(&srv, "nonsense");
+    cr_assert(out && strstr(out, "unknown command"));
+    free(out);
+}

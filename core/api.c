@@ -179,6 +179,19 @@ static int api_admin_command(rdv_core *c, const char *name, const char *usage, r
 {
     return rdv_admin_register(srv_of(c), rdv_mod_of(c), name, usage, fn, ud);
 }
+static char *api_admin_exec(rdv_core *c, const char *line)
+{
+    char *copy = strdup(line);
+    if (!copy)
+        return NULL;
+    rdv_buf b = { .limit = 1 << 20 };
+    rdv_admin_exec(srv_of(c), copy, &b);
+    free(copy);
+    if (!b.p)
+        b.p = calloc(1, 1);
+    return b.p;
+}
+
 static const char *api_module_name(rdv_core *c) { return name_of(c); }
 
 static int api_core_int(rdv_core *c, const char *name, int64_t *out)
@@ -242,6 +255,7 @@ const rdv_core_api rdv_api_table = {
     .gauge = api_gauge,
     .admin_command = api_admin_command,
     .out = rdv_buf_printf,
+    .admin_exec = api_admin_exec,
     .module_name = api_module_name,
     .core_int = api_core_int,
 };

@@ -233,6 +233,10 @@ struct rdv_core_api {
      * the answer (bounded; excess is cut with a marker). */
     int (*admin_command)(rdv_core *c, const char *name, const char *usage, rdv_admin_fn fn, void *ud);
     void (*out)(rdv_buf *b, const char *fmt, ...) RDV_PRINTF(2, 3);
+    /* Run an admin command line as the console would (for compatibility
+     * consoles such as upstream's loopback TCP one). Returns a malloc'ed,
+     * NUL-terminated answer (caller frees) or NULL when out of memory. */
+    char *(*admin_exec)(rdv_core *c, const char *line);
 
     /* Misc. */
     const char *(*module_name)(rdv_core *c);

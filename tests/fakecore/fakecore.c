@@ -18,7 +18,7 @@
 #define FC_MAX_FRAME 1048576       /* core_int("max_frame") */
 #define FC_IDLE_MS 30000           /* core_int("idle_ms") */
 #define FC_RAW_BUFFER 65536        /* RAW read buffer when the spec says 0 */
-#define FC_ARENA_CAP (4u << 20)    /* unpack arena per injected message */
+#define FC_ARENA_CAP (FC_MAX_FRAME * 8 + 65536) /* unpack arena, as the real core sizes it */
 #define FC_UDP_MAX 65507
 #define FC_STR_MAX 4096            /* STRING / STRLIST cap when max is 0 */
 #define FC_ADMIN_ARGS 64
@@ -165,6 +165,8 @@ struct fc_core {
     fc_cmd *cmds;
     fc_hentry *table[RDV_TAG_MAX + 1];
     fc_access *access;       /* sorted by access_priority, stable */
+    uint8_t *arena;          /* FC_ARENA_CAP bytes, reused by every dispatch */
+    bool arena_busy;
     fc_sent_node *sent, *sent_tail, *popped;
     size_t nsent;
     char *log[FC_LOG_LINES];
@@ -689,11 +691,16 @@ static int run_handlers(fc_core *fc, const rdv_msg_ctx *ctx, const void *msg)
     return matched ? RDV_DECLINED : -ENOENT;
 }
 
-/* Unpack into a fresh arena exactly as the real core does, then ACCESS and
- * the handler chain. Returns the codes listed in fakecore.h. */
+/* Unpack with an arena exactly as the real core does, then ACCESS and the
+ * handler chain. A dispatch nested in a handler gets an arena of its own.
+ * Returns the codes listed in fakecore.h. */
 static int dispatch(fc_core *fc, rdv_msg_ctx *ctx)
 {
-    uint8_t *mem = xcalloc(1, FC_ARENA_CAP);
+    bool nested = fc->arena_busy;
+    uint8_t *mem = nested ? malloc(FC_ARENA_CAP) : fc->arena;
+    if (!mem)
+        die("out of memory");
+    fc->arena_busy = true;
     rdv_arena arena;
     rdv_arena_init(&arena, mem, FC_ARENA_CAP);
     rdv_msg *msg = rdv_msg_unpack(&arena, ctx->raw, ctx->raw_len);
@@ -706,7 +713,9 @@ static int dispatch(fc_core *fc, rdv_msg_ctx *ctx)
         else if (r == RDV_OK)
             r = ctx->tag > 0 && ctx->tag <= RDV_TAG_MAX ? run_handlers(fc, ctx, msg) : -ENOENT;
     }
-    free(mem);
+    fc->arena_busy = nested;
+    if (nested)
+        free(mem);
     return r;
 }
 
@@ -1211,6 +1220,9 @@ fc_core *fc_new(void)
     fc->wall_us = 1700000000000000ull;
     fc->verbose = getenv("FC_VERBOSE") != NULL;
     fc->self = hd_of(fc_handle(fc, "core"));
+    fc->arena = malloc(FC_ARENA_CAP);
+    if (!fc->arena)
+        die("out of memory");
     return fc;
 }
 
@@ -1674,6 +1686,7 @@ void fc_free(fc_core *fc)
         free(fc->conns[i]);
     }
     free(fc->conns);
+    free(fc->arena);
     free_listeners(fc->listeners);
     free_listeners(fc->retired);
     fc_stat *s, *st;

@@ -96,19 +96,20 @@ rdv_listener *fc_listener(fc_core *fc, const char *name, rdv_transport tr, int p
 rdv_listener *fc_find_listener(fc_core *fc, const char *name, rdv_transport tr);
 
 /* ------------------------------------------------------------------ injection
- * Return values of the dispatching calls (fc_udp*, fc_conn_msg/raw):
- *   the handler result (RDV_OK, RDV_CLOSE, -errno) — RDV_CLOSE closes the
- *     connection (RDV_CLOSE_LOCAL);
- *   RDV_DECLINED   every matching handler declined;
- *   -ENOENT        no handler for (tag, transport, listener);
- *   -EACCES        an ACCESS callback dropped it (RDV_DECLINED); an ACCESS
- *                  RDV_CLOSE returns RDV_CLOSE and closes;
- *   -EBADMSG       undecodable (closed with RDV_CLOSE_PROTOCOL);
- *   -EMSGSIZE      over max_frame (closed with RDV_CLOSE_OVERSIZE);
- *   -ENOTCONN      unknown or closed connection.
- * As in the real core, a stream message nobody handled (-ENOENT or
- * RDV_DECLINED) closes the connection. Listeners owned by a module get the
- * bytes through their ops instead (see fc_conn_raw). */
+ * Return values of the dispatching calls (fc_udp*, fc_conn_msg/raw) — more
+ * detail than the real core gives, so tests can tell the cases apart:
+ *   the handler result  RDV_OK, RDV_CLOSE or -errno (logged);
+ *   RDV_DECLINED        every matching handler declined;
+ *   -ENOENT             no handler for (tag, transport, listener);
+ *   -EACCES             an ACCESS callback dropped it (RDV_DECLINED); an
+ *                       ACCESS RDV_CLOSE returns RDV_CLOSE;
+ *   -EBADMSG            undecodable;
+ *   -EMSGSIZE           over max_frame;
+ *   -ENOTCONN           unknown or closed connection.
+ * As in the real core, a stream connection is then closed on anything but
+ * RDV_OK and -EACCES (RDV_CLOSE_PROTOCOL if undecodable, _OVERSIZE if too
+ * big, else _LOCAL). Listeners owned by a module get the bytes through
+ * their ops instead (see fc_conn_raw). */
 int fc_udp(fc_core *fc, const char *listener, const rdv_addr *from, const Hbb__RendezvousMessage *msg);
 /* A datagram: dispatched on a dispatch listener, given to on_datagram on a
  * module's RAW UDP listener (then returns RDV_OK). */
@@ -125,9 +126,9 @@ rdv_conn_id fc_owned_open(fc_core *fc, rdv_listener *l, const rdv_addr *peer);
 int fc_conn_msg(fc_core *fc, rdv_conn_id id, const Hbb__RendezvousMessage *msg);
 /* Bytes from the peer. Dispatch / FRAMED listeners: one frame payload
  * (already unframed and, after conn_set_key, already decrypted: the fake
- * never encrypts). RAW listeners: appended to the read buffer and handed to
- * on_data until it consumes nothing (returns RDV_OK, or RDV_CLOSE if the
- * module closed it). */
+ * never encrypts); FRAMED returns on_frame's answer. RAW listeners:
+ * appended to the read buffer and handed to on_data until it consumes
+ * nothing, unless paused (returns RDV_OK, or RDV_CLOSE once closed). */
 int fc_conn_raw(fc_core *fc, rdv_conn_id id, const uint8_t *p, size_t n);
 /* The peer hung up: on_close / "conn.close" with RDV_CLOSE_PEER. */
 int fc_conn_peer_close(fc_core *fc, rdv_conn_id id);

@@ -10,6 +10,8 @@ function(rdv_add_module NAME)
     OUTPUT_NAME ${NAME} PREFIX ""
     LIBRARY_OUTPUT_DIRECTORY ${RDV_MODULE_DIR}
     C_VISIBILITY_PRESET hidden)
+  # Export only rdv_module_get: nothing of the librdvwire copy inside.
+  target_link_options(${tgt} PRIVATE -Wl,--exclude-libs,ALL)
   if(NOT RDV_SANITIZE)
     target_link_options(${tgt} PRIVATE -Wl,--no-undefined)
   endif()

@@ -34,7 +34,7 @@ struct rdv_conn {
     const rdv_codec *codec;
     void *codec_ud;
     rdv_transport transport;
-    bool secure, paused, closing, dead, draining_notified;
+    bool secure, paused, closing, dead, opened;
     int busy;
     uint8_t key[32];
     uint64_t send_seq, recv_seq;
@@ -233,7 +233,7 @@ void rdv_conn_close(rdv_server *s, rdv_conn *c, rdv_close_reason why, bool flush
     close(c->fd);
     c->fd = -1;
     c->busy++;
-    if (c->l->ops && c->l->ops->on_close && why != RDV_CLOSE_DETACHED)
+    if (c->opened && c->l->ops && c->l->ops->on_close && why != RDV_CLOSE_DETACHED)
         c->l->ops->on_close(c->l->ud, c->id, why);
     rdv_conn_event ev = { .id = c->id, .listener = c->l, .listener_name = c->l->name,
                           .transport = c->transport, .peer = &c->peer, .why = why };
@@ -455,8 +455,10 @@ void rdv_conn_accept(rdv_server *s, rdv_listener *l, int fd, const rdv_addr *pee
     if (r == RDV_CLOSE) {
         (*s->st.refused_access)++;
         rdv_conn_close(s, c, RDV_CLOSE_LOCAL, false);
-    } else if (l->ops && l->ops->on_open && l->ops->on_open(l->ud, c->id, &c->peer) == RDV_CLOSE) {
-        rdv_conn_close(s, c, RDV_CLOSE_LOCAL, true);
+    } else {
+        c->opened = true; /* from here on the owner hears on_close */
+        if (l->ops && l->ops->on_open && l->ops->on_open(l->ud, c->id, &c->peer) == RDV_CLOSE)
+            rdv_conn_close(s, c, RDV_CLOSE_LOCAL, true);
     }
     if (!c->dead) {
         rdv_conn_event ev = { .id = c->id, .listener = l, .listener_name = l->name,

@@ -202,7 +202,10 @@ struct rdv_core_api {
     /* Transport modules: install a codec (e.g. WebSocket) on a RAW
      * connection, then feed each whole message with conn_dispatch(): it goes
      * through ACCESS and the dispatch table as if from a dispatch listener
-     * named like the connection's listener. Returns RDV_OK or RDV_CLOSE. */
+     * named like the connection's listener. Returns RDV_OK, or RDV_CLOSE when
+     * the message asks for the connection to end (unknown tag, undecodable,
+     * a handler's RDV_CLOSE or error): the calling transport module closes
+     * it (after its own close handshake, if any). */
     int (*conn_set_codec)(rdv_core *c, rdv_conn_id id, const rdv_codec *codec, void *ud);
     int (*conn_dispatch)(rdv_core *c, rdv_conn_id id, const uint8_t *p, size_t n);
     /* Stop/resume reading (back-pressure from a slow partner). */
@@ -240,7 +243,8 @@ struct rdv_core_api {
 
     /* Misc. */
     const char *(*module_name)(rdv_core *c);
-    /* Core settings modules may need: "max_frame", "idle_ms". -ENOENT if unknown. */
+    /* Core settings modules may need: "max_frame", "idle_ms",
+     * "max_connections", "write_queue_max". -ENOENT if unknown. */
     int (*core_int)(rdv_core *c, const char *name, int64_t *out);
 };
 

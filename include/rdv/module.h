@@ -98,7 +98,8 @@ typedef struct rdv_msg_ctx {
 
 /* msg is a const Hbb__RendezvousMessage * (rdv/proto.h); void * keeps this
  * header free of the generated code. Return RDV_OK, RDV_DECLINED, RDV_CLOSE
- * or -errno. A protocol failure is a reply message, not a return code. */
+ * or -errno (logged rate-limited, counted, and treated like RDV_CLOSE). A
+ * protocol failure is a reply message, not a return code. */
 typedef int (*rdv_handler_fn)(void *state, const rdv_msg_ctx *ctx, const void *msg);
 
 typedef struct rdv_handler {
@@ -118,7 +119,9 @@ enum {
 
 /* ACCESS phase: runs for every decoded message before dispatch, and for every
  * accepted connection (msg == NULL, tag == 0). RDV_OK lets it through,
- * RDV_DECLINED drops the message silently, RDV_CLOSE closes the connection. */
+ * RDV_DECLINED drops the message silently, RDV_CLOSE closes the connection.
+ * At accept time both RDV_DECLINED and RDV_CLOSE refuse the connection (the
+ * listener's on_open/on_close are then never called). */
 typedef int (*rdv_access_fn)(void *state, const rdv_msg_ctx *ctx, const void *msg);
 
 /* ------------------------------------------------------------------ services */
@@ -168,6 +171,8 @@ typedef struct rdv_module {
 
 #define RDV_MODULE_SYMBOL "rdv_module_get"
 typedef const rdv_module *(*rdv_module_get_fn)(void);
+/* The one symbol a module exports (defined by RDV_MODULE_EXPORT). */
+const rdv_module *rdv_module_get(void);
 
 #if defined(__GNUC__)
 #define RDV_EXPORT __attribute__((visibility("default")))

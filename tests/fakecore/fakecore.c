@@ -23,6 +23,7 @@
 #define FC_STR_MAX 4096            /* STRING / STRLIST cap when max is 0 */
 #define FC_ADMIN_ARGS 64
 #define FC_TRUNCATED "\n[truncated]\n"
+#define FC_ADMIN_LIMIT (1u << 20)  /* admin_exec answer cap, as the real core */
 
 /* ------------------------------------------------------------------ types */
 typedef struct fc_hd { /* a module's rdv_core handle */
@@ -90,9 +91,9 @@ struct rdv_async {
     rdv_async *prev, *next;
 };
 
-struct rdv_buf {
+struct rdv_buf {             /* growable, up to limit bytes of text */
     char *p;
-    size_t cap, len;
+    size_t len, limit;
     bool cut;
 };
 
@@ -1096,6 +1097,7 @@ static int api_admin_command(rdv_core *c, const char *name, const char *usage, r
     return 0;
 }
 
+/* Append what fits under the limit; past it the answer is marked cut. */
 static void api_out(rdv_buf *b, const char *fmt, ...) RDV_PRINTF(2, 3);
 static void api_out(rdv_buf *b, const char *fmt, ...)
 {
@@ -1103,21 +1105,27 @@ static void api_out(rdv_buf *b, const char *fmt, ...)
         return;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    if (n < 0 || (size_t)n >= b->cap - b->len) {
-        b->cut = true;
-        b->len = b->cap - 1;
-    } else {
-        b->len += (size_t)n;
-    }
+    if (n < 0)
+        return;
+    size_t room = b->limit - b->len, take = (size_t)n < room ? (size_t)n : room;
+    b->p = realloc(b->p, b->len + (size_t)n + 1);
+    if (!b->p)
+        die("out of memory");
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += take;
+    b->p[b->len] = '\0';
+    b->cut = take < (size_t)n;
 }
 
-int fc_admin(fc_core *fc, const char *cmdline, char *out, size_t outlen)
+/* Split a line on whitespace and run the command into b, as the real
+ * console does. Returns 0, -EINVAL (empty line) or -ENOENT (unknown, with
+ * the real console's answer). The answer ends with FC_TRUNCATED if cut. */
+static int admin_run(fc_core *fc, const char *cmdline, rdv_buf *b)
 {
-    if (!out || !outlen)
-        return -EINVAL;
-    out[0] = '\0';
     char *line = xstrdup(cmdline), *save = NULL, *argv[FC_ADMIN_ARGS + 1];
     int argc = 0;
     for (char *w = strtok_r(line, " \t\r\n", &save); w && argc < FC_ADMIN_ARGS; w = strtok_r(NULL, " \t\r\n", &save))
@@ -1127,29 +1135,51 @@ int fc_admin(fc_core *fc, const char *cmdline, char *out, size_t outlen)
     while (k && argc && strcmp(k->name, argv[0]) != 0)
         k = k->next;
     int r = !argc ? -EINVAL : !k ? -ENOENT : 0;
-    if (r == 0) {
-        rdv_buf b = { .p = out, .cap = outlen };
-        k->fn(k->ud, argc, argv, &b);
-        if (b.cut && outlen > sizeof FC_TRUNCATED)
-            memcpy(out + outlen - sizeof FC_TRUNCATED, FC_TRUNCATED, sizeof FC_TRUNCATED);
-    }
+    if (r == -ENOENT)
+        api_out(b, "unknown command '%s'; try help\n", argv[0]);
+    else if (r == 0)
+        k->fn(k->ud, argc, argv, b);
+    if (b->cut && b->limit >= sizeof FC_TRUNCATED)
+        memcpy(b->p + b->limit - (sizeof FC_TRUNCATED - 1), FC_TRUNCATED, sizeof FC_TRUNCATED);
     free(line);
     return r;
+}
+
+int fc_admin(fc_core *fc, const char *cmdline, char *out, size_t outlen)
+{
+    if (!out || !outlen)
+        return -EINVAL;
+    rdv_buf b = { .limit = outlen - 1 };
+    int r = admin_run(fc, cmdline, &b);
+    memcpy(out, b.p ? b.p : "", b.len + 1);
+    free(b.p);
+    return r;
+}
+
+static char *api_admin_exec(rdv_core *c, const char *line)
+{
+    rdv_buf b = { .limit = FC_ADMIN_LIMIT };
+    admin_run(hd_of(c)->fc, line, &b);
+    return b.p ? b.p : xcalloc(1, 1);
 }
 
 /* ------------------------------------------------------------------ misc */
 static const char *api_module_name(rdv_core *c) { return hd_of(c)->name; }
 
+/* The real core's defaults. */
 static int api_core_int(rdv_core *c, const char *name, int64_t *out)
 {
+    static const struct { const char *name; int64_t v; } ints[] = {
+        { "max_frame", FC_MAX_FRAME }, { "idle_ms", FC_IDLE_MS },
+        { "max_connections", 100000 }, { "write_queue_max", 4194304 },
+    };
     (void)c;
-    if (strcmp(name, "max_frame") == 0)
-        *out = FC_MAX_FRAME;
-    else if (strcmp(name, "idle_ms") == 0)
-        *out = FC_IDLE_MS;
-    else
-        return -ENOENT;
-    return 0;
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
+        if (strcmp(name, ints[i].name) == 0) {
+            *out = ints[i].v;
+            return 0;
+        }
+    return -ENOENT;
 }
 
 static const rdv_core_api fc_api = {
@@ -1197,6 +1227,7 @@ static const rdv_core_api fc_api = {
     .gauge = api_gauge,
     .admin_command = api_admin_command,
     .out = api_out,
+    .admin_exec = api_admin_exec,
     .module_name = api_module_name,
     .core_int = api_core_int,
 };
@@ -1381,6 +1412,12 @@ static int apply_line(fc_core *fc, const rdv_module *m, char *line, void *cfg)
     return -EINVAL;
 }
 
+static void cfg_free(const rdv_module *m, void *cfg)
+{
+    cfg_release(m->settings, cfg);
+    free(cfg);
+}
+
 /* Defaults, then conf lines, then validate. Returns 0 with *out set (free
  * with cfg_free), or -EINVAL with the reason logged. */
 static int cfg_build(fc_core *fc, const rdv_module *m, const char *conf, void **out)
@@ -1398,18 +1435,11 @@ static int cfg_build(fc_core *fc, const rdv_module *m, const char *conf, void **
         r = -EINVAL;
     }
     if (r < 0) {
-        cfg_release(m->settings, cfg);
-        free(cfg);
+        cfg_free(m, cfg);
         return r;
     }
     *out = cfg;
     return 0;
-}
-
-static void cfg_free(const rdv_module *m, void *cfg)
-{
-    cfg_release(m->settings, cfg);
-    free(cfg);
 }
 
 static bool strlist_equal(const rdv_strlist *a, const rdv_strlist *b)

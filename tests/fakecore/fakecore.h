@@ -40,10 +40,6 @@ extern "C" {
 
 typedef struct fc_core fc_core;
 
-/* The descriptor of the module under test, whose sources are compiled into
- * the suite (rdv/module.h declares it only inside RDV_MODULE_EXPORT). */
-const rdv_module *rdv_module_get(void);
-
 /* ------------------------------------------------------------------ core */
 fc_core *fc_new(void);
 /* Unloads every loaded module (reverse load order), then frees everything.
@@ -192,9 +188,11 @@ void fc_clear_sent(fc_core *fc);
 uint64_t fc_counter(fc_core *fc, const char *name);
 /* Gauge "module.name" read through its callback (0 if none). */
 uint64_t fc_gauge(fc_core *fc, const char *name);
-/* Run an admin command line (split on whitespace, at most 64 words); the
- * answer goes to out (always NUL-terminated, cut with "\n[truncated]\n").
- * Returns 0, or -ENOENT for an unknown command, -EINVAL for an empty line. */
+/* Run an admin command line as api->admin_exec does (split on whitespace,
+ * at most 64 words); the answer goes to out (always NUL-terminated, cut
+ * with "\n[truncated]\n"). Returns 0, -ENOENT for an unknown command (out
+ * then holds the real console's "unknown command" line), or -EINVAL for an
+ * empty line. */
 int fc_admin(fc_core *fc, const char *cmdline, char *out, size_t outlen);
 /* True if a kept log line ("module: text") contains substring. */
 bool fc_log_contains(fc_core *fc, const char *substring);

@@ -1121,15 +1121,37 @@ static void print_help(FILE *f, const char *help)
         fputc(*p < 0x20 ? ' ' : *p, f);
 }
 
-void rdv_conf_print(FILE *f, const char *group, const rdv_setting *tbl, const void *cfg)
+static void print_settings(FILE *f, const rdv_setting *tbl, const void *cfg, const char *indent, bool comments)
 {
-    fprintf(f, "%s = {\n", group);
     for (const rdv_setting *s = tbl; s && s->name; s++) {
-        fprintf(f, "  %s = ", s->name);
+        fprintf(f, "%s%s = ", indent, s->name);
         print_value(f, s, cfg);
         fputc(';', f);
-        print_help(f, s->help);
-        fputc('\n', f);
+        if (comments)
+            print_help(f, s->help);
+        fputc(comments ? '\n' : ' ', f);
+    }
+}
+
+void rdv_conf_print(FILE *f, const char *group, const rdv_setting *tbl, const void *cfg)
+{
+    rdv_conf_print_with_list(f, group, tbl, cfg, NULL, NULL, 0, NULL, 0);
+}
+
+void rdv_conf_print_with_list(FILE *f, const char *group, const rdv_setting *tbl, const void *cfg,
+                              const char *key, const rdv_setting *elem_tbl, size_t elem_size,
+                              const void *arr, size_t n)
+{
+    fprintf(f, "%s = {\n", group);
+    print_settings(f, tbl, cfg, "  ", true);
+    if (key) {
+        fprintf(f, "  %s = (", key);
+        for (size_t i = 0; i < n; i++) {
+            fputs(i ? ",\n    { " : "\n    { ", f);
+            print_settings(f, elem_tbl, (const char *)arr + i * elem_size, "", false);
+            fputc('}', f);
+        }
+        fputs(n ? "\n  );\n" : " );\n", f);
     }
     fputs("};\n", f);
 }

@@ -63,6 +63,10 @@ int rdv_conf_copy(const rdv_setting *tbl, void *dst, const void *src);
 /* Print a group in libconfig syntax with every setting's effective value
  * (defaults included), secrets as "<redacted>", help as a comment. */
 void rdv_conf_print(FILE *f, const char *group, const rdv_setting *tbl, const void *cfg);
+/* The same, with one list-of-groups key (e.g. core.listeners) inside. */
+void rdv_conf_print_with_list(FILE *f, const char *group, const rdv_setting *tbl, const void *cfg,
+                              const char *key, const rdv_setting *elem_tbl, size_t elem_size,
+                              const void *arr, size_t n);
 
 /* Compare two filled structs. Returns the first setting that differs and is
  * not RDV_SETF_RELOAD (NULL if none): a SIGHUP that changes it is refused. */

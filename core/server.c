@@ -388,11 +388,8 @@ out:
 int rdv_server_print_config(rdv_server *s, FILE *f)
 {
     fprintf(f, "# effective configuration (defaults included, secrets redacted)\n");
-    rdv_conf_print(f, "core", rdv_core_settings, &s->cfg);
-    for (size_t i = 0; i < s->nlcfg; i++) {
-        fprintf(f, "# core.listeners[%zu]\n", i);
-        rdv_conf_print(f, "listener", rdv_listener_settings, &s->lcfg[i]);
-    }
+    rdv_conf_print_with_list(f, "core", rdv_core_settings, &s->cfg, "listeners", rdv_listener_settings,
+                             sizeof(rdv_listener_cfg), s->lcfg, s->nlcfg);
     for (size_t i = 0; i < s->nmods; i++)
         if (s->mods[i]->desc->settings)
             rdv_conf_print(f, s->mods[i]->desc->name, s->mods[i]->desc->settings, s->mods[i]->cfg);

@@ -75,8 +75,9 @@ static char *expand(rdvt_server *s, const char *text)
     snprintf(num[2], 32, "%d", s->port + 1);
     snprintf(num[3], 32, "%d", s->port + 2);
     snprintf(num[4], 32, "%d", s->port + 3);
-    const char *keys[] = { "@PORT@", "@NAT@", "@RELAY@", "@WS@", "@RWS@", "@MODDIR@", "@DIR@" };
-    const char *vals[] = { num[0], num[1], num[2], num[3], num[4], RDV_BUILD_DIR "/modules", s->dir };
+    const char *keys[] = { "@PORT@", "@NAT@", "@RELAY@", "@WS@", "@RWS@", "@MODDIR@", "@FIXDIR@", "@DIR@" };
+    const char *vals[] = { num[0], num[1], num[2], num[3], num[4], RDV_BUILD_DIR "/modules",
+                           RDV_BUILD_DIR "/tests/fixtures", s->dir };
     char *cur = strdup(text);
     for (size_t i = 0; cur && i < sizeof keys / sizeof keys[0]; i++) {
         char *n = replace_all(cur, keys[i], vals[i]);
@@ -198,6 +199,25 @@ bool rdvt_alive(rdvt_server *s)
         return false;
     int st;
     return waitpid(s->pid, &st, WNOHANG) == 0;
+}
+
+int rdvt_wait_exit(rdvt_server *s, int ms)
+{
+    long deadline = now_ms() + (s->valgrind ? ms * 10 : ms);
+    int st;
+    while (s->pid > 0 && now_ms() < deadline) {
+        if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
+            s->pid = -1;
+            return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+        }
+        usleep(20000);
+    }
+    if (s->pid > 0) {
+        kill(s->pid, SIGKILL);
+        waitpid(s->pid, &st, 0);
+        s->pid = -1;
+    }
+    return -1;
 }
 
 int rdvt_stop(rdvt_server *s)

@@ -30,13 +30,17 @@ int rdvt_base_port(void);
 /* Create the working dir and write conf.d/<name> = text for each pair of
  * (name, text) in files (NULL-terminated). Text may contain "@PORT@",
  * "@NAT@" (port-1), "@RELAY@" (port+1), "@WS@" (port+2), "@RWS@" (port+3),
- * "@MODDIR@" (build/modules) and "@DIR@" (working dir); they are replaced. */
+ * "@MODDIR@" (build/modules), "@FIXDIR@" (build/tests/fixtures) and "@DIR@"
+ * (working dir); they are replaced. */
 int rdvt_prepare(rdvt_server *s, const char *const *files);
 /* Start build/rdvd (or argv[0] = exe, e.g. "hbbs", with extra args) and wait
  * until it answers on its admin socket (max 15 s; 60 s under valgrind).
  * Returns 0 or -1 (the log is printed). */
 int rdvt_start(rdvt_server *s);
 int rdvt_start_exe(rdvt_server *s, const char *exe, const char *const *args, bool wait_admin);
+/* Wait for the server to exit by itself (start-up errors); exit status, or
+ * -1 if it is still running after ms (then it is killed). */
+int rdvt_wait_exit(rdvt_server *s, int ms);
 /* SIGTERM, wait; returns the exit status (0 = clean) or -1 on timeout/signal. */
 int rdvt_stop(rdvt_server *s);
 /* Remove the working directory. */

@@ -1,0 +1,117 @@
+/* Integration: operator errors at start-up give one clear message naming the
+ * file / setting / module and a non-zero exit (issue #2, "Bad input"); the
+ * effective configuration can be printed with secrets redacted. */
+#include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static rdvt_server srv;
+
+static void run_expect_failure(const char *const *files, const char *const *args, const char *needle)
+{
+    cr_assert_eq(rdvt_prepare(&srv, files), 0);
+    cr_assert_eq(rdvt_start_exe(&srv, "rdvd", args, false), 0);
+    int st = rdvt_wait_exit(&srv, 10000);
+    bool found = rdvt_log_contains(&srv, needle);
+    if (!found || st <= 0) {
+        char cmd[400];
+        snprintf(cmd, sizeof cmd, "cat %s >&2", srv.log);
+        if (system(cmd) != 0)
+            fprintf(stderr, "(no log)\n");
+    }
+    rdvt_cleanup(&srv);
+    cr_assert_gt(st, 0, "expected a non-zero exit, got %d", st);
+    cr_assert(found, "log does not mention '%s'", needle);
+}
+
+Test(startup, port_in_use_names_the_port)
+{
+    int busy = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY) };
+    int port = rdvt_base_port() + 5;
+    a.sin_port = htons((uint16_t)port);
+    cr_assert_eq(bind(busy, (struct sockaddr *)&a, sizeof a), 0);
+    char conf[256], needle[64];
+    snprintf(conf, sizeof conf,
+             "core: { modules = []; ipv6 = false; listeners = ( { name = \"main\"; port = %d; udp = true; tcp = false; } ); };\n",
+             port);
+    snprintf(needle, sizeof needle, ":%d", port);
+    const char *const files[] = { "00-core.conf", conf, NULL };
+    run_expect_failure(files, NULL, "another process uses this port");
+    close(busy);
+}
+
+Test(startup, unknown_key_names_file_line_and_setting)
+{
+    const char *const files[] = { "00-core.conf", "core: {\n  modules = [];\n  max_frame_size = 5;\n};\n", NULL };
+    run_expect_failure(files, NULL, "00-core.conf:3: core.max_frame_size: unknown setting");
+}
+
+Test(startup, bad_value_names_the_setting)
+{
+    const char *const files[] = { "00-core.conf", "core: { modules = []; max_frame = 10; };\n", NULL };
+    run_expect_failure(files, NULL, "core.max_frame");
+}
+
+Test(startup, syntax_error_names_file_and_line)
+{
+    const char *const files[] = { "00-core.conf", "core: {\n modules = [ ;\n};\n", NULL };
+    run_expect_failure(files, NULL, "00-core.conf:2");
+}
+
+Test(startup, missing_conf_dir)
+{
+    const char *const args[] = { "-c", "/nonexistent/conf.d", NULL };
+    cr_assert_eq(rdvt_prepare(&srv, NULL), 0);
+    cr_assert_eq(rdvt_start_exe(&srv, "rdvd", args, false), 0);
+    int st = rdvt_wait_exit(&srv, 10000);
+    bool found = rdvt_log_contains(&srv, "/nonexistent/conf.d");
+    rdvt_cleanup(&srv);
+    cr_assert_gt(st, 0);
+    cr_assert(found);
+}
+
+Test(startup, missing_module_names_module_and_path_setting)
+{
+    const char *const files[] = { "00-core.conf", "core: { modules = [ \"nope\" ]; module_path = \"@MODDIR@\"; };\n", NULL };
+    run_expect_failure(files, NULL, "module 'nope'");
+}
+
+Test(startup, wrong_abi_names_module_and_versions)
+{
+    const char *const files[] = { "00-core.conf", "core: { modules = [ \"abi_major\" ]; module_path = \"@FIXDIR@\"; };\n", NULL };
+    run_expect_failure(files, NULL, "module ABI 99.0 but this rdvd provides 1.0");
+}
+
+Test(startup, failing_module_init_is_named)
+{
+    const char *const files[] = { "00-core.conf", "core: { modules = [ \"fail_init\" ]; module_path = \"@FIXDIR@\"; };\n", NULL };
+    run_expect_failure(files, NULL, "module 'fail_init' failed to initialise");
+}
+
+Test(startup, print_config_shows_defaults)
+{
+    const char *const files[] = {
+        "00-core.conf",
+        "core: { modules = [ \"example\" ]; module_path = \"@MODDIR@\";\n"
+        "  listeners = ( { name = \"example\"; port = @PORT@; udp = true; } ); };\n",
+        NULL,
+    };
+    const char *const args[] = { "--print-config", NULL };
+    cr_assert_eq(rdvt_prepare(&srv, files), 0);
+    cr_assert_eq(rdvt_start_exe(&srv, "rdvd", args, false), 0);
+    int st = rdvt_wait_exit(&srv, 10000);
+    bool core_ok = rdvt_log_contains(&srv, "max_frame = 1048576");
+    bool mod_ok = rdvt_log_contains(&srv, "greeting = \"hello\"");
+    bool lst_ok = rdvt_log_contains(&srv, "name = \"example\"");
+    rdvt_cleanup(&srv);
+    cr_assert_eq(st, 0);
+    cr_assert(core_ok && mod_ok && lst_ok);
+}

@@ -1,12 +1,279 @@
-/* core/compat.c — hbbs / hbbr personalities (config-compat.md).
- * The flag mapping arrives with the rendezvous and relay modules. */
+/* core/compat.c — the hbbs and hbbr personalities (../spec/config-compat.md).
+ *
+ * An existing hbbs/hbbr command line, environment, ./.env and (hbbs) -c file
+ * are resolved with upstream's names and precedence (§2), then turned into a
+ * generated libconfig text with the same groups an operator would write in
+ * conf.d/. That text boots the normal server, so there is one code path. An
+ * optional RDVD_CONF_DIR adds rdvd-only settings on top. */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "compat.h"
+#include "compat_opts.h"
+#include "server.h"
+
+extern char **environ;
+
+/* ------------------------------------------------------------------ text out */
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} sbuf;
+
+static void sb_printf(sbuf *b, const char *fmt, ...) RDV_PRINTF(2, 3);
+static void sb_printf(sbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0 || b->oom)
+            return;
+        if (b->p && (size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap ? b->cap * 2 : 1024;
+        while (cap < b->len + (size_t)n + 1)
+            cap *= 2;
+        char *np = realloc(b->p, cap);
+        if (!np) {
+            b->oom = true;
+            return;
+        }
+        b->p = np, b->cap = cap;
+    }
+}
+
+/* A libconfig string literal. */
+static void sb_str(sbuf *b, const char *s)
+{
+    sb_printf(b, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            sb_printf(b, "\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f)
+            sb_printf(b, "\\x%02x", *p);
+        else
+            sb_printf(b, "%c", *p);
+    }
+    sb_printf(b, "\"");
+}
+
+/* A libconfig list of strings from a comma-separated value. */
+static void sb_list(sbuf *b, const char *csv)
+{
+    sb_printf(b, "[");
+    char *copy = strdup(csv ? csv : "");
+    bool first = true;
+    for (char *save = NULL, *t = copy ? strtok_r(copy, ",", &save) : NULL; t; t = strtok_r(NULL, ",", &save)) {
+        while (isspace((unsigned char)*t))
+            t++;
+        char *e = t + strlen(t);
+        while (e > t && isspace((unsigned char)e[-1]))
+            *--e = 0;
+        if (!*t)
+            continue;
+        sb_printf(b, first ? " " : ", ");
+        sb_str(b, t);
+        first = false;
+    }
+    free(copy);
+    sb_printf(b, " ]");
+}
+
+/* ------------------------------------------------------------------ run */
+static int module_available(const char *name)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s.so", RDV_BUILD_MODULE_DIR, name);
+    if (access(path, R_OK) == 0)
+        return 1;
+    snprintf(path, sizeof path, "%s/%s.so", RDV_INSTALL_MODULE_DIR, name);
+    return access(path, R_OK) == 0;
+}
+
+static bool parse_int(const char *s, long long *out)
+{
+    if (!s || !*s)
+        return false;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    while (isspace((unsigned char)*end))
+        end++;
+    if (errno || *end)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* RUST_LOG filters ("info", "hbbs=debug,warn") -> one core level. */
+static const char *log_level_of(const char *rust_log)
+{
+    static const char *levels[] = { "trace", "debug", "info", "warn", "error" };
+    static const char *ours[] = { "debug", "debug", "info", "warn", "error" };
+    if (!rust_log)
+        return "info";
+    for (size_t i = 0; i < 5; i++)
+        if (strstr(rust_log, levels[i]))
+            return ours[i];
+    return "info";
+}
+
+static bool valid_bind(const char *b)
+{
+    unsigned char buf[16];
+    return !*b || inet_pton(AF_INET, b, buf) == 1 || inet_pton(AF_INET6, b, buf) == 1;
+}
+
+static void listener(sbuf *b, const char *name, long long port, const char *bind, bool udp, bool last)
+{
+    sb_printf(b, "    { name = \"%s\"; port = %lld; udp = %s; tcp = true; bind = ", name, port, udp ? "true" : "false");
+    sb_str(b, bind);
+    sb_printf(b, "; }%s\n", last ? "" : ",");
+}
+
+/* hbbs: all rendezvous modules; ports from PORT (§3.3). */
+static int hbbs_conf(compat_opts *o, sbuf *b, char *err, size_t errlen)
+{
+    long long port = 21116;
+    const char *ps = compat_get(o, "PORT");
+    if (ps && (!parse_int(ps, &port) || port < 3 || port > 65533)) {
+        snprintf(err, errlen, "Invalid port: %s (PORT / -p must be an integer from 3 to 65533)", ps);
+        return -1;
+    }
+    const char *bind = compat_get(o, "BIND") ? compat_get(o, "BIND") : "";
+    if (!valid_bind(bind)) {
+        snprintf(err, errlen, "Invalid bind address: %s (BIND / -b takes an IPv4 or IPv6 literal)", bind);
+        return -1;
+    }
+    long long rmem = 0, serial = 0;
+    if (!parse_int(compat_get(o, "RMEM"), &rmem) || rmem < 0)
+        rmem = 0;
+    if (!parse_int(compat_get(o, "SERIAL"), &serial))
+        serial = 0; /* numbers that fail to parse fall back to the default (§2.4) */
+    const char *aur = compat_get(o, "ALWAYS-USE-RELAY");
+
+    sb_printf(b, "core: {\n  modules = [ \"keys\", \"storage-sqlite\", \"ip-blocker\", \"registry\", \"nat-test\", \"punch-coordinator\"%s ];\n",
+              module_available("websocket-transport") ? ", \"websocket-transport\"" : "");
+    sb_printf(b, "  log_level = \"%s\";\n  admin_socket = \"hbbs.sock\";\n  udp_rcvbuf = %lld;\n", log_level_of(getenv("RUST_LOG")), rmem);
+    sb_printf(b, "  listeners = (\n");
+    listener(b, "main", port, bind, true, false);
+    listener(b, "nat", port - 1, bind, false, true);
+    sb_printf(b, "  );\n};\n");
+
+    sb_printf(b, "keys: { key = ");
+    sb_str(b, compat_get(o, "KEY") ? compat_get(o, "KEY") : "-");
+    sb_printf(b, "; };\n");
+    sb_printf(b, "storage-sqlite: { path = ");
+    sb_str(b, compat_get(o, "DB-URL") ? compat_get(o, "DB-URL") : "./db_v2.sqlite3");
+    sb_printf(b, "; };\n");
+    sb_printf(b, "registry: { serial = %lld; rendezvous_servers = ", serial);
+    sb_list(b, compat_get(o, "RENDEZVOUS-SERVERS"));
+    sb_printf(b, "; software_url = ");
+    sb_str(b, compat_get(o, "SOFTWARE-URL") ? compat_get(o, "SOFTWARE-URL") : "");
+    sb_printf(b, "; };\n");
+    /* Upstream's console on the NAT port from loopback: on, as hbbs does. */
+    sb_printf(b, "nat-test: { compat_console = true; };\n");
+    sb_printf(b, "punch-coordinator: { relay_servers = ");
+    sb_list(b, compat_get(o, "RELAY-SERVERS"));
+    sb_printf(b, "; always_use_relay = %s; mask = ", aur && strcasecmp(aur, "Y") == 0 ? "true" : "false");
+    sb_str(b, compat_get(o, "MASK") ? compat_get(o, "MASK") : "");
+    sb_printf(b, "; local_ip = ");
+    sb_str(b, compat_get(o, "LOCAL-IP") ? compat_get(o, "LOCAL-IP") : "");
+    sb_printf(b, "; };\n");
+    if (module_available("websocket-transport"))
+        sb_printf(b, "websocket-transport: { rendezvous_port = %lld; relay_port = 0; bind = \"%s\"; };\n", port + 2, bind);
+    return 0;
+}
+
+/* hbbr: the relay module; the PORT quirk of §4.2. */
+static int hbbr_conf(compat_opts *o, sbuf *b, char *err, size_t errlen)
+{
+    long long port = 21117;
+    const char *flag_p = compat_flag(o, "PORT");
+    const char *env_p = compat_get(o, "PORT");
+    if (flag_p) {
+        if (!parse_int(flag_p, &port) || port < 1 || port > 65533) {
+            snprintf(err, errlen, "Invalid port: %s (-p must be a port number)", flag_p);
+            return -1;
+        }
+    } else if (env_p && parse_int(env_p, &port) && port > 0 && port < 65533) {
+        port += 1; /* one shared .env with PORT=21116 drives both servers */
+    } else {
+        port = 21117;
+    }
+    const char *bind = compat_get(o, "BIND") ? compat_get(o, "BIND") : "";
+    if (!valid_bind(bind)) {
+        snprintf(err, errlen, "Invalid bind address: %s (BIND / -b takes an IPv4 or IPv6 literal)", bind);
+        return -1;
+    }
+    sb_printf(b, "core: {\n  modules = [ \"relay\"%s ];\n", module_available("websocket-transport") ? ", \"websocket-transport\"" : "");
+    sb_printf(b, "  log_level = \"%s\";\n  admin_socket = \"hbbr.sock\";\n};\n", log_level_of(getenv("RUST_LOG")));
+    sb_printf(b, "relay: {\n  port = %lld;\n  bind = ", port);
+    sb_str(b, bind);
+    sb_printf(b, ";\n  key = ");
+    sb_str(b, compat_get(o, "KEY") ? compat_get(o, "KEY") : "");
+    sb_printf(b, ";\n  compat_console = true;\n");
+    /* Bandwidth values are passed as text: the relay module applies
+     * upstream's parse-or-default rule and units (relay.md §6.1). */
+    static const char *const bw[][2] = {
+        { "SINGLE-BANDWIDTH", "single_bandwidth" }, { "TOTAL-BANDWIDTH", "total_bandwidth" },
+        { "LIMIT-SPEED", "limit_speed" }, { "DOWNGRADE-THRESHOLD", "downgrade_threshold" },
+        { "DOWNGRADE-START-CHECK", "downgrade_start_check" },
+    };
+    for (size_t i = 0; i < sizeof bw / sizeof bw[0]; i++) {
+        const char *v = compat_get(o, bw[i][0]);
+        if (v) {
+            sb_printf(b, "  %s = ", bw[i][1]);
+            sb_str(b, v);
+            sb_printf(b, ";\n");
+        }
+    }
+    sb_printf(b, "};\n");
+    if (module_available("websocket-transport"))
+        sb_printf(b, "websocket-transport: { rendezvous_port = 0; relay_port = %lld; bind = \"%s\"; };\n", port + 2, bind);
+    return 0;
+}
 
 int rdv_compat_main(const char *personality, int argc, char **argv)
 {
-    (void)argc, (void)argv;
-    fprintf(stderr, "%s: this personality is not available yet in this build; run rdvd -c conf.d\n", personality);
-    return 2;
+    bool hbbs = strcmp(personality, "hbbs") == 0;
+    compat_opts *o = compat_opts_new(hbbs ? COMPAT_HBBS : COMPAT_HBBR, environ);
+    if (!o)
+        return 1;
+    char err[512] = "";
+    int r = compat_parse_argv(o, argc, argv, err, sizeof err);
+    if (r != 0) { /* 1 = usage error, 2 = --help / --version printed */
+        if (r == 1)
+            fprintf(stderr, "%s: %s\n%s", personality, err, compat_usage(o));
+        compat_opts_free(o);
+        return r == 2 ? 0 : 1;
+    }
+    compat_load_files(o);
+    sbuf b = { 0 };
+    r = hbbs ? hbbs_conf(o, &b, err, sizeof err) : hbbr_conf(o, &b, err, sizeof err);
+    compat_opts_free(o);
+    if (r < 0 || b.oom) {
+        fprintf(stderr, "%s: %s\n", personality, b.oom ? "out of memory" : err);
+        free(b.p);
+        return 1;
+    }
+    char name[64];
+    snprintf(name, sizeof name, "%s command line and environment", personality);
+    rdv_boot boot = { .conf_text = b.p, .conf_text_name = name, .conf_dir = getenv("RDVD_CONF_DIR") };
+    if (getenv("RDVD_PRINT_CONFIG"))
+        boot.dry = true;
+    int rc = rdv_main_run(&boot, boot.dry);
+    free(b.p);
+    return rc;
 }

@@ -7,7 +7,8 @@
 
 /* Entry point when invoked as hbbs or hbbr. */
 int rdv_compat_main(const char *personality, int argc, char **argv);
-/* Run the server from a conf dir (may be NULL) plus overrides (main.c). */
-int rdv_main_run(const char *conf_dir, const rdv_strlist *overrides, bool print_config, bool check);
+/* Run the server (main.c). */
+struct rdv_boot;
+int rdv_main_run(const struct rdv_boot *boot, bool print_config);
 
 #endif

@@ -426,6 +426,13 @@ int rdv_conf_load_file(rdv_conf *c, const char *path, char *err, size_t errlen)
     char *text = read_text(path, err, errlen);
     if (!text)
         return -1;
+    int rc = rdv_conf_load_string(c, path, text, err, errlen);
+    free(text);
+    return rc;
+}
+
+int rdv_conf_load_string(rdv_conf *c, const char *path, const char *text, char *err, size_t errlen)
+{
     struct conf_file **files = grow(c->files, c->nfiles, &c->files_cap, sizeof *files);
     struct conf_file *f = calloc(1, sizeof *f);
     int rc = -1;
@@ -448,7 +455,6 @@ int rdv_conf_load_file(rdv_conf *c, const char *path, char *err, size_t errlen)
         goto out;
     rc = index_tree(c, f, err, errlen);
 out:
-    free(text);
     return rc;
 }
 

@@ -26,6 +26,9 @@ rdv_conf *rdv_conf_new(void);
 int rdv_conf_load_dir(rdv_conf *c, const char *dir, char *err, size_t errlen);
 /* Parse one file (used by load_dir; also by tests). */
 int rdv_conf_load_file(rdv_conf *c, const char *path, char *err, size_t errlen);
+/* Parse text as if it were a file named `name` (generated configuration of
+ * the hbbs/hbbr launchers). */
+int rdv_conf_load_string(rdv_conf *c, const char *name, const char *text, char *err, size_t errlen);
 /* "group.key=value". The value is kept as text and converted when the
  * group is filled (so type errors name the override). Later overrides of the
  * same key win. Returns 0 or -1 (malformed) with err set. */

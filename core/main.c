@@ -27,15 +27,15 @@ static const char *default_conf_dir(void)
     return access("conf.d", F_OK) == 0 ? "conf.d" : "/etc/rdvd/conf.d";
 }
 
-/* Run a server built from conf_dir + overrides. Shared with the launchers. */
-int rdv_main_run(const char *conf_dir, const rdv_strlist *overrides, bool print_config, bool check)
+/* Run a server from a boot description. Shared with the launchers. */
+int rdv_main_run(const rdv_boot *boot, bool print_config)
 {
     rdv_server *s = calloc(1, sizeof *s);
     if (!s)
         return 1;
-    if (print_config || check) {
+    if (boot->dry) {
         /* Only parse, load and validate: nothing is bound or started. */
-        int r = rdv_server_init(s, conf_dir, overrides, true);
+        int r = rdv_server_init(s, boot);
         if (r == 0 && print_config)
             rdv_server_print_config(s, stdout);
         rdv_server_free(s);
@@ -43,7 +43,7 @@ int rdv_main_run(const char *conf_dir, const rdv_strlist *overrides, bool print_
         return r == 0 ? 0 : 1;
     }
     int rc = 1;
-    if (rdv_server_init(s, conf_dir, overrides, false) == 0)
+    if (rdv_server_init(s, boot) == 0)
         rc = rdv_server_run(s);
     rdv_server_free(s);
     free(s);
@@ -87,7 +87,9 @@ int main(int argc, char **argv)
         free(ov.v);
         return 2;
     }
-    int rc = rdv_main_run(conf_dir ? conf_dir : default_conf_dir(), &ov, print, check);
+    rdv_boot boot = { .conf_dir = conf_dir ? conf_dir : default_conf_dir(), .overrides = &ov,
+                      .dry = print || check };
+    int rc = rdv_main_run(&boot, print);
     free(ov.v);
     return rc;
 }

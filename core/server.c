@@ -45,6 +45,8 @@ static int load_conf(rdv_server *s, rdv_conf **out, char *err, size_t errlen)
     rdv_conf *c = rdv_conf_new();
     if (!c)
         return -ENOMEM;
+    if (s->conf_text && rdv_conf_load_string(c, s->conf_text_name, s->conf_text, err, errlen) < 0)
+        goto fail;
     if (s->conf_dir && rdv_conf_load_dir(c, s->conf_dir, err, errlen) < 0)
         goto fail;
     for (size_t i = 0; i < s->overrides.n; i++)
@@ -178,10 +180,16 @@ static void warn_unknown_groups(rdv_server *s)
     }
 }
 
-int rdv_server_init(rdv_server *s, const char *conf_dir, const rdv_strlist *overrides, bool dry)
+int rdv_server_init(rdv_server *s, const rdv_boot *boot)
 {
     char err[1024] = "";
+    const char *conf_dir = boot->conf_dir;
+    const rdv_strlist *overrides = boot->overrides;
+    bool dry = boot->dry;
     memset(s, 0, sizeof *s);
+    if (boot->conf_text && (!(s->conf_text = strdup(boot->conf_text)) ||
+                            !(s->conf_text_name = strdup(boot->conf_text_name ? boot->conf_text_name : "generated"))))
+        return -ENOMEM;
     s->core_mod.handle.api = &rdv_api_table;
     s->core_mod.srv = s;
     s->exit_code = 0;
@@ -300,6 +308,7 @@ void rdv_server_free(rdv_server *s)
         free(s->overrides.v[i]);
     free(s->overrides.v);
     free(s->conf_dir);
+    free(s->conf_text), free(s->conf_text_name);
     free(s->arena_mem), free(s->udp_buf), free(s->pack_buf);
     if (s->loop)
         ev_loop_destroy(s->loop);

@@ -109,6 +109,7 @@ struct rdv_server {
     size_t nlcfg;
     rdv_conf *conf;
     char *conf_dir;
+    char *conf_text, *conf_text_name;
     rdv_strlist overrides;
 
     rdv_mod **mods;           /* in dependency order */
@@ -159,9 +160,18 @@ extern const rdv_core_api rdv_api_table;
 rdv_mod *rdv_mod_of(rdv_core *c);
 
 /* server.c */
-/* dry: parse and load modules (settings validated) but do not init, bind or
- * start anything (--print-config, --check). */
-int rdv_server_init(rdv_server *s, const char *conf_dir, const rdv_strlist *overrides, bool dry);
+/* Where the configuration comes from, in order: generated text (the hbbs /
+ * hbbr launchers), the conf.d directory, overrides. dry: parse and load
+ * modules (settings validated) but do not init, bind or start anything
+ * (--print-config, --check). */
+typedef struct rdv_boot {
+    const char *conf_dir;
+    const char *conf_text;
+    const char *conf_text_name;   /* shown in error messages, e.g. "hbbs command line" */
+    const rdv_strlist *overrides;
+    bool dry;
+} rdv_boot;
+int rdv_server_init(rdv_server *s, const rdv_boot *boot);
 int rdv_server_run(rdv_server *s);
 void rdv_server_free(rdv_server *s);
 int rdv_server_print_config(rdv_server *s, FILE *f);

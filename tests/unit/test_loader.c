@@ -29,7 +29,8 @@ static void write_core(const char *modules)
 static int start(const char *modules)
 {
     write_core(modules);
-    return rdv_server_init(&srv, dir, NULL, false);
+    rdv_boot boot = { .conf_dir = dir };
+    return rdv_server_init(&srv, &boot);
 }
 
 static void teardown(void)

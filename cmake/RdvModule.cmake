@@ -12,7 +12,7 @@ function(rdv_add_module NAME)
     C_VISIBILITY_PRESET hidden)
   # Export only rdv_module_get: nothing of the librdvwire copy inside.
   target_link_options(${tgt} PRIVATE -Wl,--exclude-libs,ALL)
-  if(NOT RDV_SANITIZE)
+  if(NOT RDV_SANITIZE AND NOT RDV_FUZZ)
     target_link_options(${tgt} PRIVATE -Wl,--no-undefined)
   endif()
   target_link_libraries(${tgt} PRIVATE rdvwire ${M_DEPS})

@@ -76,9 +76,7 @@ static int api_listener_port(const rdv_listener *l) { return l->port; }
 static int pack(rdv_server *s, const void *msg, size_t *n)
 {
     *n = rdv_msg_pack(msg, s->pack_buf, s->pack_cap);
-    if (!*n && protobuf_c_message_get_packed_size(msg) != 0)
-        return -EMSGSIZE;
-    return 0;
+    return *n == RDV_MSG_TOO_BIG ? -EMSGSIZE : 0;
 }
 
 static int api_send_udp_raw(rdv_core *c, rdv_listener *via, const rdv_addr *to, const uint8_t *p, size_t n)

@@ -3,6 +3,7 @@
 # fuzzing, the out-of-tree example module against the installed headers, and
 # valgrind over the integration tests. Exit status is non-zero on any failure.
 set -eu
+# POSIX sh has no pipefail: fuzzer output goes to a file, not a pipe.
 cd "$(dirname "$0")/.."
 sh scripts/setup.sh
 JOBS=${JOBS:-2}
@@ -26,7 +27,7 @@ step "tests under ASan+UBSan"
 step "fuzz (${FUZZ_SECONDS}s per target)"
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DRDV_TESTS=OFF -DRDV_FUZZ=ON \
   -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link,address,undefined" >/dev/null
-cmake --build build-fuzz -j"$JOBS"
+cmake --build build-fuzz -j"$JOBS" --target fuzzers
 for f in build-fuzz/fuzz/fuzz_*; do
   [ -x "$f" ] || continue
   name=$(basename "$f")
@@ -34,8 +35,13 @@ for f in build-fuzz/fuzz/fuzz_*; do
   work=$(mktemp -d)
   [ -d "$corpus" ] && cp -r "$corpus"/. "$work"/
   echo "fuzzing $name"
-  "$f" -max_total_time="$FUZZ_SECONDS" -max_len=70000 -rss_limit_mb=2048 "$work" 2>&1 | tail -n 2
-  rm -rf "$work"
+  if ! "$f" -max_total_time="$FUZZ_SECONDS" -max_len=70000 -rss_limit_mb=2048 "$work" >"$work.log" 2>&1; then
+    tail -n 40 "$work.log"
+    echo "fuzz: $name found a failure"
+    exit 1
+  fi
+  tail -n 1 "$work.log"
+  rm -rf "$work" "$work.log"
 done
 
 step "out-of-tree module build against the installed headers"

@@ -133,7 +133,8 @@ int rdv_addr_parse(rdv_addr *a, const char *s, uint16_t defport)
         const char *end = strchr(s, ']');
         if (end == NULL)
             return -EINVAL;
-        if (end[1] == ':' ? parse_port(end + 2, &port) < 0 : end[1] != '\0')
+        const char *rest = end + 1;
+        if (*rest != '\0' && (*rest != ':' || parse_port(rest + 1, &port) < 0))
             return -EINVAL;
         return parse_ip(a, AF_INET6, s + 1, (size_t)(end - s - 1), port);
     }

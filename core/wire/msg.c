@@ -120,11 +120,14 @@ rdv_msg *rdv_msg_unpack(rdv_arena *a, const uint8_t *p, size_t n)
     return m;
 }
 
+/* The generic calls, not the generated wrappers: a module's message carries
+ * the descriptor of the module's own copy of the generated code, which the
+ * wrappers would reject (they assert descriptor identity). */
 size_t rdv_msg_pack(const rdv_msg *m, uint8_t *buf, size_t cap)
 {
-    if (hbb__rendezvous_message__get_packed_size(m) > cap)
-        return 0;
-    return hbb__rendezvous_message__pack(m, buf);
+    if (protobuf_c_message_get_packed_size(&m->base) > cap)
+        return RDV_MSG_TOO_BIG;
+    return protobuf_c_message_pack(&m->base, buf);
 }
 
 const char *rdv_msg_tag_name(int tag)

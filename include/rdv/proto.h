@@ -23,7 +23,10 @@ typedef Hbb__RendezvousMessage rdv_msg;
 
 /* Bump allocator for one message: protobuf-c unpacks into it and one reset
  * frees everything. Allocation past `cap` fails (the unpack then fails), so
- * a hostile message cannot make us allocate more than cap bytes. */
+ * a hostile message cannot make us allocate more than cap bytes. protobuf-c
+ * also takes its scratch space from it: a pathological message can need
+ * ~60x its size, real ones far less. Do not copy an initialised arena (its
+ * allocator points at itself). */
 typedef struct rdv_arena {
     uint8_t *base;
     size_t cap, used;
@@ -39,9 +42,14 @@ void rdv_arena_reset(rdv_arena *a);
 rdv_msg *rdv_msg_unpack(rdv_arena *a, const uint8_t *p, size_t n);
 /* True if every string field, recursively, is valid UTF-8. */
 bool rdv_msg_strings_valid(const ProtobufCMessage *m);
-/* Pack into buf; returns the length, or 0 if it does not fit in cap. */
+/* Pack into buf; returns the length (0 for an unset message), or
+ * RDV_MSG_TOO_BIG if it does not fit in cap. Works for messages built with
+ * any copy of the generated code (each module links its own): on messages
+ * you did not create, use the generic protobuf_c_message_* calls, never the
+ * generated hbb__*__pack wrappers, which assert descriptor identity. */
+#define RDV_MSG_TOO_BIG ((size_t)-1)
 size_t rdv_msg_pack(const rdv_msg *m, uint8_t *buf, size_t cap);
-/* Name of a oneof case ("register_peer"), or "unknown". */
+/* Name of a oneof case ("register_peer"), "unset" for 0, else "unknown". */
 const char *rdv_msg_tag_name(int tag);
 
 #ifdef __cplusplus

@@ -151,7 +151,7 @@ Test(msg, pack_cap)
 {
     rdv_msg *m = rdv_msg_unpack(&arena, examples[0].b, examples[0].n);
     uint8_t out[13];
-    cr_assert_eq(rdv_msg_pack(m, out, 12), 0);
+    cr_assert_eq(rdv_msg_pack(m, out, 12), RDV_MSG_TOO_BIG);
     cr_assert_eq(rdv_msg_pack(m, out, 13), 13);
 }
 

@@ -1,12 +1,18 @@
-/* rdvctl — small utility: talk to the admin console (more commands come
- * with the rendezvous issue: genkeypair, validatekeypair, doctor). */
+/* rdvctl — small utility: talk to the admin console, and the key pair
+ * commands of upstream's rustdesk-utils (genkeypair, validatekeypair; same
+ * output and exit statuses, config-compat.md §7). */
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include <sodium.h>
 
 #define DEFAULT_SOCKET "rdvd.sock"
 
@@ -44,7 +50,74 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: rdvctl [-s SOCKET] console           interactive admin console\n"
                "       rdvctl [-s SOCKET] cmd WORDS...      run one admin command (e.g. rdvctl cmd stats)\n"
+               "       rdvctl genkeypair                    generate a new key pair\n"
+               "       rdvctl validatekeypair PUBLIC SECRET check an existing key pair\n"
                "       rdvctl --version\n");
+}
+
+/* ---- key pairs, as rustdesk-utils: libsodium Ed25519, standard base64 */
+
+/* Decode standard padded base64 into a malloc'ed buffer; NULL if it is not
+ * base64 (or out of memory). */
+static uint8_t *b64_decode(const char *s, size_t *n)
+{
+    size_t len = strlen(s), cap = len / 4 * 3 + 3;
+    uint8_t *p = malloc(cap);
+    if (p && sodium_base642bin(p, cap, s, len, NULL, n, NULL, sodium_base64_VARIANT_ORIGINAL) != 0) {
+        free(p);
+        p = NULL;
+    }
+    return p;
+}
+
+static int genkeypair(void)
+{
+    uint8_t pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
+    char pks[sodium_base64_ENCODED_LEN(sizeof pk, sodium_base64_VARIANT_ORIGINAL)];
+    char sks[sodium_base64_ENCODED_LEN(sizeof sk, sodium_base64_VARIANT_ORIGINAL)];
+    crypto_sign_keypair(pk, sk);
+    sodium_bin2base64(pks, sizeof pks, pk, sizeof pk, sodium_base64_VARIANT_ORIGINAL);
+    sodium_bin2base64(sks, sizeof sks, sk, sizeof sk, sodium_base64_VARIANT_ORIGINAL);
+    printf("Public Key:  %s\nSecret Key:  %s\n", pks, sks);
+    sodium_memzero(sk, sizeof sk);
+    sodium_memzero(sks, sizeof sks);
+    return 0;
+}
+
+/* Checks in upstream's order, one line and status 1 on the first failure. */
+static int validatekeypair(int argc, char **argv)
+{
+    if (argc < 2) {
+        printf("ERROR: You must supply both the public and the secret key\n\n");
+        usage(stdout);
+        return 1;
+    }
+    const char *msg = NULL;
+    size_t skn = 0, pkn = 0;
+    uint8_t *sk = b64_decode(argv[1], &skn), *pk = NULL;
+    if (!sk)
+        msg = "Invalid secret key";
+    else if (skn != crypto_sign_SECRETKEYBYTES)
+        msg = "Invalid Secret key";
+    else if (!(pk = b64_decode(argv[0], &pkn)))
+        msg = "Invalid public key";
+    else if (pkn != crypto_sign_PUBLICKEYBYTES)
+        msg = "Invalid Public key";
+    if (!msg) {
+        static const char text[] = "This is meh.";
+        uint8_t sm[crypto_sign_BYTES + sizeof text], m[sizeof sm];
+        unsigned long long smlen, mlen;
+        crypto_sign(sm, &smlen, (const uint8_t *)text, sizeof text - 1, sk);
+        bool ok = crypto_sign_open(m, &mlen, sm, smlen, pk) == 0 && mlen == sizeof text - 1 &&
+                  memcmp(m, text, mlen) == 0;
+        msg = ok ? "Key pair is VALID" : "Key pair is INVALID";
+    }
+    if (sk)
+        sodium_memzero(sk, skn);
+    free(sk);
+    free(pk);
+    printf("%s\n", msg);
+    return strcmp(msg, "Key pair is VALID") == 0 ? 0 : 1;
 }
 
 int main(int argc, char **argv)
@@ -62,6 +135,14 @@ int main(int argc, char **argv)
     if (strcmp(argv[i], "--version") == 0) {
         printf("rdvctl %s\n", RDV_VERSION);
         return 0;
+    }
+    /* The command word is case-insensitive, as in rustdesk-utils. */
+    if (strcasecmp(argv[i], "genkeypair") == 0 || strcasecmp(argv[i], "validatekeypair") == 0) {
+        if (sodium_init() < 0) {
+            fprintf(stderr, "rdvctl: libsodium failed to initialise\n");
+            return 1;
+        }
+        return strcasecmp(argv[i], "genkeypair") == 0 ? genkeypair() : validatekeypair(argc - i - 1, argv + i + 1);
     }
     if (strcmp(argv[i], "cmd") == 0 && i + 1 < argc) {
         char line[4096] = "";

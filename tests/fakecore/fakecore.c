@@ -712,7 +712,7 @@ static int dispatch(fc_core *fc, rdv_msg_ctx *ctx)
         if (r == RDV_DECLINED)
             r = -EACCES;
         else if (r == RDV_OK)
-            r = ctx->tag > 0 && ctx->tag <= RDV_TAG_MAX ? run_handlers(fc, ctx, msg) : -ENOENT;
+            r = ctx->tag >= 0 && ctx->tag <= RDV_TAG_MAX ? run_handlers(fc, ctx, msg) : -ENOENT;
     }
     fc->arena_busy = nested;
     if (nested)
@@ -961,6 +961,19 @@ static int api_conn_dispatch(rdv_core *c, rdv_conn_id id, const uint8_t *p, size
         return -ENOTCONN;
     int r = dispatch_conn(hd_of(c)->fc, cn, p, n);
     return cn->st.open && (r == RDV_OK || r == -EACCES) ? RDV_OK : RDV_CLOSE;
+}
+
+/* As the real core: later messages and events see the new address. */
+static int api_conn_set_peer(rdv_core *c, rdv_conn_id id, const rdv_addr *peer)
+{
+    fc_conn_rec *cn = conn_live(hd_of(c)->fc, id);
+    if (!cn)
+        return -ENOTCONN;
+    if (peer->u.sa.sa_family != AF_INET && peer->u.sa.sa_family != AF_INET6)
+        return -EAFNOSUPPORT;
+    cn->st.peer = *peer;
+    rdv_addr_normalize(&cn->st.peer);
+    return 0;
 }
 
 static int api_conn_pause(rdv_core *c, rdv_conn_id id, bool paused)
@@ -1230,6 +1243,7 @@ static const rdv_core_api fc_api = {
     .admin_exec = api_admin_exec,
     .module_name = api_module_name,
     .core_int = api_core_int,
+    .conn_set_peer = api_conn_set_peer,
 };
 
 /* ------------------------------------------------------------------ core object */
@@ -1486,7 +1500,7 @@ static fc_mod *find_mod(fc_core *fc, const rdv_module *m, void *state)
  * transports and listeners, not both RDV_HF_SHARED. */
 static int add_handlers(fc_core *fc, fc_mod *md)
 {
-    for (const rdv_handler *h = md->m->handlers; h && h->tag; h++) {
+    for (const rdv_handler *h = md->m->handlers; h && h->fn; h++) {
         if (h->tag < 0 || h->tag > RDV_TAG_MAX || !h->fn || !(h->transports & RDV_TR_ANY)) {
             core_log(fc, RDV_LOG_ERR, "%s: handler for tag %d is invalid", md->m->name, h->tag);
             return -EINVAL;

@@ -33,14 +33,16 @@ static long now_ms(void)
 
 int rdvt_base_port(void)
 {
-    /* Spread processes over 20000..59999 by pid; step 10 per server. */
+    /* 10000..32759, below the kernel's ephemeral range (32768+) so a port we
+     * pick never collides with an outgoing connection's local port; spread
+     * by pid so parallel suites rarely meet; step 10 per server. */
     static int next;
     if (!next)
-        next = 20000 + (int)(getpid() % 4000) * 10;
+        next = 10000 + (int)(getpid() % 2270) * 10;
     int p = next;
     next += 10;
-    if (next > 59990)
-        next = 20000;
+    if (next > 32750)
+        next = 10000;
     return p;
 }
 

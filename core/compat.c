@@ -166,9 +166,10 @@ static int hbbs_conf(compat_opts *o, sbuf *b, char *err, size_t errlen)
     sb_printf(b, "core: {\n  modules = [ \"keys\", \"storage-sqlite\", \"ip-blocker\", \"registry\", \"nat-test\", \"punch-coordinator\"%s ];\n",
               module_available("websocket-transport") ? ", \"websocket-transport\"" : "");
     sb_printf(b, "  log_level = \"%s\";\n  admin_socket = \"hbbs.sock\";\n  udp_rcvbuf = %lld;\n", log_level_of(getenv("RUST_LOG")), rmem);
+    /* The NAT port (PORT-1) is owned by nat-test, which serves upstream's
+     * loopback console there as hbbs does (compat_console below). */
     sb_printf(b, "  listeners = (\n");
-    listener(b, "main", port, bind, true, false);
-    listener(b, "nat", port - 1, bind, false, true);
+    listener(b, "main", port, bind, true, true);
     sb_printf(b, "  );\n};\n");
 
     sb_printf(b, "keys: { key = ");
@@ -182,8 +183,11 @@ static int hbbs_conf(compat_opts *o, sbuf *b, char *err, size_t errlen)
     sb_printf(b, "; software_url = ");
     sb_str(b, compat_get(o, "SOFTWARE-URL") ? compat_get(o, "SOFTWARE-URL") : "");
     sb_printf(b, "; };\n");
-    /* Upstream's console on the NAT port from loopback: on, as hbbs does. */
-    sb_printf(b, "nat-test: { compat_console = true; };\n");
+    sb_printf(b, "nat-test: { compat_console = true; console_port = %lld; console_bind = ", port - 1);
+    sb_str(b, bind);
+    sb_printf(b, "; serial = %lld; rendezvous_servers = ", serial);
+    sb_list(b, compat_get(o, "RENDEZVOUS-SERVERS"));
+    sb_printf(b, "; };\n");
     sb_printf(b, "punch-coordinator: { relay_servers = ");
     sb_list(b, compat_get(o, "RELAY-SERVERS"));
     sb_printf(b, "; always_use_relay = %s; mask = ", aur && strcasecmp(aur, "Y") == 0 ? "true" : "false");

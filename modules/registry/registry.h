@@ -1,0 +1,210 @@
+/* registry.h — internals shared by the registry module's files (not a
+ * public header: the public contract is rdv/svc/registry.h).
+ *
+ * The peer table (rendezvous.md §2): one allocation per peer, a uthash table
+ * keyed by id, and ONE doubly linked list of online peers ordered by
+ * last_reg_ms, walked from the head by one repeating timer. */
+#ifndef RDV_REGISTRY_INTERNAL_H
+#define RDV_REGISTRY_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <rdv/core.h>
+#include <rdv/svc/blocklist.h>
+#include <rdv/svc/registry.h>
+#include <rdv/svc/storage.h>
+
+/* uthash must not exit the process when memory runs out: an add that cannot
+ * get its table leaves hh.tbl NULL and we refuse the peer instead. Ids are
+ * chosen by clients, so the table hash is keyed (SipHash with a random
+ * per-process key) to keep crafted collisions from degrading lookups. */
+unsigned registry_hash(const void *p, size_t n);
+#define HASH_NONFATAL_OOM 1
+#define HASH_FUNCTION(keyptr, keylen, hashv) ((hashv) = registry_hash((keyptr), (size_t)(keylen)))
+#include <uthash.h>
+
+/* Fixed by the protocol (rendezvous.md §6.2 step 2). */
+#define REGISTRY_ID_MIN 6
+/* Storage limits of a record (incoming messages have tighter, configured caps;
+ * rows loaded from the database may use up to these). */
+#define REGISTRY_ID_CAP 255
+#define REGISTRY_UUID_CAP 65535
+#define REGISTRY_PK_CAP 255
+
+/* ---- settings (conf group `registry`) */
+typedef struct registry_cfg {
+    char *listener;             /* dispatch listener for UDP registration */
+    int64_t serial;             /* ConfigUpdate serial (-s) */
+    rdv_strlist rendezvous_servers; /* ConfigUpdate list (-R) */
+    char *software_url;         /* SoftwareUpdate answer (-u); "" = off */
+    int64_t online_ms;          /* REG_TIMEOUT */
+    int64_t sweep_ms;           /* expiry timer period */
+    int64_t max_peers;
+    int64_t id_max_len;
+    int64_t uuid_max_len;
+    int64_t pk_max_len;
+    int64_t pk_burst;           /* §11.2: accepted RegisterPk per burst */
+    int64_t pk_window_s;        /* §11.2: gap that resets the burst */
+    int64_t ip_change_window_s; /* §11.3: 180 */
+    int64_t ip_change_keep_s;   /* §11.3 / §10: 360 */
+    int64_t ip_changes_max;     /* table bound */
+    int64_t ip_change_ips_max;  /* IPs remembered per id */
+} registry_cfg;
+
+/* ---- one peer. Addresses are kept as 16 bytes (IPv4 as ::ffff:a.b.c.d,
+ * which never occurs for a real IPv6 peer since the core normalises
+ * addresses) to stay compact. */
+enum {
+    REG_F_COLD = 1u << 0,    /* loaded from storage, not looked at since start */
+    REG_F_ONLINE = 1u << 1,  /* linked in the online list */
+    REG_F_GUID = 1u << 2,    /* guid is set (row inserted or loaded) */
+    REG_F_INFO_IP = 1u << 3, /* info_ip holds a parsed info.ip */
+};
+
+typedef struct registry_peer {
+    UT_hash_handle hh;                  /* key: data[0 .. id_len) */
+    struct registry_peer *prev, *next;  /* online list (utlist DL: head->prev is the tail) */
+    uint64_t last_reg_ms;               /* 0 = never */
+    uint64_t reg_pk_ms;                 /* §11.2 limiter time, 0 = never */
+    uint8_t guid[16];
+    uint8_t addr_ip[16];                /* socket_addr */
+    uint8_t info_ip[16];                /* info.ip */
+    uint16_t addr_port;                 /* host order; 0 = no socket_addr */
+    uint16_t uuid_len;
+    uint8_t id_len, pk_len;
+    uint8_t reg_pk_count;
+    uint8_t flags;                      /* REG_F_* */
+    char data[];                        /* id, NUL, uuid, pk */
+} registry_peer;
+
+static inline const char *registry_peer_id(const registry_peer *p) { return p->data; }
+static inline const uint8_t *registry_peer_uuid(const registry_peer *p)
+{
+    return (const uint8_t *)p->data + p->id_len + 1;
+}
+static inline const uint8_t *registry_peer_pk(const registry_peer *p)
+{
+    return registry_peer_uuid(p) + p->uuid_len;
+}
+
+/* ---- §11.3 IP-change log entry: id -> (t, {ip: n}) */
+typedef struct registry_ipc_ip {
+    uint8_t ip[16];
+    uint32_t n;
+} registry_ipc_ip;
+
+typedef struct registry_ipc {
+    UT_hash_handle hh;                 /* key: id */
+    struct registry_ipc *prev, *next;  /* ordered by t (oldest first) */
+    uint64_t t;
+    uint32_t nips, cap;
+    registry_ipc_ip *ips;
+    char id[];
+} registry_ipc;
+
+/* ---- module state */
+typedef struct registry_conn_bind {
+    UT_hash_handle hh; /* key: id */
+    rdv_conn_id conn;
+    char id[];
+} registry_conn_bind;
+
+typedef struct registry {
+    rdv_core *core;
+    const rdv_core_api *api;
+    const registry_cfg *cfg;
+
+    const rdv_storage_api *storage;
+    void *storage_self;
+    const rdv_blocklist_api *blocklist; /* optional */
+    void *blocklist_self;
+
+    registry_peer *peers;               /* uthash head */
+    registry_peer *online;              /* DL list head, ordered by last_reg_ms */
+    size_t npeers, ncold, nonline;
+
+    registry_ipc *ipc;                  /* uthash head */
+    registry_ipc *ipc_list;             /* DL list ordered by t */
+    size_t nipc;
+
+    registry_conn_bind *binds;          /* set_conn (EXT) */
+
+    rdv_timer *sweep;
+
+    /* runtime ConfigUpdate state (§6.10): starts from cfg, changed by
+     * loopback ConfigUpdate, reset when a reload changes the settings */
+    int32_t serial;
+    char **servers;
+    size_t nservers;
+    char version[128];                  /* derived from software_url (§6.11) */
+
+    char ipbuf[64];                     /* rdv_peer_info.ip of the last lookup */
+
+    struct {
+        uint64_t *register_peer, *register_peer_empty, *registrations, *request_pk;
+        uint64_t *pk_ok, *pk_uuid_mismatch, *pk_too_frequent, *pk_invalid_id, *pk_server_error,
+            *pk_not_support, *pk_ignored, *pk_oversize;
+        uint64_t *peers_refused_full, *oom;
+        uint64_t *store_put_failed, *store_errors, *stored;
+        uint64_t *load_skipped;
+        uint64_t *ip_changes, *ip_change_dropped, *ip_change_evicted;
+        uint64_t *config_updates, *config_update_ignored, *software_updates;
+        uint64_t *went_online, *went_offline;
+    } st;
+} registry;
+
+/* ---- registry_table.c */
+registry_peer *registry_find(registry *reg, const char *id, size_t id_len);
+/* Build or rebuild a record with new uuid/pk (fixed fields copied from old,
+ * which is freed and replaced in the table and the online list). Returns the
+ * new record or NULL (out of memory; old is untouched). */
+registry_peer *registry_put_record(registry *reg, registry_peer *old, const char *id, size_t id_len,
+                                   const uint8_t *uuid, size_t uuid_len, const uint8_t *pk, size_t pk_len);
+/* Mark registered now at addr: (re)link at the tail of the online list and
+ * run RDV_HOOK_PEER_ONLINE if it was offline. */
+void registry_touch(registry *reg, registry_peer *p, const rdv_addr *addr);
+/* Expire peers whose window passed (RDV_HOOK_PEER_OFFLINE for each). Runs
+ * on the sweep timer and before each registration, never inside a service
+ * call, so no hook fires re-entrantly in another module's handler. */
+void registry_expire(registry *reg);
+/* Online peers now, counting those the next sweep will expire as offline. */
+size_t registry_online_now(registry *reg);
+bool registry_is_online(registry *reg, const registry_peer *p);
+void registry_table_free(registry *reg);
+long registry_load(registry *reg);
+int registry_persist(registry *reg, registry_peer *p);
+void registry_fill_info(registry *reg, registry_peer *p, rdv_peer_info *out);
+
+/* Compact address helpers. */
+void registry_ip_pack(const rdv_addr *a, uint8_t ip[16]);
+void registry_ip_unpack(const uint8_t ip[16], uint16_t port, rdv_addr *out);
+bool registry_ip_parse(const char *text, uint8_t ip[16]);
+char *registry_ip_str(const uint8_t ip[16], char *buf, size_t len);
+
+/* ---- registry_register.c */
+int registry_on_register_peer(void *state, const rdv_msg_ctx *ctx, const void *msg);
+int registry_on_register_pk(void *state, const rdv_msg_ctx *ctx, const void *msg);
+int registry_on_register_pk_stream(void *state, const rdv_msg_ctx *ctx, const void *msg);
+
+/* ---- registry_update.c */
+int registry_on_config_update(void *state, const rdv_msg_ctx *ctx, const void *msg);
+int registry_on_software_update(void *state, const rdv_msg_ctx *ctx, const void *msg);
+/* §8.1 validity test; resolve = may use DNS (start-up only). */
+bool registry_server_valid(const char *s, bool resolve);
+/* Replace the runtime list (copies the valid, non-empty entries). */
+int registry_set_servers(registry *reg, char *const *v, size_t n, bool resolve);
+void registry_free_servers(registry *reg);
+/* hbb_common's get_version_from_url (rendezvous.md §6.11). */
+void registry_version_from_url(const char *url, char *out, size_t cap);
+
+/* ---- registry_ipchange.c */
+void registry_ipc_record(registry *reg, const char *id, const uint8_t ip[16]);
+void registry_ipc_prune(registry *reg);
+void registry_ipc_free(registry *reg);
+void registry_ipc_cmd(void *ud, int argc, char **argv, rdv_buf *out);
+
+/* Whole seconds elapsed, as upstream's Instant::elapsed().as_secs(). */
+static inline uint64_t registry_secs(uint64_t now, uint64_t then) { return now > then ? (now - then) / 1000 : 0; }
+
+#endif

@@ -1,0 +1,286 @@
+/* registry_table.c — the peer table: records, the online list and its
+ * expiry, loading from and persisting to the storage service
+ * (rendezvous.md §2, §13.3).
+ *
+ * Memory: one malloc per peer (registry_peer + id, uuid and pk inline) in a
+ * uthash table keyed by id. Online peers are also linked in ONE list ordered
+ * by last_reg_ms: a registration moves its peer to the tail in O(1) (loop
+ * time never goes back, so the list stays sorted), and expiry only ever
+ * looks at the head. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+#include <utlist.h>
+
+#include <rdv/wire.h>
+
+#include "registry.h"
+
+static uint8_t registry_hash_key[crypto_shorthash_KEYBYTES];
+static bool registry_hash_keyed;
+
+unsigned registry_hash(const void *p, size_t n)
+{
+    if (!registry_hash_keyed) { /* first use: before any table exists */
+        randombytes_buf(registry_hash_key, sizeof registry_hash_key);
+        registry_hash_keyed = true;
+    }
+    uint8_t h[crypto_shorthash_BYTES];
+    crypto_shorthash(h, p, n, registry_hash_key);
+    unsigned v;
+    memcpy(&v, h, sizeof v);
+    return v;
+}
+
+/* ------------------------------------------------------------------ addresses */
+static const uint8_t registry_v4_prefix[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+void registry_ip_pack(const rdv_addr *a, uint8_t ip[16])
+{
+    memcpy(ip, registry_v4_prefix, 12);
+    memset(ip + 12, 0, 4);
+    if (a->u.sa.sa_family == AF_INET)
+        memcpy(ip + 12, &a->u.v4.sin_addr, 4);
+    else if (a->u.sa.sa_family == AF_INET6)
+        memcpy(ip, &a->u.v6.sin6_addr, 16);
+}
+
+void registry_ip_unpack(const uint8_t ip[16], uint16_t port, rdv_addr *out)
+{
+    if (memcmp(ip, registry_v4_prefix, 12) == 0)
+        rdv_addr_v4(out, ip + 12, port);
+    else
+        rdv_addr_v6(out, ip, port);
+}
+
+/* A stored info.ip: "1.2.3.4", "2001:db8::1" or upstream's "::ffff:1.2.3.4"
+ * (normalised here, rendezvous.md §6.1 note). */
+bool registry_ip_parse(const char *text, uint8_t ip[16])
+{
+    uint8_t b[16];
+    rdv_addr a;
+    if (inet_pton(AF_INET, text, b) == 1)
+        rdv_addr_v4(&a, b, 0);
+    else if (inet_pton(AF_INET6, text, b) == 1)
+        rdv_addr_v6(&a, b, 0);
+    else
+        return false;
+    rdv_addr_normalize(&a);
+    registry_ip_pack(&a, ip);
+    return true;
+}
+
+char *registry_ip_str(const uint8_t ip[16], char *buf, size_t len)
+{
+    rdv_addr a;
+    registry_ip_unpack(ip, 0, &a);
+    return rdv_addr_ip_str(&a, buf, len);
+}
+
+/* ------------------------------------------------------------------ records */
+registry_peer *registry_find(registry *reg, const char *id, size_t id_len)
+{
+    registry_peer *p = NULL;
+    HASH_FIND(hh, reg->peers, id, id_len, p);
+    return p;
+}
+
+registry_peer *registry_put_record(registry *reg, registry_peer *old, const char *id, size_t id_len,
+                                   const uint8_t *uuid, size_t uuid_len, const uint8_t *pk, size_t pk_len)
+{
+    if (id_len > REGISTRY_ID_CAP || uuid_len > REGISTRY_UUID_CAP || pk_len > REGISTRY_PK_CAP)
+        return NULL;
+    registry_peer *p = malloc(sizeof *p + id_len + 1 + uuid_len + pk_len);
+    if (!p) {
+        (*reg->st.oom)++;
+        return NULL;
+    }
+    if (old) {
+        *p = *old;
+    } else {
+        memset(p, 0, sizeof *p);
+        memcpy(p->addr_ip, registry_v4_prefix, 12); /* socket_addr 0.0.0.0:0 */
+    }
+    p->id_len = (uint8_t)id_len;
+    p->uuid_len = (uint16_t)uuid_len;
+    p->pk_len = (uint8_t)pk_len;
+    memcpy(p->data, id, id_len);
+    p->data[id_len] = '\0';
+    if (uuid_len)
+        memcpy(p->data + id_len + 1, uuid, uuid_len);
+    if (pk_len)
+        memcpy(p->data + id_len + 1 + uuid_len, pk, pk_len);
+
+    /* Add the new record before removing the old one: the table then exists
+     * already, so the add cannot fail for lack of memory. */
+    HASH_ADD_KEYPTR(hh, reg->peers, p->data, id_len, p);
+    if (!p->hh.tbl) {
+        (*reg->st.oom)++;
+        free(p);
+        return NULL;
+    }
+    if (old) {
+        HASH_DELETE(hh, reg->peers, old);
+        if (old->flags & REG_F_ONLINE)
+            DL_REPLACE_ELEM(reg->online, old, p);
+        free(old);
+    } else {
+        reg->npeers++;
+    }
+    return p;
+}
+
+/* ------------------------------------------------------------------ online window */
+bool registry_is_online(registry *reg, const registry_peer *p)
+{
+    uint64_t now = reg->api->now_ms(reg->core);
+    return (p->flags & REG_F_ONLINE) && now - p->last_reg_ms < (uint64_t)reg->cfg->online_ms;
+}
+
+void registry_touch(registry *reg, registry_peer *p, const rdv_addr *addr)
+{
+    registry_ip_pack(addr, p->addr_ip);
+    p->addr_port = rdv_addr_port(addr);
+    p->last_reg_ms = reg->api->now_ms(reg->core);
+    if (p->flags & REG_F_ONLINE) {
+        DL_DELETE(reg->online, p);
+        DL_APPEND(reg->online, p);
+        return;
+    }
+    DL_APPEND(reg->online, p);
+    p->flags |= REG_F_ONLINE;
+    reg->nonline++;
+    (*reg->st.went_online)++;
+    rdv_peer_event ev = { .id = registry_peer_id(p), .addr = addr };
+    reg->api->hook_run(reg->core, RDV_HOOK_PEER_ONLINE, &ev);
+}
+
+size_t registry_online_now(registry *reg)
+{
+    uint64_t now = reg->api->now_ms(reg->core), win = (uint64_t)reg->cfg->online_ms;
+    size_t expired = 0;
+    for (const registry_peer *p = reg->online; p && now - p->last_reg_ms >= win; p = p->next)
+        expired++;
+    return reg->nonline - expired;
+}
+
+void registry_expire(registry *reg)
+{
+    uint64_t now = reg->api->now_ms(reg->core), win = (uint64_t)reg->cfg->online_ms;
+    registry_peer *p;
+    while ((p = reg->online) && now - p->last_reg_ms >= win) {
+        DL_DELETE(reg->online, p);
+        p->flags &= (uint8_t)~REG_F_ONLINE;
+        reg->nonline--;
+        (*reg->st.went_offline)++;
+        rdv_addr a;
+        registry_ip_unpack(p->addr_ip, p->addr_port, &a);
+        rdv_peer_event ev = { .id = registry_peer_id(p), .addr = &a };
+        reg->api->hook_run(reg->core, RDV_HOOK_PEER_OFFLINE, &ev);
+    }
+}
+
+void registry_fill_info(registry *reg, registry_peer *p, rdv_peer_info *out)
+{
+    memset(out, 0, sizeof *out);
+    out->id = registry_peer_id(p);
+    registry_ip_unpack(p->addr_ip, p->addr_port, &out->addr);
+    out->last_reg_ms = p->last_reg_ms;
+    out->online = registry_is_online(reg, p);
+    out->pk = p->pk_len ? registry_peer_pk(p) : NULL;
+    out->pk_len = p->pk_len;
+    reg->ipbuf[0] = '\0';
+    if (p->flags & REG_F_INFO_IP)
+        registry_ip_str(p->info_ip, reg->ipbuf, sizeof reg->ipbuf);
+    out->ip = reg->ipbuf;
+    registry_conn_bind *b = NULL;
+    HASH_FIND(hh, reg->binds, p->data, p->id_len, b);
+    out->conn = b ? b->conn : 0;
+}
+
+void registry_table_free(registry *reg)
+{
+    registry_peer *p, *tmp;
+    HASH_ITER(hh, reg->peers, p, tmp) {
+        HASH_DELETE(hh, reg->peers, p);
+        free(p);
+    }
+    reg->online = NULL;
+    reg->npeers = reg->ncold = reg->nonline = 0;
+    registry_conn_bind *b, *btmp;
+    HASH_ITER(hh, reg->binds, b, btmp) {
+        HASH_DELETE(hh, reg->binds, b);
+        free(b);
+    }
+}
+
+/* ------------------------------------------------------------------ storage */
+static void registry_load_row(void *ud, const rdv_peer_row *row)
+{
+    registry *reg = ud;
+    size_t id_len = row->id ? strlen(row->id) : 0;
+    if (!id_len || id_len > REGISTRY_ID_CAP || row->uuid_len > REGISTRY_UUID_CAP || row->pk_len > REGISTRY_PK_CAP ||
+        registry_find(reg, row->id, id_len) || reg->npeers >= (size_t)reg->cfg->max_peers) {
+        (*reg->st.load_skipped)++;
+        return;
+    }
+    registry_peer *p = registry_put_record(reg, NULL, row->id, id_len, row->uuid, row->uuid_len, row->pk, row->pk_len);
+    if (!p) {
+        (*reg->st.load_skipped)++;
+        return;
+    }
+    memcpy(p->guid, row->guid, sizeof p->guid);
+    p->flags = REG_F_COLD | REG_F_GUID;
+    if (row->info_ip && row->info_ip[0] && registry_ip_parse(row->info_ip, p->info_ip))
+        p->flags |= REG_F_INFO_IP;
+    reg->ncold++;
+}
+
+long registry_load(registry *reg)
+{
+    long n = reg->storage->load_all(reg->storage_self, registry_load_row, reg);
+    if (n < 0) {
+        RDV_ERR(reg->core, "loading stored peers failed: %s", strerror((int)-n));
+        return n;
+    }
+    if (*reg->st.load_skipped)
+        RDV_WARN(reg->core, "%llu stored peers skipped (over max_peers = %lld, duplicate or oversize rows)",
+                 (unsigned long long)*reg->st.load_skipped, (long long)reg->cfg->max_peers);
+    RDV_INFO(reg->core, "%zu stored peers loaded (cold until first looked up)", reg->ncold);
+    return n;
+}
+
+/* §13.3: insert with a new random guid (UUIDv4 like upstream), else update
+ * by guid. The storage queues the write; memory stays authoritative. */
+int registry_persist(registry *reg, registry_peer *p)
+{
+    bool insert = !(p->flags & REG_F_GUID);
+    if (insert) {
+        randombytes_buf(p->guid, sizeof p->guid);
+        p->guid[6] = (uint8_t)((p->guid[6] & 0x0f) | 0x40);
+        p->guid[8] = (uint8_t)((p->guid[8] & 0x3f) | 0x80);
+    }
+    char ip[64] = "";
+    if (p->flags & REG_F_INFO_IP)
+        registry_ip_str(p->info_ip, ip, sizeof ip);
+    rdv_peer_row row = {
+        .id = registry_peer_id(p),
+        .uuid = registry_peer_uuid(p),
+        .uuid_len = p->uuid_len,
+        .pk = registry_peer_pk(p),
+        .pk_len = p->pk_len,
+        .info_ip = ip,
+    };
+    memcpy(row.guid, p->guid, sizeof row.guid);
+    int r = reg->storage->put(reg->storage_self, &row, insert);
+    if (r < 0) {
+        (*reg->st.store_put_failed)++;
+        RDV_LOG_RL(reg->core, RDV_LOG_WARN, "storing peer %s failed: %s (kept in memory)", row.id, strerror(-r));
+        return r;
+    }
+    p->flags |= REG_F_GUID;
+    return 0;
+}

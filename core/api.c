@@ -145,6 +145,10 @@ static int api_conn_dispatch(rdv_core *c, rdv_conn_id id, const uint8_t *p, size
 {
     WITH_CONN(c, id, rdv_conn_dispatch(s, cn, p, n));
 }
+static int api_conn_set_peer(rdv_core *c, rdv_conn_id id, const rdv_addr *peer)
+{
+    WITH_CONN(c, id, rdv_conn_set_peer(cn, peer));
+}
 static int api_conn_pause(rdv_core *c, rdv_conn_id id, bool paused) { WITH_CONN(c, id, rdv_conn_pause(s, cn, paused)); }
 static int api_conn_detach(rdv_core *c, rdv_conn_id id, int *fd, uint8_t *buf, size_t *len)
 {
@@ -256,4 +260,5 @@ const rdv_core_api rdv_api_table = {
     .admin_exec = api_admin_exec,
     .module_name = api_module_name,
     .core_int = api_core_int,
+    .conn_set_peer = api_conn_set_peer,
 };

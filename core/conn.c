@@ -123,6 +123,8 @@ static int queue_reserve(rdv_conn *c, size_t extra)
 
 static void queue_append(rdv_conn *c, const uint8_t *p, size_t n)
 {
+    if (!n)
+        return; /* send_bytes has no header: p is NULL (memcpy must not see it) */
     memcpy(c->wbuf + c->woff + c->wlen, p, n);
     c->wlen += n;
 }
@@ -506,6 +508,16 @@ int rdv_conn_set_codec(rdv_conn *c, const rdv_codec *codec, void *ud)
         return -EINVAL;
     c->codec = codec, c->codec_ud = ud;
     c->transport = codec->transport;
+    return 0;
+}
+
+int rdv_conn_set_peer(rdv_conn *c, const rdv_addr *peer)
+{
+    int fam = peer->u.sa.sa_family;
+    if (fam != AF_INET && fam != AF_INET6)
+        return -EAFNOSUPPORT;
+    c->peer = *peer;
+    rdv_addr_normalize(&c->peer);
     return 0;
 }
 

@@ -210,6 +210,7 @@ void rdv_conn_close(rdv_server *s, rdv_conn *c, rdv_close_reason why, bool flush
 int rdv_conn_set_key(rdv_conn *c, const uint8_t key[32]);
 int rdv_conn_set_codec(rdv_conn *c, const rdv_codec *codec, void *ud);
 int rdv_conn_set_idle(rdv_server *s, rdv_conn *c, uint64_t ms);
+int rdv_conn_set_peer(rdv_conn *c, const rdv_addr *peer);
 int rdv_conn_pause(rdv_server *s, rdv_conn *c, bool paused);
 int rdv_conn_detach(rdv_server *s, rdv_conn *c, int *fd, uint8_t *buf, size_t *len);
 int rdv_conn_dispatch(rdv_server *s, rdv_conn *c, const uint8_t *p, size_t n);

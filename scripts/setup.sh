@@ -5,7 +5,8 @@ set -eu
 PKGS="build-essential cmake pkg-config git
 libev-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev libconfig-dev
 libsqlite3-dev uthash-dev libwslay-dev nettle-dev libcriterion-dev libcurl4-openssl-dev
-clang libclang-rt-14-dev valgrind socat python3 python3-websockets sqlite3"
+clang libclang-rt-14-dev valgrind socat python3 python3-websockets sqlite3
+libhttp-parser-dev chromium"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

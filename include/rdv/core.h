@@ -246,6 +246,14 @@ struct rdv_core_api {
     /* Core settings modules may need: "max_frame", "idle_ms",
      * "max_connections", "write_queue_max". -ENOENT if unknown. */
     int (*core_int)(rdv_core *c, const char *name, int64_t *out);
+
+    /* Members added after ABI 1.0 (check api->size before calling). */
+    /* Transport modules: attribute the connection to another address (e.g.
+     * X-Real-IP sent by a trusted reverse proxy, rendezvous.md §12). Later
+     * messages (ACCESS, handlers' ctx->peer), conn_info and the conn.close
+     * hook see it; the socket is unchanged. Copied and normalised. 0,
+     * -ENOTCONN or -EAFNOSUPPORT. */
+    int (*conn_set_peer)(rdv_core *c, rdv_conn_id id, const rdv_addr *peer);
 };
 
 /* ------------------------------------------------------------------ sugar */

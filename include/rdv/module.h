@@ -16,7 +16,8 @@
  * abi_minor must be <= the core's. Changes are listed in the changelog below.
  *
  * ABI changelog
- *   1.0  2026-11-21  first ABI.
+ *   1.0  2026-11-21  first ABI (rdv_core_api up to conn_set_peer; later
+ *                    additions go at the end and are detected with api->size).
  */
 #ifndef RDV_MODULE_H
 #define RDV_MODULE_H

@@ -116,6 +116,21 @@ static bool parse_int(const char *s, long long *out)
     return true;
 }
 
+static bool parse_double(const char *s, double *out)
+{
+    if (!s || !*s)
+        return false;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    while (isspace((unsigned char)*end))
+        end++;
+    if (errno || *end || v != v)
+        return false;
+    *out = v;
+    return true;
+}
+
 /* RUST_LOG filters ("info", "hbbs=debug,warn") -> one core level. */
 static const char *log_level_of(const char *rust_log)
 {
@@ -185,8 +200,6 @@ static int hbbs_conf(compat_opts *o, sbuf *b, char *err, size_t errlen)
     sb_printf(b, "; };\n");
     sb_printf(b, "nat-test: { compat_console = true; console_port = %lld; console_bind = ", port - 1);
     sb_str(b, bind);
-    sb_printf(b, "; serial = %lld; rendezvous_servers = ", serial);
-    sb_list(b, compat_get(o, "RENDEZVOUS-SERVERS"));
     sb_printf(b, "; };\n");
     sb_printf(b, "punch-coordinator: { relay_servers = ");
     sb_list(b, compat_get(o, "RELAY-SERVERS"));
@@ -227,22 +240,21 @@ static int hbbr_conf(compat_opts *o, sbuf *b, char *err, size_t errlen)
     sb_str(b, bind);
     sb_printf(b, ";\n  key = ");
     sb_str(b, compat_get(o, "KEY") ? compat_get(o, "KEY") : "");
-    sb_printf(b, ";\n  compat_console = true;\n");
-    /* Bandwidth values are passed as text: the relay module applies
-     * upstream's parse-or-default rule and units (relay.md §6.1). */
-    static const char *const bw[][2] = {
-        { "SINGLE-BANDWIDTH", "single_bandwidth" }, { "TOTAL-BANDWIDTH", "total_bandwidth" },
-        { "LIMIT-SPEED", "limit_speed" }, { "DOWNGRADE-THRESHOLD", "downgrade_threshold" },
-        { "DOWNGRADE-START-CHECK", "downgrade_start_check" },
+    sb_printf(b, ";\n  console_loopback = true;\n"); /* upstream's loopback console on the relay port */
+    /* Bandwidth (relay.md §6.1): a value that does not parse keeps the
+     * default, as upstream does (§2.4). */
+    static const struct { const char *env, *key; double lo, hi; } bw[] = {
+        { "SINGLE-BANDWIDTH", "single_bandwidth", 0.001, 1e7 }, { "TOTAL-BANDWIDTH", "total_bandwidth", 0.001, 1e7 },
+        { "LIMIT-SPEED", "limit_speed", 0.001, 1e7 }, { "DOWNGRADE-THRESHOLD", "downgrade_threshold", 0.01, 1000 },
     };
     for (size_t i = 0; i < sizeof bw / sizeof bw[0]; i++) {
-        const char *v = compat_get(o, bw[i][0]);
-        if (v) {
-            sb_printf(b, "  %s = ", bw[i][1]);
-            sb_str(b, v);
-            sb_printf(b, ";\n");
-        }
+        double d;
+        if (parse_double(compat_get(o, bw[i].env), &d) && d >= bw[i].lo && d <= bw[i].hi)
+            sb_printf(b, "  %s = %.17g;\n", bw[i].key, d);
     }
+    long long dsc;
+    if (parse_int(compat_get(o, "DOWNGRADE-START-CHECK"), &dsc) && dsc > 0 && dsc <= 1000000000)
+        sb_printf(b, "  downgrade_start_check = %lld;\n", dsc);
     sb_printf(b, "};\n");
     if (module_available("websocket-transport"))
         sb_printf(b, "websocket-transport: { rendezvous_port = 0; relay_port = %lld; bind = \"%s\"; };\n", port + 2, bind);

@@ -232,7 +232,8 @@ void rdv_conn_close(rdv_server *s, rdv_conn *c, rdv_close_reason why, bool flush
     ev_io_stop(s->loop, &c->rio);
     ev_io_stop(s->loop, &c->wio);
     ev_timer_stop(s->loop, &c->idle);
-    close(c->fd);
+    if (why != RDV_CLOSE_DETACHED) /* a detached socket now belongs to the module */
+        close(c->fd);
     c->fd = -1;
     c->busy++;
     if (c->opened && c->l->ops && c->l->ops->on_close && why != RDV_CLOSE_DETACHED)
@@ -341,12 +342,12 @@ static void process_frames(rdv_conn *c)
     rdv_server *s = c->srv;
     while (!c->dead && !c->closing && !c->paused) {
         size_t hl, pl;
-        rdv_frame_status st = rdv_frame_parse(c->rbuf + c->roff, c->rlen, (size_t)s->cfg.max_frame, &hl, &pl);
+        rdv_frame_status st = rdv_frame_parse(c->rbuf + c->roff, c->rlen, c->l->max_frame, &hl, &pl);
         if (st == RDV_FRAME_TOO_BIG) {
             (*s->st.closed_oversize)++;
             RDV_LOG_RL(&s->core_mod.handle, RDV_LOG_NOTICE,
-                       "conn %llu: frame of %zu bytes over core.max_frame=%lld; closing",
-                       (unsigned long long)c->id, pl, (long long)s->cfg.max_frame);
+                       "conn %llu (%s): frame of %zu bytes over the limit of %zu; closing",
+                       (unsigned long long)c->id, c->l->name, pl, c->l->max_frame);
             rdv_conn_close(s, c, RDV_CLOSE_OVERSIZE, false);
             return;
         }
@@ -396,7 +397,7 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
     rdv_server *s = c->srv;
     c->busy++;
     bool raw = c->l->mode == RDV_LISTEN_RAW;
-    size_t limit = raw ? c->l->max_buffer : (size_t)s->cfg.max_frame + RDV_FRAME_HDR_MAX;
+    size_t limit = raw ? c->l->max_buffer : c->l->max_frame + RDV_FRAME_HDR_MAX;
     /* Read what fits: framed connections reserve space for the declared
      * frame only (process_frames), raw ones up to their buffer cap. */
     size_t room = c->rcap - c->roff - c->rlen;
@@ -556,10 +557,9 @@ int rdv_conn_detach(rdv_server *s, rdv_conn *c, int *fd, uint8_t *buf, size_t *l
     if (c->rlen)
         memcpy(buf, c->rbuf + c->roff, c->rlen);
     *len = c->rlen;
-    int keep = dup(c->fd); /* rdv_conn_close closes its own copy */
-    if (keep < 0)
-        return -errno;
-    *fd = keep;
+    /* Hand over the same descriptor (no dup): libev keeps its epoll state
+     * per fd number, and a dup would leave a stale registration behind. */
+    *fd = c->fd;
     c->rlen = 0;
     rdv_conn_close(s, c, RDV_CLOSE_DETACHED, false);
     return 0;

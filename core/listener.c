@@ -217,6 +217,8 @@ int rdv_listener_open(rdv_server *s, const rdv_listen_spec *spec, rdv_mod *owner
     l->port = spec->port, l->owner = owner, l->ops = spec->ops, l->ud = spec->ud;
     l->idle_ms = spec->idle_ms ? spec->idle_ms : (uint64_t)s->cfg.idle_ms;
     l->max_buffer = spec->max_buffer ? spec->max_buffer : (size_t)s->cfg.read_buffer;
+    l->max_frame = spec->max_frame && spec->max_frame < (size_t)s->cfg.max_frame ? spec->max_frame
+                                                                                : (size_t)s->cfg.max_frame;
     ev_io_init(&l->io, udp ? udp_read_cb : accept_cb, fd, EV_READ);
     l->io.data = l;
     ev_init(&l->retry, accept_resume_cb);

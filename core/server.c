@@ -259,10 +259,12 @@ int rdv_server_init(rdv_server *s, const rdv_boot *boot)
     ev_signal_init(&s->sig_term, signal_cb, SIGTERM);
     ev_signal_init(&s->sig_int, signal_cb, SIGINT);
     ev_signal_init(&s->sig_hup, signal_cb, SIGHUP);
-    s->sig_term.data = s->sig_int.data = s->sig_hup.data = s;
+    ev_signal_init(&s->sig_quit, signal_cb, SIGQUIT); /* upstream stops on QUIT too */
+    s->sig_term.data = s->sig_int.data = s->sig_hup.data = s->sig_quit.data = s;
     ev_signal_start(s->loop, &s->sig_term);
     ev_signal_start(s->loop, &s->sig_int);
     ev_signal_start(s->loop, &s->sig_hup);
+    ev_signal_start(s->loop, &s->sig_quit);
     rdv_logf("core", RDV_LOG_NOTICE, "rdvd %s ready: %zu modules", RDV_VERSION, s->nmods);
     return 0;
 fail:
@@ -291,6 +293,7 @@ void rdv_server_free(rdv_server *s)
         ev_signal_stop(s->loop, &s->sig_term);
         ev_signal_stop(s->loop, &s->sig_int);
         ev_signal_stop(s->loop, &s->sig_hup);
+        ev_signal_stop(s->loop, &s->sig_quit);
         ev_timer_stop(s->loop, &s->shutdown_timer);
     }
     rdv_unload_modules(s);

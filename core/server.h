@@ -72,6 +72,7 @@ struct rdv_listener {
     char *bind;
     uint64_t idle_ms;
     size_t max_buffer;
+    size_t max_frame;         /* framed modes: largest payload accepted */
     const rdv_conn_ops *ops;
     void *ud;
     rdv_mod *owner;           /* NULL for core dispatch listeners */
@@ -139,7 +140,7 @@ struct rdv_server {
     rdv_stat *stats;
     struct rdv_admin *admin;
 
-    ev_signal sig_term, sig_int, sig_hup;
+    ev_signal sig_term, sig_int, sig_hup, sig_quit;
     ev_timer shutdown_timer;
     uint64_t shutdown_deadline_ms;
     bool stopping;

@@ -91,6 +91,7 @@ typedef struct rdv_listen_spec {
     size_t max_buffer;       /* RAW: read buffer cap; 0 = core default */
     const rdv_conn_ops *ops; /* required unless mode == DISPATCH */
     void *ud;
+    size_t max_frame;        /* framed modes: largest payload; 0 or more than core.max_frame = core.max_frame */
 } rdv_listen_spec;
 
 /* A codec installed on a connection by a transport module: it says what

@@ -21,7 +21,7 @@
 #include <rdv/core.h>
 #include <rdv/wire.h>
 
-#include "ws_relay_svc.h"
+#include "rdv/svc/relay_ws.h"
 
 /* ------------------------------------------------------------------ HTTP head */
 #define WS_HVAL_MAX 256         /* longest header value we keep (longer: treated as invalid) */

@@ -12,7 +12,7 @@
  * Rendezvous port: each binary message goes to api->conn_dispatch (ACCESS +
  * dispatch table, transport RDV_TR_WS); replies come back through the codec
  * installed after the upgrade, which writes a binary frame header.
- * Relay port: binary messages go to the relay module (ws_relay_svc.h).
+ * Relay port: binary messages go to the relay module (rdv/svc/relay_ws.h).
  *
  * Re-entrancy: dispatching or sending can make the core close the
  * connection, which calls ws_on_close at once; state is then marked dead

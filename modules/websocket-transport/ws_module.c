@@ -5,7 +5,7 @@
  * dispatch table with transport RDV_TR_WS (wire.md §7, rendezvous.md §5.2).
  * Relay WebSocket port (relay + 2, 21119; listener "relay-ws"): sides are
  * handed to the relay module through the "relay-ws" service (relay.md §9,
- * ws_relay_svc.h). */
+ * rdv/svc/relay_ws.h). */
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>

@@ -311,7 +311,11 @@ static void api_timer_start(rdv_timer *t, uint64_t after_ms, uint64_t repeat_ms)
     t->seq = ++t->fc->timer_seq;
 }
 
-static void api_timer_stop(rdv_timer *t) { t->active = false; }
+static void api_timer_stop(rdv_timer *t)
+{
+    if (t) /* like the real core */
+        t->active = false;
+}
 
 static void api_timer_free(rdv_timer *t)
 {

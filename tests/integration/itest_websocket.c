@@ -964,7 +964,7 @@ static void need_relay_ws(void)
 {
     if (rdvt_log_contains(&rsrv, "stays closed"))
         cr_skip_test("the relay module does not provide the relay-ws service yet "
-                     "(modules/websocket-transport/ws_relay_svc.h)");
+                     "(include/rdv/svc/relay_ws.h)");
 }
 
 static int rws_open(const char *src)

@@ -1,5 +1,5 @@
 /* test_ws_relay.c — the relay WebSocket port and the "relay-ws" contract
- * (ws_relay_svc.h), against a fake relay that pairs two sides by their
+ * (rdv/svc/relay_ws.h), against a fake relay that pairs two sides by their
  * first message and forwards messages between them (relay.md §3.3, §4.3,
  * §9; checklist L20-L35). */
 #include <criterion/criterion.h>
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ws_relay_svc.h"
+#include "rdv/svc/relay_ws.h"
 #include "ws_test.h"
 
 /* ------------------------------------------------------------------ fake relay */

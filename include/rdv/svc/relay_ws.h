@@ -1,9 +1,6 @@
-/* ws_relay_svc.h — what websocket-transport needs from the relay module to
- * hand it WebSocket sides of the relay WebSocket port (relay.md §4.3, §9).
- *
- * PROPOSED contract, kept here until the relay module publishes one under
- * include/rdv/svc/ (then this file goes there, or this module adopts the
- * relay's header). The relay module publishes RDV_SVC_RELAY_WS with
+/* rdv/svc/relay_ws.h — the "relay-ws" service: how websocket-transport
+ * hands WebSocket sides of the relay WebSocket port to the relay module
+ * (relay.md §4.3, §9). The relay module publishes RDV_SVC_RELAY_WS with
  * api->service_publish(core, RDV_SVC_RELAY_WS, RDV_SVC_RELAY_WS_VERSION,
  * &vtable, self). websocket-transport looks it up in start(); without it the
  * relay WebSocket port stays closed (logged).

@@ -1,0 +1,283 @@
+/* relay_pipe.c — the raw pipe between two TCP sockets (relay.md §4.2):
+ * splice(2) socket -> pipe -> socket, so payload bytes never enter user
+ * space. Early bytes (read by the core past the first frame, §4.4) go out
+ * first with send().
+ *
+ * Back-pressure (§4.6): a direction reads only when its previous chunk is
+ * fully written, so unsent data per direction is bounded by one pipe
+ * (relay.pipe_size); a reader that stops reading stops the writer through
+ * TCP flow control, with no user-space buffer at all.
+ *
+ * Pipes are kernel memory and cost two descriptors each, so a direction
+ * holds one only while data is in flight; empty pipes go back to a small
+ * pool (relay.pipe_pool). An idle pair holds two sockets and nothing else. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* splice, F_SETPIPE_SZ */
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "relay.h"
+
+#define RELAY_PUMP_ROUNDS 8   /* chunks per direction per wake-up (fairness) */
+#define RELAY_CHUNK_DEFAULT 65536
+
+/* ------------------------------------------------------------------ pipe pool */
+int relay_pipe_get(relay *r, int *pr, int *pw)
+{
+    if (r->npipes) {
+        r->npipes--;
+        *pr = r->pipes[r->npipes][0], *pw = r->pipes[r->npipes][1];
+        r->pipes_in_use++;
+        return 0;
+    }
+    int fds[2];
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
+        int e = errno;
+        (*r->st.pipe_failures)++;
+        RDV_LOG_RL(r->core, RDV_LOG_WARN, "cannot create a pipe: %s (raise RLIMIT_NOFILE; see README fd budget)",
+                   strerror(e));
+        return -e;
+    }
+    if (r->cfg->pipe_size > 0 && fcntl(fds[1], F_SETPIPE_SZ, (int)r->cfg->pipe_size) < 0 && !r->pipe_size_warned) {
+        r->pipe_size_warned = true; /* once: the kernel refuses for every pipe alike */
+        RDV_WARN(r->core, "F_SETPIPE_SZ %lld: %s; pipes keep a smaller size (see /proc/sys/fs/pipe-max-size "
+                 "and pipe-user-pages-soft)", (long long)r->cfg->pipe_size, strerror(errno));
+    }
+    (*r->st.pipes_created)++;
+    r->pipes_in_use++;
+    *pr = fds[0], *pw = fds[1];
+    return 0;
+}
+
+/* A pipe that still holds bytes is closed: they belong to a dead pair. */
+void relay_pipe_put(relay *r, int pr, int pw, bool empty)
+{
+    r->pipes_in_use--;
+    if (empty && r->npipes < r->pipes_cap) {
+        r->pipes[r->npipes][0] = pr, r->pipes[r->npipes][1] = pw;
+        r->npipes++;
+        return;
+    }
+    close(pr);
+    close(pw);
+}
+
+void relay_pipes_free(relay *r)
+{
+    for (size_t i = 0; i < r->npipes; i++) {
+        close(r->pipes[i][0]);
+        close(r->pipes[i][1]);
+    }
+    r->npipes = 0;
+    free(r->pipes);
+    r->pipes = NULL;
+    r->pipes_cap = 0;
+}
+
+/* ------------------------------------------------------------------ raw pairs */
+bool relay_raw_pending(const relay_pair *p, int d)
+{
+    const relay_dir *dir = &p->u.raw.dir[d];
+    return dir->early_off < dir->early_len || dir->in_pipe > 0;
+}
+
+/* Read side i when its last chunk is out and the pair is not throttled;
+ * wait for write on side i when data for it hit EAGAIN. */
+static void relay_raw_watch(relay *r, relay_pair *p)
+{
+    for (int i = 0; i < 2; i++) {
+        const relay_dir *out = &p->u.raw.dir[i], *in = &p->u.raw.dir[!i];
+        unsigned ev = 0;
+        if (!p->throttled && !out->eof && !relay_raw_pending(p, i))
+            ev |= RDV_IO_READ;
+        if (in->blocked && relay_raw_pending(p, !i))
+            ev |= RDV_IO_WRITE;
+        if (ev != p->u.raw.ev[i]) {
+            r->core->api->io_set(p->u.raw.io[i], ev);
+            p->u.raw.ev[i] = ev;
+        }
+    }
+}
+
+static void relay_raw_drop_early(relay *r, relay_dir *dir)
+{
+    if (!dir->early)
+        return;
+    r->early_bytes -= dir->early_len;
+    free(dir->early);
+    dir->early = NULL;
+    dir->early_len = dir->early_off = 0;
+}
+
+/* Write what direction d holds. 1: all out; 0: destination full; -1: error. */
+static int relay_raw_flush(relay *r, relay_pair *p, int d)
+{
+    relay_dir *dir = &p->u.raw.dir[d];
+    int dst = p->u.raw.fd[!d];
+    uint64_t now = r->core->api->now_ms(r->core);
+    while (dir->early_off < dir->early_len) {
+        ssize_t n = send(dst, dir->early + dir->early_off, dir->early_len - dir->early_off,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                dir->blocked = true;
+                return 0;
+            }
+            return -1;
+        }
+        dir->early_off += (uint32_t)n;
+        p->out_ms = now;
+    }
+    relay_raw_drop_early(r, dir);
+    while (dir->in_pipe) {
+        ssize_t n = splice(dir->pr, NULL, dst, NULL, dir->in_pipe, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN) {
+                dir->blocked = true;
+                return 0;
+            }
+            return -1;
+        }
+        if (n == 0)
+            return -1;
+        dir->in_pipe -= (uint32_t)n;
+        p->out_ms = now;
+    }
+    dir->blocked = false;
+    return 1;
+}
+
+static void relay_raw_release_pipe(relay *r, relay_dir *dir)
+{
+    if (dir->pr < 0)
+        return;
+    relay_pipe_put(r, dir->pr, dir->pw, dir->in_pipe == 0);
+    dir->pr = dir->pw = -1;
+    dir->in_pipe = 0;
+}
+
+/* Move direction d: flush, then read another chunk while the destination
+ * keeps up. Returns false if the pair ended (p is freed). */
+static bool relay_raw_pump(relay *r, relay_pair *p, int d)
+{
+    relay_dir *dir = &p->u.raw.dir[d];
+    size_t chunk = r->cfg->pipe_size > 0 ? (size_t)r->cfg->pipe_size : RELAY_CHUNK_DEFAULT;
+    /* Every round starts with a flush, and so does the way out: a chunk is
+     * never left in the pipe without a write attempt (and thus a watcher). */
+    for (int round = 0;; round++) {
+        int f = relay_raw_flush(r, p, d);
+        if (f < 0) {
+            relay_pair_end(r, p, RELAY_END_ERROR);
+            return false;
+        }
+        if (f == 0 || dir->eof || p->throttled || round == RELAY_PUMP_ROUNDS)
+            break; /* blocked; or all read before the FIN is out (no half-close) */
+        size_t want = relay_bw_allow(r, p, chunk);
+        if (!want) {
+            relay_throttle(r, p);
+            break;
+        }
+        if (dir->pr < 0 && relay_pipe_get(r, &dir->pr, &dir->pw) < 0) {
+            relay_throttle(r, p); /* retried on the refill tick */
+            break;
+        }
+        ssize_t n = splice(p->u.raw.fd[d], NULL, dir->pw, NULL, want, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+        if (n == 0) {
+            dir->eof = true;
+            continue;
+        }
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                break;
+            relay_pair_end(r, p, RELAY_END_ERROR);
+            return false;
+        }
+        dir->in_pipe += (uint32_t)n;
+        p->out_ms = r->core->api->now_ms(r->core);
+        if (!relay_bw_account(r, p, d, (size_t)n))
+            return false;
+    }
+    if (dir->eof && !relay_raw_pending(p, d)) {
+        relay_pair_end(r, p, RELAY_END_EOF);
+        return false;
+    }
+    if (dir->in_pipe == 0)
+        relay_raw_release_pipe(r, dir);
+    relay_raw_watch(r, p);
+    return true;
+}
+
+static void relay_raw_io_cb(void *ud, int fd, unsigned revents)
+{
+    relay_pair *p = ud;
+    relay *r = p->r;
+    int side = fd == p->u.raw.fd[0] ? 0 : 1;
+    /* Writable side: drain what is queued for it (and read on from the other). */
+    if ((revents & RDV_IO_WRITE) && !relay_raw_pump(r, p, !side))
+        return;
+    if (revents & RDV_IO_READ)
+        relay_raw_pump(r, p, side);
+}
+
+bool relay_raw_resume(relay *r, relay_pair *p)
+{
+    return relay_raw_pump(r, p, 0) && relay_raw_pump(r, p, 1);
+}
+
+void relay_raw_close(relay *r, relay_pair *p)
+{
+    for (int i = 0; i < 2; i++) {
+        r->core->api->io_free(p->u.raw.io[i]);
+        p->u.raw.io[i] = NULL;
+        if (p->u.raw.fd[i] >= 0)
+            close(p->u.raw.fd[i]);
+        relay_raw_release_pipe(r, &p->u.raw.dir[i]);
+        relay_raw_drop_early(r, &p->u.raw.dir[i]);
+    }
+    r->nraw--;
+}
+
+relay_pair *relay_pair_raw_new(relay *r, int fd[2], uint8_t *early[2], size_t early_len[2], const rdv_addr addr[2])
+{
+    relay_pair *p = calloc(1, sizeof *p);
+    if (!p) {
+        for (int i = 0; i < 2; i++) {
+            close(fd[i]);
+            r->early_bytes -= early_len[i];
+            free(early[i]);
+        }
+        (*r->st.rej_internal)++;
+        return NULL;
+    }
+    p->mode = RELAY_MODE_RAW;
+    for (int i = 0; i < 2; i++) {
+        p->u.raw.fd[i] = fd[i];
+        relay_dir *dir = &p->u.raw.dir[i];
+        dir->pr = dir->pw = -1;
+        dir->early = early[i];
+        dir->early_len = (uint32_t)early_len[i];
+    }
+    relay_pair_init(r, p, addr);
+    r->nraw++;
+    for (int i = 0; i < 2; i++)
+        if (!(p->u.raw.io[i] = r->core->api->io_new(r->core, fd[i], 0, relay_raw_io_cb, p))) {
+            relay_pair_end(r, p, RELAY_END_NOMEM);
+            return NULL;
+        }
+    /* Early bytes count as received traffic like any other chunk. */
+    for (int i = 0; i < 2; i++)
+        if (early_len[i] && !relay_bw_account(r, p, i, early_len[i]))
+            return NULL;
+    return relay_raw_resume(r, p) ? p : NULL;
+}

@@ -1,0 +1,354 @@
+/* test_relay_ws.c — WebSocket sides through the "relay-ws" service
+ * (rdv/svc/relay_ws.h), driven by a fake transport that behaves like
+ * websocket-transport where it matters: close reports side_closed at once,
+ * a send that overflows closes the side from inside the send, and a resume
+ * delivers what it had read from inside pause(). relay.md §4.3, §9;
+ * relay-checklist L20–L24, L34, L72. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "relay_test.h"
+#include "rdv/svc/relay_ws.h"
+
+/* ------------------------------------------------------------------ fake transport */
+#define FT_SIDES 8
+#define FT_MSGS 16
+typedef struct ft_side {
+    rdv_conn_id id;
+    bool paused, closed;
+    int nmsg;
+    uint8_t *msg[FT_MSGS];
+    size_t len[FT_MSGS];
+    /* on resume, deliver this message first (what wslay had read) */
+    const char *pending;
+} ft_side;
+
+static struct {
+    ft_side s[FT_SIDES];
+    int n;
+    const rdv_relay_ws_api *api;
+    void *self;
+    int overflow_next;   /* the next send to this side overflows */
+} ft;
+
+static ft_side *ft_find(rdv_conn_id id)
+{
+    for (int i = 0; i < ft.n; i++)
+        if (ft.s[i].id == id)
+            return &ft.s[i];
+    return NULL;
+}
+
+static int ft_send(void *tp, rdv_conn_id id, const uint8_t *p, size_t n)
+{
+    (void)tp;
+    ft_side *s = ft_find(id);
+    if (!s || s->closed)
+        return -ENOTCONN;
+    if (ft.overflow_next == (int)id) { /* the core's queue overflowed: closed now */
+        ft.overflow_next = 0;
+        s->closed = true;
+        ft.api->side_closed(ft.self, id);
+        return -ENOBUFS;
+    }
+    cr_assert_lt(s->nmsg, FT_MSGS);
+    s->msg[s->nmsg] = malloc(n ? n : 1);
+    memcpy(s->msg[s->nmsg], p, n);
+    s->len[s->nmsg++] = n;
+    return 0;
+}
+
+static int ft_pause(void *tp, rdv_conn_id id, bool paused)
+{
+    (void)tp;
+    ft_side *s = ft_find(id);
+    if (!s || s->closed)
+        return -ENOTCONN;
+    s->paused = paused;
+    if (!paused && s->pending) { /* like ws_resume: delivered from inside */
+        const char *m = s->pending;
+        s->pending = NULL;
+        if (ft.api->side_message(ft.self, id, (const uint8_t *)m, strlen(m)) != RDV_OK)
+            s->closed = true;
+    }
+    return 0;
+}
+
+static int ft_close(void *tp, rdv_conn_id id, uint16_t status)
+{
+    (void)tp, (void)status;
+    ft_side *s = ft_find(id);
+    if (!s || s->closed)
+        return -ENOTCONN;
+    s->closed = true;
+    ft.api->side_closed(ft.self, id); /* as the transport does, synchronously */
+    return 0;
+}
+
+static const rdv_relay_ws_side_ops ft_ops = { .send = ft_send, .pause = ft_pause, .close = ft_close };
+
+static void ft_setup(void)
+{
+    rt_setup();
+    memset(&ft, 0, sizeof ft);
+    rdv_core *h = fc_handle(fc, "websocket-transport");
+    ft.api = h->api->service_get(h, RDV_SVC_RELAY_WS, RDV_SVC_RELAY_WS_VERSION, &ft.self);
+    cr_assert_not_null(ft.api, "the relay publishes relay-ws");
+}
+
+static void ft_teardown(void)
+{
+    for (int i = 0; i < ft.n; i++)
+        for (int k = 0; k < ft.s[i].nmsg; k++)
+            free(ft.s[i].msg[k]);
+    rt_teardown();
+}
+
+/* A side accepted on the relay-ws listener from tcp_addr, attributed to
+ * peer_addr (X-Real-IP), offering RequestRelay{uuid}. Returns side_open's
+ * answer; *out is the side. */
+static int ft_open(const char *tcp_addr, const char *peer_addr, const char *uuid, ft_side **out)
+{
+    rdv_addr tcp = fc_addr(tcp_addr), peer = fc_addr(peer_addr);
+    rdv_conn_id id = fc_conn_open(fc, "relay-ws", RDV_TR_TCP, &tcp);
+    ft_side *s = &ft.s[ft.n++];
+    memset(s, 0, sizeof *s);
+    s->id = id;
+    *out = s;
+    uint8_t rr[256];
+    size_t n = rt_rr(rr, sizeof rr, uuid, NULL);
+    return ft.api->side_open(ft.self, id, &peer, &tcp, rr, n, &ft_ops, NULL);
+}
+
+TestSuite(wsx, .init = ft_setup, .fini = ft_teardown);
+
+Test(wsx, L20_L21_L24_ws_pair_keeps_message_boundaries)
+{
+    ft_side *a, *b;
+    cr_assert_eq(ft_open("10.1.0.1:5000", "10.1.0.1:5000", "wsws", &a), RDV_OK);
+    cr_assert(a->paused, "a waiting side is not read (§4.4)");
+    cr_assert_eq(rt_gauge("waiting"), 1);
+    cr_assert_eq(ft_open("10.1.0.2:5000", "10.1.0.2:5000", "wsws", &b), RDV_OK);
+    cr_assert_eq(rt_gauge("pairs_message"), 1);
+    fc_advance(fc, 0); /* deferred resumes */
+    cr_assert_not(a->paused);
+    cr_assert_not(b->paused);
+    static uint8_t big[70000];
+    rt_fill(big, sizeof big, 3);
+    const size_t sizes[] = { 1, 63, 64, 1000, 70000 };
+    for (size_t i = 0; i < 5; i++)
+        cr_assert_eq(ft.api->side_message(ft.self, a->id, big, sizes[i]), RDV_OK);
+    cr_assert_eq(ft.api->side_message(ft.self, a->id, big, 0), RDV_OK, "empty: activity only (L24)");
+    cr_assert_eq(b->nmsg, 5);
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(b->len[i], sizes[i]);
+        cr_assert_arr_eq(b->msg[i], big, sizes[i]);
+    }
+    cr_assert_eq(a->nmsg, 0, "nothing goes back, no ack");
+    /* Activity (ping/pong/text) keeps the pair; silence ends it (§5). */
+    fc_advance(fc, 20000);
+    ft.api->side_activity(ft.self, b->id);
+    fc_advance(fc, 20000);
+    cr_assert_eq(rt_gauge("pairs"), 1);
+    fc_advance(fc, 11000);
+    cr_assert_eq(rt_gauge("pairs"), 0);
+    cr_assert(a->closed && b->closed, "both closed through ops->close");
+    cr_assert_eq(rt_gauge("ws_open"), 0);
+}
+
+static long read_frame_hdr(int fd, uint8_t *hdr, size_t *hl, uint8_t *body, size_t cap)
+{
+    size_t have = 0, h, pl;
+    uint8_t buf[1 << 16];
+    for (int t = 0; t < 2000; t++) {
+        rt_pump(1);
+        ssize_t k = recv(fd, buf + have, sizeof buf - have, MSG_DONTWAIT);
+        if (k > 0)
+            have += (size_t)k;
+        if (rdv_frame_parse(buf, have, sizeof buf, &h, &pl) == RDV_FRAME_OK) {
+            cr_assert_leq(pl, cap);
+            memcpy(hdr, buf, h);
+            memcpy(body, buf + h, pl);
+            *hl = h;
+            cr_assert_eq(have, h + pl, "one frame at a time");
+            return (long)pl;
+        }
+        if (k <= 0)
+            usleep(100);
+    }
+    return -1;
+}
+
+Test(wsx, L22_L23_L24_mixed_pair_frames_each_message)
+{
+    ft_side *a;
+    cr_assert_eq(ft_open("10.1.0.1:5000", "10.1.0.1:5000", "mixed", &a), RDV_OK);
+    rt_conn t = rt_open("10.1.0.3:6000");
+    cr_assert_eq(rt_request(&t, "mixed", NULL), RDV_OK);
+    cr_assert_eq(rt_gauge("pairs_message"), 1);
+    fc_advance(fc, 0);
+    /* WS -> TCP: one BytesCodec frame per message, minimal headers (L22). */
+    static uint8_t x[16384], body[16384];
+    rt_fill(x, sizeof x, 5);
+    const struct { size_t n; uint8_t h[3]; size_t hl; } want[] = {
+        { 63, { 0xfc }, 1 }, { 64, { 0x01, 0x01 }, 2 }, { 16383, { 0xfd, 0xff }, 2 }, { 16384, { 0x02, 0x00, 0x01 }, 3 },
+    };
+    for (size_t i = 0; i < 4; i++) {
+        cr_assert_eq(ft.api->side_message(ft.self, a->id, x, want[i].n), RDV_OK);
+        uint8_t hdr[4];
+        size_t hl;
+        cr_assert_eq(read_frame_hdr(t.cli, hdr, &hl, body, sizeof body), (long)want[i].n);
+        cr_assert_eq(hl, want[i].hl);
+        cr_assert_arr_eq(hdr, want[i].h, hl, "header for %zu bytes", want[i].n);
+        cr_assert_arr_eq(body, x, want[i].n);
+    }
+    /* TCP -> WS: one binary message per frame, 2 MiB included (L23);
+     * the empty frame 00 is not forwarded (L24). */
+    size_t big = 2u << 20;
+    uint8_t *y = malloc(big);
+    rt_fill(y, big, 6);
+    uint8_t hdr[4];
+    size_t hl = rdv_frame_header(big, hdr);
+    rt_write_all(t.cli, "\x00", 1);
+    rt_write_all(t.cli, "\x0c" "abc", 4);
+    rt_write_all(t.cli, hdr, hl);
+    rt_write_all(t.cli, y, big);
+    for (int i = 0; i < 200 && a->nmsg < 2; i++)
+        rt_pump(1);
+    cr_assert_eq(a->nmsg, 2);
+    cr_assert_eq(a->len[0], 3);
+    cr_assert_arr_eq(a->msg[0], "abc", 3);
+    cr_assert_eq(a->len[1], big);
+    cr_assert_arr_eq(a->msg[1], y, big);
+    free(y);
+    /* The TCP side leaves: the WS side is closed too (§5). The 2 MiB put
+     * the pair in token debt: let the refill timer repay it first. */
+    close(t.cli);
+    fc_advance(fc, 1000);
+    rt_pump(3);
+    cr_assert(a->closed);
+    cr_assert_eq(rt_gauge("pairs"), 0);
+}
+
+Test(wsx, refused_first_messages_are_the_transports_to_close)
+{
+    ft_side *s;
+    rdv_addr tcp = fc_addr("10.1.0.9:1");
+    rdv_conn_id id = fc_conn_open(fc, "relay-ws", RDV_TR_TCP, &tcp);
+    cr_assert_eq(ft.api->side_open(ft.self, id, &tcp, &tcp, (const uint8_t *)"\xff\x01", 2, &ft_ops, NULL), RDV_CLOSE);
+    cr_assert_eq(rt_counter("rejected_bad_message"), 1);
+    cr_assert_eq(rt_gauge("ws_open"), 0);
+    /* X-Real-IP blocklisted (relay.md §9) */
+    char out[64];
+    fc_admin(fc, "Ba 203.0.113.9", out, sizeof out);
+    cr_assert_eq(ft_open("10.1.0.9:2", "203.0.113.9:0", "blocked", &s), RDV_CLOSE);
+    cr_assert_not(s->closed, "refused: not closed by us");
+    cr_assert_eq(rt_counter("rejected_blocked"), 1);
+    cr_assert_eq(rt_gauge("waiting"), 0);
+}
+
+Test(wsx, L72_blocklist_applies_at_accept_on_the_websocket_port)
+{
+    char out[64];
+    fc_admin(fc, "Ba 198.51.100.7", out, sizeof out);
+    rdv_addr bad = fc_addr("198.51.100.7:1"), good = fc_addr("198.51.100.8:1");
+    cr_assert_not(fc_conn_alive(fc, fc_conn_open(fc, "relay-ws", RDV_TR_TCP, &bad)), "before any handshake");
+    cr_assert(fc_conn_alive(fc, fc_conn_open(fc, "relay-ws", RDV_TR_TCP, &good)));
+    cr_assert(fc_conn_alive(fc, fc_conn_open(fc, "other", RDV_TR_TCP, &bad)), "other listeners are not ours");
+}
+
+Test(wsx, L34_x_real_ip_names_the_late_side)
+{
+    ft_side *a, *b;
+    cr_assert_eq(ft_open("10.1.0.1:5000", "10.1.0.1:5000", "xri", &a), RDV_OK);
+    cr_assert_eq(ft_open("127.0.0.1:5001", "203.0.113.9:0", "xri", &b), RDV_OK);
+    fc_advance(fc, 1000);
+    char out[256];
+    cr_assert_eq(fc_admin(fc, "u", out, sizeof out), 0);
+    cr_assert(strncmp(out, "203.0.113.9:0: 1s ", 18) == 0, "usage: %s", out);
+    fc_admin(fc, "Ba 203.0.113.9", out, sizeof out);
+    fc_advance(fc, 1000);
+    cr_assert_eq(rt_gauge("pairs"), 0, "ended at the next tick");
+    cr_assert(a->closed && b->closed);
+    cr_assert_eq(rt_counter("closed_blocked"), 1);
+}
+
+Test(wsx, a_message_racing_the_pause_is_kept_for_the_partner)
+{
+    ft_side *a, *b;
+    cr_assert_eq(ft_open("10.1.0.1:1", "10.1.0.1:1", "race", &a), RDV_OK);
+    cr_assert_eq(ft.api->side_message(ft.self, a->id, (const uint8_t *)"first", 5), RDV_OK);
+    cr_assert_eq(ft.api->side_message(ft.self, a->id, (const uint8_t *)"second", 6), RDV_OK);
+    cr_assert_eq(rt_gauge("buffered_bytes"), 11);
+    a->pending = "third"; /* what the transport had read: delivered on resume */
+    cr_assert_eq(ft_open("10.1.0.2:1", "10.1.0.2:1", "race", &b), RDV_OK);
+    cr_assert_eq(b->nmsg, 2, "held messages go first, at pairing");
+    fc_advance(fc, 0);
+    cr_assert_eq(b->nmsg, 3);
+    cr_assert_arr_eq(b->msg[0], "first", 5);
+    cr_assert_arr_eq(b->msg[1], "second", 6);
+    cr_assert_arr_eq(b->msg[2], "third", 5);
+    cr_assert_eq(rt_gauge("buffered_bytes"), 0);
+}
+
+Test(wsx, a_side_closed_while_waiting_is_dropped)
+{
+    ft_side *a;
+    cr_assert_eq(ft_open("10.1.0.1:1", "10.1.0.1:1", "leaves", &a), RDV_OK);
+    a->closed = true;
+    ft.api->side_closed(ft.self, a->id);
+    cr_assert_eq(rt_gauge("waiting"), 0);
+    cr_assert_eq(rt_counter("rejected_waiter_gone"), 1);
+    cr_assert_eq(rt_gauge("ws_open"), 0);
+    ft_side *b;
+    cr_assert_eq(ft_open("10.1.0.2:1", "10.1.0.2:1", "leaves", &b), RDV_OK);
+    cr_assert_eq(rt_gauge("pairs"), 0, "no pair with a side that left");
+}
+
+Test(wsx, an_overflowing_send_closes_from_inside_safely)
+{
+    ft_side *a, *b;
+    cr_assert_eq(ft_open("10.1.0.1:1", "10.1.0.1:1", "overflow", &a), RDV_OK);
+    cr_assert_eq(ft_open("10.1.0.2:1", "10.1.0.2:1", "overflow", &b), RDV_OK);
+    fc_advance(fc, 0);
+    ft.overflow_next = (int)b->id;
+    cr_assert_eq(ft.api->side_message(ft.self, a->id, (const uint8_t *)"boom", 4), RDV_OK);
+    fc_advance(fc, 0); /* the deferred close finds the pair gone */
+    cr_assert_eq(rt_gauge("pairs"), 0);
+    cr_assert(a->closed && b->closed);
+    cr_assert_eq(rt_gauge("ws_open"), 0);
+    cr_assert_eq(rt_counter("closed_error"), 1);
+}
+
+Test(wsx, eof_lets_the_partner_drain_first)
+{
+    ft_side *a;
+    cr_assert_eq(ft_open("10.1.0.1:1", "10.1.0.1:1", "drain", &a), RDV_OK);
+    rt_conn t = rt_open("10.1.0.3:1");
+    cr_assert_eq(rt_request(&t, "drain", NULL), RDV_OK);
+    fc_advance(fc, 0);
+    cr_assert_eq(ft.api->side_message(ft.self, a->id, (const uint8_t *)"bye", 3), RDV_OK);
+    a->closed = true;
+    ft.api->side_closed(ft.self, a->id);
+    uint8_t hdr[4], body[8];
+    size_t hl;
+    cr_assert_eq(read_frame_hdr(t.cli, hdr, &hl, body, sizeof body), 3, "what was read is delivered (§5)");
+    cr_assert(rt_closed(t.cli));
+    cr_assert_eq(rt_gauge("pairs"), 0);
+}
+
+Test(wsx, stop_closes_websocket_sides)
+{
+    ft_side *a, *b, *c;
+    cr_assert_eq(ft_open("10.1.0.1:1", "10.1.0.1:1", "s1", &a), RDV_OK);
+    cr_assert_eq(ft_open("10.1.0.2:1", "10.1.0.2:1", "s1", &b), RDV_OK);
+    cr_assert_eq(ft_open("10.1.0.3:1", "10.1.0.3:1", "s2", &c), RDV_OK);
+    rdv_module_get()->stop(st);
+    cr_assert(a->closed && b->closed && c->closed);
+    cr_assert_eq(rt_gauge("ws_open"), 0);
+    cr_assert_eq(ft.api->side_open(ft.self, 999, &(rdv_addr){ 0 }, &(rdv_addr){ 0 }, NULL, 0, &ft_ops, NULL),
+                 RDV_CLOSE, "no new sides while stopping");
+}

@@ -115,3 +115,31 @@ Test(startup, print_config_shows_defaults)
     cr_assert_eq(st, 0);
     cr_assert(core_ok && mod_ok && lst_ok);
 }
+
+/* The shipped configurations are valid: the default full node and the
+ * rendezvous-only / relay-only profiles (issue #3, #4 deployment). */
+static void check_conf_dir(const char *dir)
+{
+    const char *const args[] = { "--check", NULL };
+    cr_assert_eq(rdvt_prepare(&srv, NULL), 0);
+    char cmd[1024];
+    /* the harness passes -c <tmp>/conf.d; point that at the shipped directory */
+    snprintf(cmd, sizeof cmd, "rmdir '%s/conf.d' && ln -s '%s' '%s/conf.d'", srv.dir, dir, srv.dir);
+    cr_assert_eq(system(cmd), 0);
+    cr_assert_eq(rdvt_start_exe(&srv, "rdvd", args, false), 0);
+    int st = rdvt_wait_exit(&srv, 20000);
+    if (st != 0) {
+        snprintf(cmd, sizeof cmd, "cat '%s' >&2", srv.log);
+        if (system(cmd) != 0)
+            fprintf(stderr, "(no log)\n");
+    }
+    rdvt_cleanup(&srv);
+    cr_assert_eq(st, 0, "%s does not pass --check", dir);
+}
+
+Test(startup, shipped_configurations_are_valid, .timeout = 60)
+{
+    check_conf_dir(RDV_SOURCE_DIR "/conf.d");
+    check_conf_dir(RDV_SOURCE_DIR "/conf.d/profiles/rendezvous-only");
+    check_conf_dir(RDV_SOURCE_DIR "/conf.d/profiles/relay-only");
+}

@@ -1,11 +1,12 @@
 /* nat_test.c — the nat-test module: TestNatRequest on the main and NAT
- * ports (rendezvous.md §6.8) and OnlineRequest on the NAT port (§6.9);
+ * ports (rendezvous.md §6.8) and, EXT, by UDP (§15.7); OnlineRequest on the
+ * NAT port (§6.9) and, EXT, on the main port and WebSocket (§15.11);
  * optionally upstream's loopback admin console on the NAT port (§10,
  * nt_console.c).
  *
  * A client learns its NAT type by asking both ports, from one local port,
  * which source port the server sees. Each NAT-port connection carries
- * exactly one request (§4.3): every handler here closes after answering. */
+ * exactly one request (§4.3): every answer there closes. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,13 +15,17 @@
 #include "nt.h"
 
 static const rdv_setting nt_settings[] = {
-    RDV_SETTING_INT(nt_cfg, serial, 0, INT32_MIN, INT32_MAX, RDV_SETF_RELOAD,
-                    "configuration serial (hbbs -s): TestNatResponse on the main port carries a ConfigUpdate "
-                    "when a client's serial is lower"),
-    RDV_SETTING_STRLIST(nt_cfg, rendezvous_servers, RDV_SETF_RELOAD,
-                        "rendezvous servers pushed in that ConfigUpdate (hbbs -R)"),
     RDV_SETTING_INT(nt_cfg, online_max_ids, 20000, 0, 1000000, RDV_SETF_RELOAD,
                     "ids one OnlineRequest may ask about; a larger request is closed unanswered"),
+    RDV_SETTING_BOOL(nt_cfg, online_on_main, true, RDV_SETF_RELOAD,
+                     "EXT 15.11: answer OnlineRequest on the main TCP port and WebSocket too, keeping the "
+                     "connection (false = OSS: NAT port only)"),
+    RDV_SETTING_BOOL(nt_cfg, udp_test_nat, true, RDV_SETF_RELOAD,
+                     "EXT 15.7: answer TestNatRequest by UDP on the main port with the source port, when the "
+                     "answer is at most udp_test_nat_slack bytes larger than the request"),
+    RDV_SETTING_INT(nt_cfg, udp_test_nat_slack, 0, 0, 16, RDV_SETF_RELOAD,
+                    "bytes a UDP TestNatResponse may exceed its request (0 = never larger; current clients "
+                    "send 3 bytes and need 4)"),
     RDV_SETTING_BOOL(nt_cfg, compat_console, false, 0,
                      "upstream's admin console on the NAT TCP port for loopback sources (needs \"nat\" out of "
                      "core.listeners: this module then owns that port)"),
@@ -54,10 +59,14 @@ static int nt_on_test_nat(void *state, const rdv_msg_ctx *ctx, const void *msg)
     Hbb__ConfigUpdate cu = HBB__CONFIG_UPDATE__INIT;
     /* A WebSocket connection attributed via a proxy header has port 0. */
     r.port = rdv_addr_port(ctx->peer);
-    if (main_port && n->cfg->serial > req->serial) {
-        cu.serial = (int32_t)n->cfg->serial;
-        cu.n_rendezvous_servers = n->cfg->rendezvous_servers.n;
-        cu.rendezvous_servers = n->cfg->rendezvous_servers.v;
+    /* The registry's serial and list, as changed by a loopback ConfigUpdate. */
+    int32_t serial = 0;
+    const rdv_strlist *servers = NULL;
+    if (main_port && n->reg->config && n->reg->config(n->reg_self, &serial, &servers) == 0 && servers &&
+        serial > req->serial) {
+        cu.serial = serial;
+        cu.n_rendezvous_servers = servers->n;
+        cu.rendezvous_servers = servers->v;
         r.cu = &cu;
         (*n->st.test_nat_cu)++;
     }
@@ -69,12 +78,39 @@ static int nt_on_test_nat(void *state, const rdv_msg_ctx *ctx, const void *msg)
     return e < 0 ? e : RDV_CLOSE;
 }
 
+/* EXT §15.7: TestNatResponse{port} to the datagram's source, and only when
+ * it is not larger than the request by more than udp_test_nat_slack bytes:
+ * the source is unauthenticated, so this must not amplify (no `cu`). */
+static int nt_on_test_nat_udp(void *state, const rdv_msg_ctx *ctx, const void *msg)
+{
+    nt *n = state;
+    (void)msg;
+    if (!n->cfg->udp_test_nat || !ctx->listener_name || strcmp(ctx->listener_name, "main") != 0)
+        return RDV_DECLINED;
+    Hbb__TestNatResponse r = HBB__TEST_NAT_RESPONSE__INIT;
+    r.port = rdv_addr_port(ctx->peer);
+    Hbb__RendezvousMessage out = HBB__RENDEZVOUS_MESSAGE__INIT;
+    out.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_RESPONSE;
+    out.test_nat_response = &r;
+    if (protobuf_c_message_get_packed_size(&out.base) > ctx->raw_len + (size_t)n->cfg->udp_test_nat_slack) {
+        (*n->st.udp_test_nat_dropped)++;
+        return RDV_OK;
+    }
+    if (n->core->api->send_udp(n->core, ctx->listener, ctx->peer, &out) == 0)
+        (*n->st.udp_test_nat)++;
+    return RDV_OK;
+}
+
 /* §6.9: one bit per asked id, most significant bit first; exactly
  * ceil(n/8) bytes (clients index it without a length check). Memory-only
- * lookups: stored-only ids are offline. */
+ * lookups: stored-only ids are offline. The NAT port closes after the
+ * answer; the main port and WebSocket (EXT §15.11) keep the connection. */
 static int nt_on_online(void *state, const rdv_msg_ctx *ctx, const void *msg)
 {
     nt *n = state;
+    bool nat = nt_on_nat(ctx);
+    if (!nat && !(n->cfg->online_on_main && nt_on_main(ctx)))
+        return RDV_DECLINED;
     const Hbb__OnlineRequest *req = ((const Hbb__RendezvousMessage *)msg)->online_request;
     (*n->st.online)++;
     size_t np = req->n_peers;
@@ -102,15 +138,17 @@ static int nt_on_online(void *state, const rdv_msg_ctx *ctx, const void *msg)
     out.online_response = &r;
     int e = n->core->api->send(n->core, ctx->conn, &out);
     free(states);
-    return e < 0 ? e : RDV_CLOSE;
+    return e < 0 ? e : nat ? RDV_CLOSE : RDV_OK;
 }
 
 static const rdv_handler nt_handlers[] = {
     /* listener filtered in code: "main", "nat" and "ws…" */
     { .tag = HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_REQUEST, .transports = RDV_TR_TCP | RDV_TR_WS,
       .fn = nt_on_test_nat },
-    /* OSS answers it on the NAT port only (EXT §15.11 is not done here) */
-    { .tag = HBB__RENDEZVOUS_MESSAGE__UNION_ONLINE_REQUEST, .transports = RDV_TR_TCP, .listener = "nat",
+    { .tag = HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_REQUEST, .transports = RDV_TR_UDP, .listener = "main",
+      .fn = nt_on_test_nat_udp },
+    /* "nat" (OSS), and "main" / "ws…" with online_on_main (EXT §15.11) */
+    { .tag = HBB__RENDEZVOUS_MESSAGE__UNION_ONLINE_REQUEST, .transports = RDV_TR_TCP | RDV_TR_WS,
       .fn = nt_on_online },
     RDV_HANDLER_END,
 };
@@ -134,6 +172,9 @@ static int nt_init(rdv_core *core, const void *cfg, void **state)
         { &n->st.online, "online_requests", "OnlineRequests" },
         { &n->st.online_ids, "online_ids", "ids asked about in OnlineRequests" },
         { &n->st.online_too_many, "online_too_many", "OnlineRequests over online_max_ids (closed)" },
+        { &n->st.udp_test_nat, "udp_test_nat", "TestNatRequests answered by UDP (EXT 15.7)" },
+        { &n->st.udp_test_nat_dropped, "udp_test_nat_dropped",
+          "UDP TestNatRequests not answered: the answer would be larger (udp_test_nat_slack)" },
         { &n->st.console_commands, "console_commands", "compat console commands run" },
         { &n->st.console_refused, "console_refused", "compat console inputs refused (not UTF-8, empty, unknown)" },
         { &n->st.console_frames, "console_frames", "NAT-port requests when this module owns the port" },
@@ -175,7 +216,8 @@ static const rdv_dep nt_requires[] = {
 
 static const rdv_module nt_module = {
     RDV_MODULE_HEAD("nat-test", "1.0.0"),
-    .description = "NAT-type test (TestNatRequest) and online status (OnlineRequest); opt-in upstream console",
+    .description = "NAT-type test (TestNatRequest on TCP and UDP) and online status (OnlineRequest); opt-in "
+                   "upstream console",
     .settings = nt_settings,
     .config_size = sizeof(nt_cfg),
     .handlers = nt_handlers,

@@ -43,6 +43,8 @@ typedef struct pc_cfg {
     int64_t pending_max;        /* pending-table bound (connections tracked) */
     int64_t pending_timeout_ms; /* a parked requester is forgotten after this */
     int64_t punch_log_max;      /* punch-request log bound; 0 = no log */
+    bool udp_punch;             /* EXT §15.8: udp_port to B, UDP PunchHoleSent back to A */
+    bool field_passthrough;     /* EXT §15.9: socket_addr_v6, upnp_port, force_relay */
 } pc_cfg;
 
 /* ------------------------------------------------------------------ pending table (§7) */
@@ -62,6 +64,7 @@ typedef struct pc_rec {
     rdv_conn_id conn;
     pc_key key;
     bool parked;
+    bool udp;               /* B was told A's udp_port: a UDP PunchHoleSent may answer (EXT §15.8) */
     uint64_t since_ms;
     UT_hash_handle hh_conn; /* pending.by_conn, every record */
     UT_hash_handle hh_key;  /* pending.by_key, parked records only */
@@ -170,6 +173,7 @@ typedef struct pc {
         uint64_t *pending_evicted, *pending_expired, *pending_replaced;
         uint64_t *udp_ignored, *wrong_listener, *parked_reply_dropped;
         uint64_t *signed_pk, *relay_checks, *relay_check_skipped, *resolve_failed;
+        uint64_t *udp_punch_hole_sent, *bad_fields;
     } st;
 } pc;
 
@@ -186,6 +190,10 @@ void pc_pending_park(pc *p, rdv_conn_id conn, const rdv_addr *a);
 /* True if conn's reply channel is parked or spent. */
 bool pc_pending_taken(pc *p, rdv_conn_id conn);
 bool pc_pending_has(pc *p, const rdv_addr *a);
+/* conn's parked request offered a UDP port to B (EXT §15.8). */
+void pc_pending_mark_udp(pc *p, rdv_conn_id conn);
+/* pending[norm(a)] exists and was marked by pc_pending_mark_udp. */
+bool pc_pending_has_udp(pc *p, const rdv_addr *a);
 /* Send msg to pending[norm(a)] and remove the entry. 0, or -ENOENT when
  * there is no entry (nothing sent), or the send error. */
 int pc_pending_deliver(pc *p, const rdv_addr *a, const Hbb__RendezvousMessage *msg);

@@ -5,7 +5,10 @@
  *
  * Answers to A go through the pending table (pc_pending.c), pushes to B go
  * out of the "main" UDP socket to B's registered address (or, for a peer
- * registered over a stream — EXT §15.4 — over that connection). Messages
+ * registered over a stream — EXT §15.4 — over that connection). EXT: the
+ * UDP and IPv6 punching fields of client-flows.md §6.2-§6.4 are passed on
+ * (§15.8, §15.9) and a UDP PunchHoleSent for a request that offered a UDP
+ * port is answered over A's connection, never by UDP (§15.8). Messages
  * arrive borrowed: outgoing ones are built on the stack and packed at once
  * by the core; a forwarded message is a shallow copy of the received one
  * with the changed fields replaced (unknown fields pass through, as
@@ -92,6 +95,28 @@ static void pc_fail(pc *p, const rdv_addr *a, Hbb__PunchHoleResponse__Failure f)
     pc_answer(p, a, &r);
 }
 
+/* ------------------------------------------------------------------ EXT fields */
+/* A port a client may act on, else 0 (counted when set but out of range). */
+static int32_t pc_port_field(pc *p, int32_t v)
+{
+    if (v > 0 && v <= 65535)
+        return v;
+    if (v)
+        (*p->st.bad_fields)++;
+    return 0;
+}
+
+/* socket_addr_v6 is a mangled address (18 bytes for IPv6, wire.md §5.2):
+ * anything longer is not passed on (it would only grow our pushes). */
+static ProtobufCBinaryData pc_v6_field(pc *p, ProtobufCBinaryData v6)
+{
+    if (v6.len > RDV_ADDR_MANGLED_MAX) {
+        (*p->st.bad_fields)++;
+        v6.len = 0, v6.data = NULL;
+    }
+    return v6;
+}
+
 static bool pc_wrong_listener(pc *p, const rdv_msg_ctx *ctx)
 {
     if (pc_listener_ok(ctx))
@@ -153,12 +178,18 @@ static int pc_on_punch_hole_request(void *state, const rdv_msg_ctx *ctx, const v
     bool ws = ctx->transport == RDV_TR_WS;
     bool same_intranet = !ws && ((peer_is_lan && is_lan) || rdv_addr_same_ip(&b.addr, a));
 
-    /* 10. push to B; OSS sets no other field (EXT §15.8/§15.9 are not done). */
+    /* 10. push to B. OSS sets only these fields; EXT passes on what
+     * current clients read (client-flows.md §6.2). */
     uint8_t ma[RDV_ADDR_MANGLED_MAX];
     size_t mn = rdv_addr_mangle(a, pc_tm(p), ma);
     pc_msg m = HBB__RENDEZVOUS_MESSAGE__INIT;
     Hbb__FetchLocalAddr fla = HBB__FETCH_LOCAL_ADDR__INIT;
     Hbb__PunchHole ph = HBB__PUNCH_HOLE__INIT;
+    if (p->cfg->field_passthrough) { /* §15.9 */
+        fla.socket_addr_v6 = ph.socket_addr_v6 = pc_v6_field(p, req->socket_addr_v6);
+        ph.upnp_port = pc_port_field(p, req->upnp_port);
+        ph.force_relay = req->force_relay;
+    }
     if (same_intranet) {
         fla.socket_addr.data = ma, fla.socket_addr.len = mn;
         fla.relay_server = (char *)relay;
@@ -169,6 +200,10 @@ static int pc_on_punch_hole_request(void *state, const rdv_msg_ctx *ctx, const v
         ph.socket_addr.data = ma, ph.socket_addr.len = mn;
         ph.relay_server = (char *)relay;
         ph.nat_type = (Hbb__NatType)nat;
+        /* §15.8: B punches UDP towards (A's IP, udp_port) and sends its
+         * PunchHoleSent by UDP; only then may one be accepted for A. */
+        if (p->cfg->udp_punch && (ph.udp_port = pc_port_field(p, req->udp_port)) > 0)
+            pc_pending_mark_udp(p, ctx->conn);
         m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_PUNCH_HOLE;
         m.punch_hole = &ph;
         (*p->st.punch_hole)++;
@@ -187,6 +222,37 @@ static void pc_requester(const ProtobufCBinaryData *sa, rdv_addr *x)
 }
 
 /* ------------------------------------------------------------------ §6.4 */
+/* PunchHoleResponse{b, signed pk, relay, nat_type} to pending[x], where b is
+ * the source of B's message: its TCP connection, or (EXT §15.8) the UDP
+ * datagram, then with is_udp. */
+static int pc_answer_sent(pc *p, const Hbb__PunchHoleSent *s, const rdv_addr *x, const rdv_addr *b, bool udp)
+{
+    uint8_t mb[RDV_ADDR_MANGLED_MAX];
+    Hbb__PunchHoleResponse r = HBB__PUNCH_HOLE_RESPONSE__INIT;
+    r.socket_addr.data = mb;
+    r.socket_addr.len = rdv_addr_mangle(b, pc_tm(p), mb);
+    uint8_t *pk;
+    size_t pkn;
+    if (pc_signed_pk(p, s->version, s->id, &pk, &pkn) < 0)
+        return -ENOMEM;
+    r.pk.data = pk, r.pk.len = pkn;
+    r.relay_server = s->relay_server;
+    /* The oneof member only for known values; UNKNOWN_NAT then shows as 28 00. */
+    int nt = (int)s->nat_type;
+    if (nt == HBB__NAT_TYPE__UNKNOWN_NAT || nt == HBB__NAT_TYPE__ASYMMETRIC || nt == HBB__NAT_TYPE__SYMMETRIC) {
+        r.union_case = HBB__PUNCH_HOLE_RESPONSE__UNION_NAT_TYPE;
+        r.nat_type = (Hbb__NatType)nt;
+    }
+    r.is_udp = udp;
+    if (p->cfg->field_passthrough) { /* §15.9: fields 10, 11 */
+        r.upnp_port = pc_port_field(p, s->upnp_port);
+        r.socket_addr_v6 = pc_v6_field(p, s->socket_addr_v6);
+    }
+    pc_answer(p, x, &r);
+    free(pk);
+    return 0;
+}
+
 static int pc_on_punch_hole_sent(void *state, const rdv_msg_ctx *ctx, const void *msg_)
 {
     pc *p = state;
@@ -202,25 +268,33 @@ static int pc_on_punch_hole_sent(void *state, const rdv_msg_ctx *ctx, const void
         (*p->st.undeliverable)++;
         return RDV_CLOSE;
     }
-    uint8_t mb[RDV_ADDR_MANGLED_MAX];
-    Hbb__PunchHoleResponse r = HBB__PUNCH_HOLE_RESPONSE__INIT;
-    r.socket_addr.data = mb;
-    r.socket_addr.len = rdv_addr_mangle(ctx->peer, pc_tm(p), mb); /* b: B's public TCP address */
-    uint8_t *pk;
-    size_t pkn;
-    if (pc_signed_pk(p, s->version, s->id, &pk, &pkn) < 0)
-        return -ENOMEM;
-    r.pk.data = pk, r.pk.len = pkn;
-    r.relay_server = s->relay_server;
-    /* The oneof member only for known values; UNKNOWN_NAT then shows as 28 00. */
-    int nt = (int)s->nat_type;
-    if (nt == HBB__NAT_TYPE__UNKNOWN_NAT || nt == HBB__NAT_TYPE__ASYMMETRIC || nt == HBB__NAT_TYPE__SYMMETRIC) {
-        r.union_case = HBB__PUNCH_HOLE_RESPONSE__UNION_NAT_TYPE;
-        r.nat_type = (Hbb__NatType)nt;
+    int e = pc_answer_sent(p, s, &x, ctx->peer, false); /* b: B's public TCP address */
+    return e < 0 ? e : RDV_CLOSE; /* B does not read from this connection */
+}
+
+/* EXT §15.8: B's PunchHoleSent by UDP (three copies) after a PunchHole
+ * with udp_port. The source is unauthenticated, so: only for a requester
+ * still waiting whose request offered a UDP port, answered solely over that
+ * requester's connection (the entry is consumed: copies are dropped), and
+ * nothing ever goes back by UDP. Everything else is ignored as OSS does
+ * (§4.4). */
+static int pc_on_udp_punch_hole_sent(void *state, const rdv_msg_ctx *ctx, const void *msg_)
+{
+    pc *p = state;
+    const Hbb__PunchHoleSent *s = ((const pc_msg *)msg_)->punch_hole_sent;
+    rdv_addr x;
+    if (!p->cfg->udp_punch || !ctx->listener_name || strcmp(ctx->listener_name, "main") != 0) {
+        (*p->st.udp_ignored)++;
+        return RDV_OK;
     }
-    pc_answer(p, &x, &r);
-    free(pk);
-    return RDV_CLOSE; /* B does not read from this connection */
+    pc_requester(&s->socket_addr, &x);
+    if (!pc_pending_has_udp(p, &x)) {
+        (*p->st.udp_ignored)++;
+        return RDV_OK;
+    }
+    (*p->st.udp_punch_hole_sent)++;
+    int e = pc_answer_sent(p, s, &x, ctx->peer, true); /* b: the datagram's source */
+    return e < 0 ? e : RDV_OK;
 }
 
 /* ------------------------------------------------------------------ §6.5 */
@@ -239,6 +313,8 @@ static int pc_on_local_addr(void *state, const rdv_msg_ctx *ctx, const void *msg
     }
     Hbb__PunchHoleResponse r = HBB__PUNCH_HOLE_RESPONSE__INIT;
     r.socket_addr = l->local_addr; /* B's LAN address, bytes copied verbatim */
+    if (p->cfg->field_passthrough) /* §15.9: field 11 */
+        r.socket_addr_v6 = pc_v6_field(p, l->socket_addr_v6);
     uint8_t *pk;
     size_t pkn;
     if (pc_signed_pk(p, l->version, l->id, &pk, &pkn) < 0)
@@ -364,7 +440,8 @@ const rdv_handler pc_handlers[] = {
     PC_STREAM(HBB__RENDEZVOUS_MESSAGE__UNION_RELAY_RESPONSE, pc_on_relay_response),
     PC_STREAM(HBB__RENDEZVOUS_MESSAGE__UNION_REQUEST_RELAY, pc_on_request_relay),
     PC_UDP_DROP(HBB__RENDEZVOUS_MESSAGE__UNION_PUNCH_HOLE_REQUEST),
-    PC_UDP_DROP(HBB__RENDEZVOUS_MESSAGE__UNION_PUNCH_HOLE_SENT),
+    { .tag = HBB__RENDEZVOUS_MESSAGE__UNION_PUNCH_HOLE_SENT, .transports = RDV_TR_UDP,
+      .fn = pc_on_udp_punch_hole_sent },
     PC_UDP_DROP(HBB__RENDEZVOUS_MESSAGE__UNION_LOCAL_ADDR),
     RDV_HANDLER_END,
 };

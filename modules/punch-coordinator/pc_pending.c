@@ -158,6 +158,21 @@ bool pc_pending_has(pc *p, const rdv_addr *a)
     return pc_find_key(p, &k) != NULL;
 }
 
+void pc_pending_mark_udp(pc *p, rdv_conn_id conn)
+{
+    pc_rec *r = pc_find_conn(p, conn);
+    if (r && r->parked)
+        r->udp = true;
+}
+
+bool pc_pending_has_udp(pc *p, const rdv_addr *a)
+{
+    pc_key k;
+    pc_key_of(&k, a);
+    pc_rec *r = pc_find_key(p, &k);
+    return r && r->udp;
+}
+
 int pc_pending_deliver(pc *p, const rdv_addr *a, const Hbb__RendezvousMessage *msg)
 {
     pc_key k;

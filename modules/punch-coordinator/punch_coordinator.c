@@ -32,6 +32,12 @@ static const rdv_setting pc_settings[] = {
                     "a parked requester is forgotten after this long"),
     RDV_SETTING_INT(pc_cfg, punch_log_max, 10000, 0, 1000000, RDV_SETF_RELOAD,
                     "punch-request log records kept (admin `pr`); the oldest is dropped; 0 = no log"),
+    RDV_SETTING_BOOL(pc_cfg, udp_punch, true, RDV_SETF_RELOAD,
+                     "EXT 15.8: pass PunchHoleRequest.udp_port to the peer and answer its UDP PunchHoleSent "
+                     "over the requester's connection (is_udp); false = OSS"),
+    RDV_SETTING_BOOL(pc_cfg, field_passthrough, true, RDV_SETF_RELOAD,
+                     "EXT 15.9: pass socket_addr_v6, upnp_port and force_relay to the peer and socket_addr_v6, "
+                     "upnp_port back to the requester; false = OSS"),
     RDV_SETTING_END,
 };
 
@@ -86,6 +92,9 @@ static int pc_stats(pc *p)
         { &p->st.relay_checks, "relay_checks", "relay health checks run" },
         { &p->st.relay_check_skipped, "relay_check_skipped", "relay health checks skipped (previous still running)" },
         { &p->st.resolve_failed, "resolve_failed", "relay entries dropped: name does not resolve" },
+        { &p->st.udp_punch_hole_sent, "udp_punch_hole_sent",
+          "PunchHoleSent by UDP answered over the requester's connection (EXT 15.8)" },
+        { &p->st.bad_fields, "bad_fields", "socket_addr_v6 over 18 bytes or ports out of range: not passed on" },
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
         if (!(*cs[i].v = api->counter(c, cs[i].name, cs[i].help)))

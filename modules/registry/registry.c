@@ -3,8 +3,9 @@
  * service with the hooks RDV_HOOK_PEER_ONLINE / RDV_HOOK_PEER_OFFLINE.
  *
  * Files: registry_table.c (records, online list, storage), registry_register.c
- * (RegisterPeer / RegisterPk), registry_update.c (ConfigUpdate,
- * SoftwareUpdate), registry_ipchange.c (§11.3 log, `ic`). */
+ * (RegisterPeer / RegisterPk), registry_stream.c (EXT §15.4 registration over
+ * TCP / WebSocket), registry_update.c (ConfigUpdate, SoftwareUpdate),
+ * registry_ipchange.c (§11.3 log, `ic`). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +50,18 @@ static const rdv_setting registry_settings[] = {
                     "IP-change log bound; full -> the oldest entry is evicted"),
     RDV_SETTING_INT(registry_cfg, ip_change_ips_max, 16, 2, 1024, R_RELOAD,
                     "IPs remembered per IP-change entry"),
+    RDV_SETTING_BOOL(registry_cfg, stream_register, true, R_RELOAD,
+                     "EXT 15.4: RegisterPk over TCP/WebSocket registers the peer on that connection "
+                     "(false = OSS: NOT_SUPPORT and close)"),
+    RDV_SETTING_BOOL(registry_cfg, stream_require_key, true, R_RELOAD,
+                     "on TCP only connections keyed by secure-tcp may register (clients always key them)"),
+    RDV_SETTING_INT(registry_cfg, stream_keep_alive_s, 60, 2, 3600, R_RELOAD,
+                    "keep_alive (seconds) in RegisterPkResponse on streams; clients drop after 1.5 x this"),
+    RDV_SETTING_INT(registry_cfg, stream_heartbeat_ms, 20000, 100, 600000, R_RELOAD,
+                    "empty frame to stream-registered peers this often (at most online_ms/2 and "
+                    "keep_alive/2); 3 periods without a frame close a TCP one"),
+    RDV_SETTING_INT(registry_cfg, stream_max, 200000, 1, 10000000, R_RELOAD,
+                    "stream-registered peers at most; more get SERVER_ERROR and are closed"),
     RDV_SETTING_END,
 };
 
@@ -102,31 +115,20 @@ static size_t registry_svc_peer_count(void *self) { return ((registry *)self)->n
  * cached peers; conn 0 unbinds. */
 static int registry_svc_set_conn(void *self, const char *id, rdv_conn_id conn)
 {
+    return registry_stream_set_conn(self, id, conn);
+}
+
+/* EXT (issue 6): the ConfigUpdate state, runtime changes included (nat-test's
+ * TestNatResponse.cu). */
+static int registry_svc_config(void *self, int32_t *serial, const rdv_strlist **servers)
+{
     registry *reg = self;
-    size_t n = id ? strlen(id) : 0;
-    registry_peer *p = n ? registry_find(reg, id, n) : NULL;
-    if (!p || (p->flags & REG_F_COLD))
-        return -ENOENT;
-    registry_conn_bind *b = NULL;
-    HASH_FIND(hh, reg->binds, id, n, b);
-    if (!conn) {
-        if (b) {
-            HASH_DELETE(hh, reg->binds, b);
-            free(b);
-        }
-        return 0;
-    }
-    if (!b) {
-        if (!(b = calloc(1, sizeof *b + n + 1)))
-            return -ENOMEM;
-        memcpy(b->id, id, n + 1);
-        HASH_ADD_KEYPTR(hh, reg->binds, b->id, n, b);
-        if (!b->hh.tbl) {
-            free(b);
-            return -ENOMEM;
-        }
-    }
-    b->conn = conn;
+    if (serial)
+        *serial = reg->serial;
+    reg->servers_view.n = reg->nservers;
+    reg->servers_view.v = reg->servers;
+    if (servers)
+        *servers = &reg->servers_view;
     return 0;
 }
 
@@ -135,6 +137,7 @@ static const rdv_registry_api registry_api = {
     .online_count = registry_svc_online_count,
     .peer_count = registry_svc_peer_count,
     .set_conn = registry_svc_set_conn,
+    .config = registry_svc_config,
 };
 
 /* ------------------------------------------------------------------ stats */
@@ -142,6 +145,7 @@ static uint64_t registry_g_peers(void *ud) { return ((registry *)ud)->npeers; }
 static uint64_t registry_g_cold(void *ud) { return ((registry *)ud)->ncold; }
 static uint64_t registry_g_online(void *ud) { return registry_svc_online_count(ud); }
 static uint64_t registry_g_ipc(void *ud) { return ((registry *)ud)->nipc; }
+static uint64_t registry_g_streams(void *ud) { return ((registry *)ud)->nstreams; }
 static uint64_t registry_g_pending(void *ud)
 {
     registry *reg = ud;
@@ -179,6 +183,12 @@ static int registry_stats(registry *reg)
     C(software_updates, "SoftwareUpdate answered");
     C(went_online, "peers that came online");
     C(went_offline, "peers whose online window expired");
+    C(stream_registered, "peers bound to the TCP/WebSocket connection they registered on (EXT 15.4)");
+    C(stream_refused_full, "stream registrations refused: stream_max reached");
+    C(stream_replaced, "stream bindings replaced by a newer connection for the same id");
+    C(stream_closed, "stream-registered connections that ended");
+    C(heartbeats, "empty frames sent to stream-registered peers");
+    C(heartbeat_echoes, "empty frames received from stream-registered peers");
 #undef C
     int r = 0;
     r |= api->gauge(c, "peers", registry_g_peers, reg, "known peers (stored and registered)");
@@ -186,6 +196,7 @@ static int registry_stats(registry *reg)
     r |= api->gauge(c, "online", registry_g_online, reg, "peers inside the online window");
     r |= api->gauge(c, "ip_change_entries", registry_g_ipc, reg, "IP-change log entries");
     r |= api->gauge(c, "store_pending", registry_g_pending, reg, "peer writes waiting in storage");
+    r |= api->gauge(c, "stream_peers", registry_g_streams, reg, "peers registered over a TCP/WebSocket connection");
     return r ? -EEXIST : 0;
 }
 
@@ -221,6 +232,7 @@ static void registry_destroy(void *state)
         return;
     if (reg->sweep)
         reg->api->timer_free(reg->sweep);
+    registry_stream_free(reg);
     if (reg->storage && reg->storage->on_done)
         reg->storage->on_done(reg->storage_self, NULL, NULL);
     registry_table_free(reg);
@@ -262,6 +274,8 @@ static int registry_init(rdv_core *core, const void *cfg_, void **state)
         r = -ENOMEM;
         goto fail;
     }
+    if ((r = registry_stream_init(reg)) < 0)
+        goto fail;
     *state = reg;
     return 0;
 fail:
@@ -297,9 +311,13 @@ static int registry_reconfigure(void *state, const void *cfg_)
     if (same) {
         reg->cfg = cfg;
         registry_version_from_url(cfg->software_url, reg->version, sizeof reg->version);
-        return 0;
+    } else {
+        int r = registry_apply_cfg(reg, cfg, false);
+        if (r < 0)
+            return r;
     }
-    return registry_apply_cfg(reg, cfg, false);
+    registry_stream_reconfigure(reg);
+    return 0;
 }
 
 static const rdv_dep registry_requires[] = {
@@ -316,10 +334,13 @@ static const rdv_dep registry_provides[] = {
 static const rdv_handler registry_handlers[] = {
     { .tag = HBB__RENDEZVOUS_MESSAGE__UNION_REGISTER_PEER, .transports = RDV_TR_UDP, .fn = registry_on_register_peer },
     { .tag = HBB__RENDEZVOUS_MESSAGE__UNION_REGISTER_PK, .transports = RDV_TR_UDP, .fn = registry_on_register_pk },
-    /* Shared: an EXT TCP-mode registration module (rendezvous.md §15.4) may
-     * chain in front of this OSS answer. */
+    /* EXT §15.4 registration, or OSS NOT_SUPPORT. Shared so another module
+     * may still chain on it. */
     { .tag = HBB__RENDEZVOUS_MESSAGE__UNION_REGISTER_PK, .transports = RDV_TR_STREAM,
       .fn = registry_on_register_pk_stream, .flags = RDV_HF_SHARED },
+    /* Heartbeat echoes of stream-registered peers; declined for any other
+     * connection (api-proxy's HealthCheck sessions chain here too). */
+    { .tag = 0, .transports = RDV_TR_STREAM, .fn = registry_on_heartbeat, .flags = RDV_HF_SHARED },
     { .tag = HBB__RENDEZVOUS_MESSAGE__UNION_CONFIGURE_UPDATE, .transports = RDV_TR_UDP,
       .fn = registry_on_config_update },
     { .tag = HBB__RENDEZVOUS_MESSAGE__UNION_SOFTWARE_UPDATE, .transports = RDV_TR_UDP,
@@ -329,11 +350,14 @@ static const rdv_handler registry_handlers[] = {
 
 static const rdv_module registry_module = {
     RDV_MODULE_HEAD("registry", "1.0.0"),
-    .description = "peer table and UDP registration (RegisterPeer, RegisterPk, ConfigUpdate, SoftwareUpdate)",
+    .description = "peer table and registration (RegisterPeer, RegisterPk over UDP and streams, ConfigUpdate, "
+                   "SoftwareUpdate)",
     .settings = registry_settings,
     .config_size = sizeof(registry_cfg),
     .validate = registry_validate,
     .handlers = registry_handlers,
+    .access = registry_stream_access,
+    .access_priority = 200, /* last: only messages every other check let through refresh a peer */
     .requires = registry_requires,
     .provides = registry_provides,
     .init = registry_init,

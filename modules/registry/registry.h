@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include <rdv/core.h>
+#include <rdv/proto.h>
 #include <rdv/svc/blocklist.h>
 #include <rdv/svc/registry.h>
 #include <rdv/svc/storage.h>
@@ -50,6 +51,12 @@ typedef struct registry_cfg {
     int64_t ip_change_keep_s;   /* §11.3 / §10: 360 */
     int64_t ip_changes_max;     /* table bound */
     int64_t ip_change_ips_max;  /* IPs remembered per id */
+    /* EXT §15.4: registration over TCP / WebSocket */
+    bool stream_register;       /* false = OSS: NOT_SUPPORT and close */
+    bool stream_require_key;    /* TCP only with the secure-TCP record layer */
+    int64_t stream_keep_alive_s; /* RegisterPkResponse.keep_alive */
+    int64_t stream_heartbeat_ms; /* empty frame period (capped, see registry_stream.c) */
+    int64_t stream_max;         /* stream-registered peers at most */
 } registry_cfg;
 
 /* ---- one peer. Addresses are kept as 16 bytes (IPv4 as ::ffff:a.b.c.d,
@@ -103,12 +110,19 @@ typedef struct registry_ipc {
     char id[];
 } registry_ipc;
 
-/* ---- module state */
-typedef struct registry_conn_bind {
-    UT_hash_handle hh; /* key: id */
+/* ---- a peer bound to the stream connection it registered on (EXT §15.4,
+ * or set_conn). One connection per id and one id per connection. */
+typedef struct registry_stream {
+    UT_hash_handle hh;       /* reg->binds, key: id */
+    UT_hash_handle hh_conn;  /* reg->streams, key: conn */
     rdv_conn_id conn;
+    rdv_addr peer;           /* the connection's address: socket_addr on each refresh */
+    bool own;                /* registered here: heartbeats, refresh, close; false = set_conn */
+    bool tcp;                /* a TCP connection (its idle limit is ours); WebSocket: the transport's */
     char id[];
-} registry_conn_bind;
+} registry_stream;
+
+/* ---- module state */
 
 typedef struct registry {
     rdv_core *core;
@@ -128,7 +142,11 @@ typedef struct registry {
     registry_ipc *ipc_list;             /* DL list ordered by t */
     size_t nipc;
 
-    registry_conn_bind *binds;          /* set_conn (EXT) */
+    registry_stream *binds;             /* by id (EXT §15.4, set_conn) */
+    registry_stream *streams;           /* the same records by connection */
+    size_t nstreams;                    /* records with own set */
+    rdv_timer *heartbeat;               /* one timer for every own stream */
+    uint64_t heartbeat_ms;              /* its period now */
 
     rdv_timer *sweep;
 
@@ -137,6 +155,7 @@ typedef struct registry {
     int32_t serial;
     char **servers;
     size_t nservers;
+    rdv_strlist servers_view;           /* what config() hands out */
     char version[128];                  /* derived from software_url (§6.11) */
 
     char ipbuf[64];                     /* rdv_peer_info.ip of the last lookup */
@@ -151,6 +170,8 @@ typedef struct registry {
         uint64_t *ip_changes, *ip_change_dropped, *ip_change_evicted;
         uint64_t *config_updates, *config_update_ignored, *software_updates;
         uint64_t *went_online, *went_offline;
+        uint64_t *stream_registered, *stream_refused_full, *stream_replaced, *stream_closed;
+        uint64_t *heartbeats, *heartbeat_echoes;
     } st;
 } registry;
 
@@ -183,9 +204,28 @@ bool registry_ip_parse(const char *text, uint8_t ip[16]);
 char *registry_ip_str(const uint8_t ip[16], char *buf, size_t len);
 
 /* ---- registry_register.c */
+bool registry_on_listener(const registry *reg, const rdv_msg_ctx *ctx);
 int registry_on_register_peer(void *state, const rdv_msg_ctx *ctx, const void *msg);
 int registry_on_register_pk(void *state, const rdv_msg_ctx *ctx, const void *msg);
+/* §6.2 steps 2-8 (the caller did step 1 and the size caps). */
+Hbb__RegisterPkResponse__Result registry_register_pk(registry *reg, const Hbb__RegisterPk *rk, const rdv_addr *from);
+/* Count and send RegisterPkResponse{result[, keep_alive]} to the source. */
+void registry_reply_pk(registry *reg, const rdv_msg_ctx *ctx, Hbb__RegisterPkResponse__Result result,
+                       int32_t keep_alive);
+/* Step 1 and our size caps: true if rk is to be ignored (counted). */
+bool registry_pk_ignored(registry *reg, const Hbb__RegisterPk *rk);
+
+/* ---- registry_stream.c (EXT §15.4) */
 int registry_on_register_pk_stream(void *state, const rdv_msg_ctx *ctx, const void *msg);
+int registry_on_heartbeat(void *state, const rdv_msg_ctx *ctx, const void *msg);
+int registry_stream_access(void *state, const rdv_msg_ctx *ctx, const void *msg);
+void registry_stream_on_close(void *ud, const void *arg);
+int registry_stream_set_conn(registry *reg, const char *id, rdv_conn_id conn);
+registry_stream *registry_stream_by_id(registry *reg, const char *id, size_t n);
+int registry_stream_init(registry *reg);
+/* New settings: heartbeat period and idle limits follow. */
+void registry_stream_reconfigure(registry *reg);
+void registry_stream_free(registry *reg);
 
 /* ---- registry_update.c */
 int registry_on_config_update(void *state, const rdv_msg_ctx *ctx, const void *msg);

@@ -1,5 +1,5 @@
 /* registry_register.c — RegisterPeer (rendezvous.md §6.1) and RegisterPk
- * (§6.2 over UDP; §4.2 NOT_SUPPORT on streams). */
+ * (§6.2 over UDP; the stream cases are in registry_stream.c). */
 #include <errno.h>
 #include <string.h>
 
@@ -8,7 +8,7 @@
 
 #include "registry.h"
 
-static bool registry_on_listener(const registry *reg, const rdv_msg_ctx *ctx)
+bool registry_on_listener(const registry *reg, const rdv_msg_ctx *ctx)
 {
     return strcmp(ctx->listener_name, reg->cfg->listener) == 0;
 }
@@ -95,7 +95,8 @@ int registry_on_register_peer(void *state, const rdv_msg_ctx *ctx, const void *m
 }
 
 /* ------------------------------------------------------------------ RegisterPk */
-static void registry_reply_pk(registry *reg, const rdv_msg_ctx *ctx, Hbb__RegisterPkResponse__Result result)
+void registry_reply_pk(registry *reg, const rdv_msg_ctx *ctx, Hbb__RegisterPkResponse__Result result,
+                       int32_t keep_alive)
 {
     switch (result) {
     case HBB__REGISTER_PK_RESPONSE__RESULT__OK: (*reg->st.pk_ok)++; break;
@@ -107,6 +108,7 @@ static void registry_reply_pk(registry *reg, const rdv_msg_ctx *ctx, Hbb__Regist
     }
     Hbb__RegisterPkResponse r = HBB__REGISTER_PK_RESPONSE__INIT;
     r.result = result;
+    r.keep_alive = keep_alive;
     Hbb__RendezvousMessage m = HBB__RENDEZVOUS_MESSAGE__INIT;
     m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_REGISTER_PK_RESPONSE;
     m.register_pk_response = &r;
@@ -127,8 +129,7 @@ static bool registry_pk_limiter(registry *reg, const registry_peer *p, uint64_t 
 }
 
 /* §6.2 steps 2–8; returns the result to send. */
-static Hbb__RegisterPkResponse__Result registry_register_pk(registry *reg, const Hbb__RegisterPk *rk,
-                                                            const rdv_addr *from)
+Hbb__RegisterPkResponse__Result registry_register_pk(registry *reg, const Hbb__RegisterPk *rk, const rdv_addr *from)
 {
     const char *id = rk->id;
     size_t id_len = strlen(id);
@@ -209,16 +210,11 @@ static Hbb__RegisterPkResponse__Result registry_register_pk(registry *reg, const
     return HBB__REGISTER_PK_RESPONSE__RESULT__OK; /* step 9 */
 }
 
-int registry_on_register_pk(void *state, const rdv_msg_ctx *ctx, const void *msg_)
+bool registry_pk_ignored(registry *reg, const Hbb__RegisterPk *rk)
 {
-    registry *reg = state;
-    const Hbb__RendezvousMessage *msg = msg_;
-    if (!registry_on_listener(reg, ctx))
-        return RDV_DECLINED;
-    const Hbb__RegisterPk *rk = msg->register_pk;
     if (!rk->uuid.len || !rk->pk.len) { /* step 1: silently ignored */
         (*reg->st.pk_ignored)++;
-        return RDV_OK;
+        return true;
     }
     /* Our cap on what a device may bind to an id: real clients send a machine
      * UID (tens of bytes) and a 32-byte Ed25519 key. */
@@ -226,20 +222,19 @@ int registry_on_register_pk(void *state, const rdv_msg_ctx *ctx, const void *msg
         (*reg->st.pk_oversize)++;
         RDV_LOG_RL(reg->core, RDV_LOG_DEBUG, "RegisterPk with a %zu-byte uuid / %zu-byte pk ignored", rk->uuid.len,
                    rk->pk.len);
-        return RDV_OK;
+        return true;
     }
-    registry_reply_pk(reg, ctx, registry_register_pk(reg, rk, ctx->peer));
-    return RDV_OK;
+    return false;
 }
 
-/* OSS: RegisterPk on the main TCP port or a WebSocket is answered
- * NOT_SUPPORT and the connection closed (rendezvous.md §4.2, R140, R150). */
-int registry_on_register_pk_stream(void *state, const rdv_msg_ctx *ctx, const void *msg)
+int registry_on_register_pk(void *state, const rdv_msg_ctx *ctx, const void *msg_)
 {
     registry *reg = state;
-    (void)msg;
-    if (ctx->transport == RDV_TR_TCP && !registry_on_listener(reg, ctx))
+    const Hbb__RendezvousMessage *msg = msg_;
+    if (!registry_on_listener(reg, ctx))
         return RDV_DECLINED;
-    registry_reply_pk(reg, ctx, HBB__REGISTER_PK_RESPONSE__RESULT__NOT_SUPPORT);
-    return RDV_CLOSE;
+    const Hbb__RegisterPk *rk = msg->register_pk;
+    if (!registry_pk_ignored(reg, rk))
+        registry_reply_pk(reg, ctx, registry_register_pk(reg, rk, ctx->peer), 0);
+    return RDV_OK;
 }

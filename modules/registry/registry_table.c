@@ -196,8 +196,7 @@ void registry_fill_info(registry *reg, registry_peer *p, rdv_peer_info *out)
     if (p->flags & REG_F_INFO_IP)
         registry_ip_str(p->info_ip, reg->ipbuf, sizeof reg->ipbuf);
     out->ip = reg->ipbuf;
-    registry_conn_bind *b = NULL;
-    HASH_FIND(hh, reg->binds, p->data, p->id_len, b);
+    registry_stream *b = registry_stream_by_id(reg, p->data, p->id_len);
     out->conn = b ? b->conn : 0;
 }
 
@@ -210,11 +209,6 @@ void registry_table_free(registry *reg)
     }
     reg->online = NULL;
     reg->npeers = reg->ncold = reg->nonline = 0;
-    registry_conn_bind *b, *btmp;
-    HASH_ITER(hh, reg->binds, b, btmp) {
-        HASH_DELETE(hh, reg->binds, b);
-        free(b);
-    }
 }
 
 /* ------------------------------------------------------------------ storage */

@@ -134,9 +134,15 @@ static msg_t *udp_ask(int fd, const msg_t *m, int ms)
 {
     uint8_t req[2048], rep[65536];
     size_t n = packed(m, req, sizeof req);
-    cr_assert_eq(rdvt_udp_send_raw(fd, srv.port, req, n), 0);
+    /* Like a real client (client-flows.md §2.3): resend once when no answer
+     * came within ms — a loaded 2-core CI machine can be slow, not lossy. */
     struct pollfd p = { .fd = fd, .events = POLLIN };
-    if (poll(&p, 1, ms) != 1)
+    int ready = 0;
+    for (int attempt = 0; attempt < 2 && ready != 1; attempt++) {
+        cr_assert_eq(rdvt_udp_send_raw(fd, srv.port, req, n), 0);
+        ready = poll(&p, 1, ms);
+    }
+    if (ready != 1)
         return NULL;
     struct sockaddr_in from;
     socklen_t fl = sizeof from;
@@ -366,10 +372,12 @@ Test(rendezvous, R34_R116_registration_and_online_query)
     const uint8_t want10[] = { 0xc2, 0x01, 0x04, 0x0a, 0x02, 0x90, 0x40 };
     expect_tcp_bytes(t, want10, sizeof want10);
     tclose(t);
-    /* R119: not on the main port */
+    /* R228 (EXT, on by default): also answered on the main port, which stays
+     * open. R119 (OSS: closed silently) is nat-test.online_on_main = false,
+     * covered by the nat-test unit suite. */
     t = controller("127.0.1.9");
     cr_assert_eq(rdvt_tcp_send(t, &m), 0);
-    expect_closed_silently(t, 3000);
+    expect_tcp_bytes(t, want10, sizeof want10);
     tclose(t);
     close(b.udp), close(c.udp);
     for (int i = 0; i < 3; i++)

@@ -41,6 +41,11 @@ typedef struct rdv_registry_api {
     /* EXT (issue 6): bind/unbind a peer to the stream connection it
      * registered on, so pushes reach it over that connection. */
     int (*set_conn)(void *self, const char *id, rdv_conn_id conn);
+    /* EXT (issue 6): the ConfigUpdate state in force (rendezvous.md §6.1
+     * step 4, §6.8, §6.10): the serial and the rendezvous-server list,
+     * including what a loopback ConfigUpdate set at run time. *servers is
+     * borrowed until the next registry call. Returns 0. */
+    int (*config)(void *self, int32_t *serial, const rdv_strlist **servers);
 } rdv_registry_api;
 
 #endif

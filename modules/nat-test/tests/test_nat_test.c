@@ -30,7 +30,30 @@ static int reg_lookup(void *self, const char *id, rdv_lookup how, rdv_peer_info 
     return -ENOENT;
 }
 static size_t reg_zero(void *self) { (void)self; return 0; }
-static const rdv_registry_api reg_api = { .lookup = reg_lookup, .online_count = reg_zero, .peer_count = reg_zero };
+/* The registry's ConfigUpdate state (serial, servers): what a loopback
+ * ConfigUpdate changes at run time there. */
+static int32_t REG_SERIAL;
+static char *REG_SERVERS_V[4];
+static rdv_strlist REG_SERVERS;
+static unsigned CONFIG_CALLS;
+static int reg_config(void *self, int32_t *serial, const rdv_strlist **servers)
+{
+    (void)self;
+    CONFIG_CALLS++;
+    *serial = REG_SERIAL;
+    *servers = &REG_SERVERS;
+    return 0;
+}
+static void reg_set_config(int32_t serial, const char *server)
+{
+    REG_SERIAL = serial;
+    REG_SERVERS_V[0] = (char *)server;
+    REG_SERVERS.v = REG_SERVERS_V;
+    REG_SERVERS.n = server ? 1 : 0;
+}
+static const rdv_registry_api reg_api = {
+    .lookup = reg_lookup, .online_count = reg_zero, .peer_count = reg_zero, .config = reg_config,
+};
 
 static void peer(const char *id, bool online, bool in_memory)
 {
@@ -45,7 +68,8 @@ static nt *N;
 
 static void load(const char *conf, bool core_nat_listener)
 {
-    NPEERS = 0, LOOKUPS_STORED = 0;
+    NPEERS = 0, LOOKUPS_STORED = 0, CONFIG_CALLS = 0;
+    reg_set_config(0, NULL);
     fc = fc_new();
     fc_listener(fc, "main", RDV_TR_TCP, 21116);
     fc_listener(fc, "main", RDV_TR_UDP, 21116);
@@ -132,8 +156,7 @@ Test(nat_test, R110_R2_main_port_answers_the_source_port_and_closes)
 
 Test(nat_test, R111_cu_on_the_main_port_when_the_client_serial_is_lower)
 {
-    teardown();
-    load("serial=5\nrendezvous_servers=127.0.0.1:21116\n", true);
+    reg_set_config(5, "127.0.0.1:21116");
     rdv_conn_id c = conn_on("main", RDV_TR_TCP, "10.0.0.1:50000");
     fc_conn_msg(fc, c, test_nat(0));
     const Hbb__TestNatResponse *r = expect_msg(c, HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_RESPONSE)->msg->test_nat_response;
@@ -148,10 +171,26 @@ Test(nat_test, R111_cu_on_the_main_port_when_the_client_serial_is_lower)
     cr_assert_eq(fc_counter(fc, "nat-test.test_nat_cu"), 1);
 }
 
+Test(nat_test, R45_cu_follows_a_runtime_config_update_in_the_registry)
+{
+    /* a loopback ConfigUpdate applied by the registry is seen at once */
+    rdv_conn_id c = conn_on("main", RDV_TR_TCP, "10.0.0.1:50000");
+    fc_conn_msg(fc, c, test_nat(0));
+    cr_assert_null(expect_msg(c, HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_RESPONSE)->msg->test_nat_response->cu);
+    reg_set_config(7, "10.1.1.1:21116");
+    c = conn_on("main", RDV_TR_TCP, "10.0.0.1:50001");
+    fc_conn_msg(fc, c, test_nat(6));
+    const Hbb__ConfigUpdate *cu =
+        expect_msg(c, HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_RESPONSE)->msg->test_nat_response->cu;
+    cr_assert_not_null(cu);
+    cr_assert_eq(cu->serial, 7);
+    cr_assert_str_eq(cu->rendezvous_servers[0], "10.1.1.1:21116");
+    cr_assert_eq(CONFIG_CALLS, 2);
+}
+
 Test(nat_test, R112_nat_port_never_sends_cu)
 {
-    teardown();
-    load("serial=5\nrendezvous_servers=127.0.0.1:21116\n", true);
+    reg_set_config(5, "127.0.0.1:21116");
     rdv_conn_id c = conn_on("nat", RDV_TR_TCP, "10.0.0.1:50000");
     cr_assert_eq(fc_conn_msg(fc, c, test_nat(0)), RDV_CLOSE);
     const fc_sent *s = expect_msg(c, HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_RESPONSE);
@@ -172,14 +211,90 @@ Test(nat_test, R136_websocket_reports_the_attributed_port)
     cr_assert_eq(expect_msg(c, HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_RESPONSE)->msg->test_nat_response->port, 40404);
 }
 
-Test(nat_test, other_listeners_and_udp_are_not_answered)
+Test(nat_test, other_listeners_are_not_answered)
 {
     rdv_conn_id c = conn_on("relay", RDV_TR_TCP, "10.0.0.1:1");
     cr_assert_eq(fc_conn_msg(fc, c, test_nat(0)), RDV_DECLINED);
     cr_assert_not(fc_conn_alive(fc, c));
     rdv_addr a = fc_addr("10.0.0.1:2");
-    cr_assert_eq(fc_udp(fc, "main", &a, test_nat(0)), -ENOENT, "R115: UDP TestNatRequest is not ours");
+    fc_listener(fc, "other", RDV_TR_UDP, 1);
+    cr_assert_eq(fc_udp(fc, "other", &a, test_nat(100000)), -ENOENT, "UDP: main only");
     cr_assert_null(fc_next_sent(fc));
+}
+
+/* ------------------------------------------------------------------ EXT §15.7 */
+static const fc_sent *expect_udp_to(const char *to)
+{
+    const fc_sent *s = fc_next_sent(fc);
+    cr_assert_not_null(s, "no UDP answer");
+    cr_assert_eq(s->kind, FC_SENT_UDP);
+    cr_assert_str_eq(s->listener_name, "main");
+    rdv_addr want = fc_addr(to);
+    cr_assert(rdv_addr_equal(&s->to, &want), "the answer goes to the source only");
+    cr_assert_not_null(s->msg);
+    cr_assert_eq(s->msg->union_case, HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_RESPONSE);
+    return s;
+}
+
+static size_t packed_len(const Hbb__RendezvousMessage *m)
+{
+    return protobuf_c_message_get_packed_size(&m->base);
+}
+
+Test(nat_test, R227_udp_answer_never_larger_than_the_request)
+{
+    rdv_addr a = fc_addr("10.0.0.1:40000");
+    /* a current client's request is a2 01 00: every answer is larger */
+    const uint8_t bare[] = { 0xa2, 0x01, 0x00 };
+    cr_assert_eq(fc_udp_raw(fc, "main", &a, bare, sizeof bare), RDV_OK);
+    cr_assert_null(fc_next_sent(fc), "3 bytes in, 7 would go out: not answered");
+    cr_assert_eq(fc_counter(fc, "nat-test.udp_test_nat_dropped"), 1);
+    /* a request at least as large as the answer is answered, with the port */
+    Hbb__RendezvousMessage *m = test_nat(100000); /* a2 01 04 08 a0 8d 06: 7 bytes */
+    size_t in = packed_len(m);
+    cr_assert_eq(fc_udp(fc, "main", &a, m), RDV_OK);
+    const fc_sent *s = expect_udp_to("10.0.0.1:40000");
+    cr_assert_eq(s->msg->test_nat_response->port, 40000);
+    cr_assert_null(s->msg->test_nat_response->cu, "never a cu by UDP");
+    cr_assert_leq(s->len, in);
+    const uint8_t want[] = { 0xaa, 0x01, 0x04, 0x08, 0xc0, 0xb8, 0x02 };
+    cr_assert_eq(s->len, sizeof want);
+    cr_assert_arr_eq(s->raw, want, sizeof want);
+    /* a small port makes a smaller answer */
+    rdv_addr lo = fc_addr("10.0.0.1:100");
+    m = test_nat(1); /* a2 01 02 08 01: 5 bytes */
+    cr_assert_eq(fc_udp(fc, "main", &lo, m), RDV_OK);
+    s = expect_udp_to("10.0.0.1:100");
+    cr_assert_eq(s->len, 5);
+    cr_assert_eq(fc_counter(fc, "nat-test.udp_test_nat"), 2);
+}
+
+Test(nat_test, R227_slack_serves_current_clients)
+{
+    teardown();
+    load("udp_test_nat_slack=4\n", true);
+    reg_set_config(99, "10.1.1.1"); /* a cu would be larger: never sent by UDP */
+    rdv_addr a = fc_addr("10.0.0.1:65535");
+    const uint8_t bare[] = { 0xa2, 0x01, 0x00 };
+    cr_assert_eq(fc_udp_raw(fc, "main", &a, bare, sizeof bare), RDV_OK);
+    const fc_sent *s = expect_udp_to("10.0.0.1:65535");
+    cr_assert_eq(s->msg->test_nat_response->port, 65535);
+    cr_assert_null(s->msg->test_nat_response->cu);
+    cr_assert_leq(s->len, sizeof bare + 4);
+    cr_assert_null(fc_next_sent(fc), "one datagram in, one out");
+}
+
+Test(nat_test, R115_udp_off_is_oss)
+{
+    teardown();
+    load("udp_test_nat=false\nudp_test_nat_slack=16\n", true);
+    rdv_addr a = fc_addr("10.0.0.1:2");
+    cr_assert_eq(fc_udp(fc, "main", &a, test_nat(100000)), RDV_DECLINED);
+    cr_assert_null(fc_next_sent(fc));
+    /* and back on by a reload */
+    cr_assert_eq(fc_reconfigure(fc, rdv_module_get(), N, "udp_test_nat_slack=16\n"), 0);
+    cr_assert_eq(fc_udp(fc, "main", &a, test_nat(0)), RDV_OK);
+    expect_udp_to("10.0.0.1:2");
 }
 
 /* ------------------------------------------------------------------ §6.9 */
@@ -252,14 +367,51 @@ Test(nat_test, online_request_bytes_from_the_spec)
     expect_bytes(expect_msg(c, HBB__RENDEZVOUS_MESSAGE__UNION_ONLINE_RESPONSE), want, sizeof want);
 }
 
-Test(nat_test, R119_online_request_elsewhere_is_unhandled)
+Test(nat_test, R228_online_request_on_main_and_websocket_keeps_the_connection)
 {
+    char *ids[10];
+    char buf[10][16];
+    for (int i = 0; i < 10; i++) {
+        snprintf(buf[i], sizeof buf[i], "70000000%d", i);
+        ids[i] = buf[i];
+    }
+    peer(buf[0], true, true);
+    peer(buf[3], true, true);
+    peer(buf[9], true, true);
+    const uint8_t want[] = { 0xc2, 0x01, 0x04, 0x0a, 0x02, 0x90, 0x40 };
+    const char *lst[] = { "main", "ws" };
+    rdv_transport trs[] = { RDV_TR_TCP, RDV_TR_WS };
+    for (int k = 0; k < 2; k++) {
+        rdv_conn_id c = conn_on(lst[k], trs[k], "10.0.0.1:50000");
+        for (int twice = 0; twice < 2; twice++) {
+            cr_assert_eq(fc_conn_msg(fc, c, online(ids, 10)), RDV_OK);
+            expect_bytes(expect_msg(c, HBB__RENDEZVOUS_MESSAGE__UNION_ONLINE_RESPONSE), want, sizeof want);
+            cr_assert(fc_conn_alive(fc, c), "kept open (§15.11)");
+        }
+    }
+    /* the bound still applies there */
+    teardown();
+    load("online_max_ids=1\n", true);
     rdv_conn_id c = conn_on("main", RDV_TR_TCP, "10.0.0.1:50000");
-    cr_assert_eq(fc_conn_msg(fc, c, online(NULL, 0)), -ENOENT);
+    cr_assert_eq(fc_conn_msg(fc, c, online(ids, 2)), RDV_CLOSE);
+    cr_assert_null(fc_next_sent(fc));
+}
+
+Test(nat_test, R119_online_request_elsewhere_or_off_is_unhandled)
+{
+    rdv_conn_id c = conn_on("relay", RDV_TR_TCP, "10.0.0.1:50000");
+    cr_assert_eq(fc_conn_msg(fc, c, online(NULL, 0)), RDV_DECLINED);
+    cr_assert_not(fc_conn_alive(fc, c));
+    teardown();
+    load("online_on_main=false\n", true);
+    c = conn_on("main", RDV_TR_TCP, "10.0.0.1:50000");
+    cr_assert_eq(fc_conn_msg(fc, c, online(NULL, 0)), RDV_DECLINED);
     cr_assert_not(fc_conn_alive(fc, c));
     c = conn_on("ws", RDV_TR_WS, "10.0.0.1:50001");
-    cr_assert_eq(fc_conn_msg(fc, c, online(NULL, 0)), -ENOENT);
+    cr_assert_eq(fc_conn_msg(fc, c, online(NULL, 0)), RDV_DECLINED);
     cr_assert_null(fc_next_sent(fc));
+    c = conn_on("nat", RDV_TR_TCP, "10.0.0.1:50002");
+    cr_assert_eq(fc_conn_msg(fc, c, online(NULL, 0)), RDV_CLOSE, "the NAT port always answers");
 }
 
 Test(nat_test, too_many_ids_are_closed_unanswered)
@@ -294,8 +446,9 @@ Test(nat_test, settings_bounds)
     teardown();
     fc = fc_new();
     void *st;
-    const char *bad[] = { "serial=-2147483649\n", "serial=2147483648\n", "online_max_ids=-1\n", "console_port=70000\n",
-                          "compat_console=perhaps\n" };
+    const char *bad[] = { "serial=1\n", "rendezvous_servers=a\n", "online_max_ids=-1\n", "console_port=70000\n",
+                          "compat_console=perhaps\n", "udp_test_nat_slack=17\n", "udp_test_nat_slack=-1\n",
+                          "online_on_main=perhaps\n" };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         cr_assert_lt(fc_load(fc, rdv_module_get(), bad[i], &st), 0, "%s", bad[i]);
 }
@@ -315,12 +468,11 @@ Test(nat_test, warns_without_a_nat_listener)
     cr_assert(fc_log_contains(fc, "no TCP listener \"nat\""));
 }
 
-Test(nat_test, serial_is_reloadable)
+Test(nat_test, reload_rules)
 {
-    cr_assert_eq(fc_reconfigure(fc, rdv_module_get(), N, "serial=9\n"), 0);
+    cr_assert_eq(fc_reconfigure(fc, rdv_module_get(), N, "online_on_main=false\n"), 0);
     rdv_conn_id c = conn_on("main", RDV_TR_TCP, "10.0.0.1:50000");
-    fc_conn_msg(fc, c, test_nat(3));
-    cr_assert_eq(expect_msg(c, HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_RESPONSE)->msg->test_nat_response->cu->serial, 9);
+    cr_assert_eq(fc_conn_msg(fc, c, online(NULL, 0)), RDV_DECLINED);
     cr_assert_eq(fc_reconfigure(fc, rdv_module_get(), N, "compat_console=true\n"), -EPERM, "needs a restart");
 }
 

@@ -1,5 +1,6 @@
 /* test_register_pk.c — RegisterPk (rendezvous.md §6.2, §11.2, §13.3) over
- * UDP, NOT_SUPPORT on streams (§4.2), caps and the max_peers bound.
+ * UDP, NOT_SUPPORT on streams (§4.2; EXT §15.4 is test_stream.c), caps and
+ * the max_peers bound.
  * R-numbers: rendezvous-checklist.md. */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -433,6 +434,8 @@ Test(register_pk, r150_tcp_register_pk_is_not_supported_then_closed)
 
 Test(register_pk, r140_websocket_register_pk_is_not_supported_then_closed)
 {
+    rt_teardown();
+    rt_setup_conf("stream_register=false\n"); /* OSS; the EXT default is test_stream.c */
     rdv_addr a = fc_addr("127.0.0.1:5000");
     rdv_conn_id c = fc_conn_open(rt.fc, "ws", RDV_TR_WS, &a);
     cr_assert_eq(fc_conn_msg(rt.fc, c, pk_msg()), RDV_CLOSE);

@@ -19,7 +19,7 @@
 
 #include "../fakecore/fakecore.h"
 #include "ws.h"
-#include "ws_relay_svc.h"
+#include "rdv/svc/relay_ws.h"
 
 #define CHECK(x) ((x) ? (void)0 : abort())
 #define RESET_EVERY 20000 /* the fake core caps connections per instance */

@@ -219,10 +219,9 @@ int rdv_server_init(rdv_server *s, const rdv_boot *boot)
      * only touched as needed. */
     size_t arena_cap = (size_t)s->cfg.max_frame * 8 + 65536;
     s->arena_mem = malloc(arena_cap);
-    s->udp_buf = malloc(65536);
     s->pack_cap = (size_t)s->cfg.max_frame;
     s->pack_buf = malloc(s->pack_cap);
-    if (!s->arena_mem || !s->udp_buf || !s->pack_buf) {
+    if (!s->arena_mem || !s->pack_buf || rdv_udp_batch_init(s) < 0) {
         snprintf(err, sizeof err, "out of memory");
         goto fail;
     }
@@ -312,7 +311,8 @@ void rdv_server_free(rdv_server *s)
     free(s->overrides.v);
     free(s->conf_dir);
     free(s->conf_text), free(s->conf_text_name);
-    free(s->arena_mem), free(s->udp_buf), free(s->pack_buf);
+    free(s->arena_mem), free(s->pack_buf);
+    rdv_udp_batch_free(s);
     if (s->loop)
         ev_loop_destroy(s->loop);
     memset(s, 0, sizeof *s);

@@ -131,7 +131,7 @@ struct rdv_server {
     /* one arena reused for every message (one loop thread) */
     rdv_arena arena;
     uint8_t *arena_mem;
-    uint8_t *udp_buf;
+    struct udp_batch *ub;     /* listener.c: recvmmsg/sendmmsg buffers */
     uint8_t *pack_buf;
     size_t pack_cap;
 
@@ -201,6 +201,9 @@ int rdv_listener_open(rdv_server *s, const rdv_listen_spec *spec, rdv_mod *owner
 void rdv_listeners_stop(rdv_server *s);
 void rdv_listeners_free(rdv_server *s);
 int rdv_udp_send(rdv_server *s, rdv_listener *l, const rdv_addr *to, const uint8_t *p, size_t n);
+#define RDV_UDP_BATCH_MAX 64
+int rdv_udp_batch_init(rdv_server *s);
+void rdv_udp_batch_free(rdv_server *s);
 
 /* conn.c */
 rdv_conn *rdv_conn_get(rdv_server *s, rdv_conn_id id);

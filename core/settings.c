@@ -13,7 +13,7 @@ const rdv_setting rdv_core_settings[] = {
     RDV_SETTING_INT(rdv_core_cfg, read_buffer, 262144, 4096, 67108864, 0, "read buffer cap of raw (module-owned) connections, bytes"),
     RDV_SETTING_INT(rdv_core_cfg, shutdown_ms, 5000, 0, 600000, RDV_SETF_RELOAD, "how long SIGTERM waits for queued replies, ms"),
     RDV_SETTING_INT(rdv_core_cfg, udp_rcvbuf, 0, 0, 1073741824, 0, "SO_RCVBUF of UDP sockets (0: system default; hbbs --rmem)"),
-    RDV_SETTING_INT(rdv_core_cfg, udp_batch, 64, 1, 4096, 0, "datagrams read per wake-up before other work runs"),
+    RDV_SETTING_INT(rdv_core_cfg, udp_batch, 64, 1, 64, 0, "datagrams read (recvmmsg) per wake-up before other work runs"),
     RDV_SETTING_BOOL(rdv_core_cfg, ipv6, 1, 0, "bind [::] dual stack (falls back to IPv4 when the host has no IPv6)"),
     RDV_SETTING_END,
 };

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "rdclient.h"
 #include "rdv/wire.h"
 
 static rdvt_server srv;
@@ -45,29 +46,14 @@ static void teardown(void)
 
 TestSuite(core, .init = setup, .fini = teardown, .timeout = 120);
 
-static uint16_t local_port(int fd)
-{
-    struct sockaddr_in a;
-    socklen_t l = sizeof a;
-    getsockname(fd, (struct sockaddr *)&a, &l);
-    return ntohs(a.sin_port);
-}
-
-static void send_nat_udp(int fd)
-{
-    Hbb__RendezvousMessage m = HBB__RENDEZVOUS_MESSAGE__INIT;
-    Hbb__TestNatRequest t = HBB__TEST_NAT_REQUEST__INIT;
-    m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_REQUEST;
-    m.test_nat_request = &t;
-    cr_assert_eq(rdvt_udp_send(fd, srv.port, &m), 0);
-}
+static void send_nat_udp(int fd) { cr_assert_eq(rdvt_udp_send(fd, srv.port, rdc_test_nat_request(0)), 0); }
 
 static void expect_udp_answer(int fd)
 {
     Hbb__RendezvousMessage *r = rdvt_udp_recv(fd, 3000);
     cr_assert_not_null(r, "no UDP answer");
     cr_assert_eq(r->union_case, HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_RESPONSE);
-    cr_assert_eq(r->test_nat_response->port, local_port(fd));
+    cr_assert_eq(r->test_nat_response->port, rdc_local_port(fd));
     rdvt_msg_free(r);
 }
 
@@ -78,7 +64,7 @@ static void expect_tcp_answer(int fd)
     Hbb__RendezvousMessage *r = rdvt_tcp_recv(fd, 3000);
     cr_assert_not_null(r, "no TCP answer");
     cr_assert_eq(r->union_case, HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_RESPONSE);
-    cr_assert_eq(r->test_nat_response->port, local_port(fd));
+    cr_assert_eq(r->test_nat_response->port, rdc_local_port(fd));
     rdvt_msg_free(r);
 }
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "rdclient.h"
 
 static rdvt_server srv;
 
@@ -28,12 +29,7 @@ static void start_hbbs(const char *const *args)
 
 static Hbb__RendezvousMessage *register_peer(int fd, int port, const char *id)
 {
-    Hbb__RendezvousMessage m = HBB__RENDEZVOUS_MESSAGE__INIT;
-    Hbb__RegisterPeer rp = HBB__REGISTER_PEER__INIT;
-    rp.id = (char *)id;
-    m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_REGISTER_PEER;
-    m.register_peer = &rp;
-    cr_assert_eq(rdvt_udp_send(fd, port, &m), 0);
+    cr_assert_eq(rdvt_udp_send(fd, port, rdc_register_peer(id)), 0);
     return rdvt_udp_recv(fd, 3000);
 }
 

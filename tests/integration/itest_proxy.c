@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "rdclient.h"
 #include "rdv/wire.h"
 
 static rdvt_server srv;
@@ -100,45 +101,15 @@ static void teardown(void)
 TestSuite(proxy, .init = setup, .fini = teardown, .timeout = 60);
 
 /* ------------------------------------------------------------------ client */
-typedef struct client {
-    int fd;
-    uint8_t key[32];
-    uint64_t tx, rx;
-} client;
+typedef rdc_keyed client;
 
+/* Keyed as a client configured with the server's id_ed25519.pub (rdclient.c). */
 static client keyed_client(const char *ip)
 {
-    client c = { .fd = rdvt_tcp(ip, srv.port) };
-    cr_assert_geq(c.fd, 0);
-    char path[400], b64[128] = "";
-    snprintf(path, sizeof path, "%s/id_ed25519.pub", srv.dir);
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f);
-    cr_assert_not_null(fgets(b64, sizeof b64, f));
-    fclose(f);
-    b64[strcspn(b64, "\r\n")] = 0;
-    uint8_t pk[32], m[96], cpk[32], csk[32], sealed[48], nonce[24] = { 0 };
-    size_t pl = 0;
-    cr_assert_eq(sodium_base642bin(pk, 32, b64, strlen(b64), NULL, &pl, NULL, sodium_base64_VARIANT_ORIGINAL), 0);
-    Hbb__RendezvousMessage *offer = rdvt_tcp_recv(c.fd, 1000);
-    cr_assert(offer && offer->union_case == HBB__RENDEZVOUS_MESSAGE__UNION_KEY_EXCHANGE);
-    cr_assert_eq(offer->key_exchange->n_keys, 1);
-    unsigned long long ml = 0;
-    cr_assert_eq(crypto_sign_open(m, &ml, offer->key_exchange->keys[0].data, offer->key_exchange->keys[0].len, pk), 0);
-    cr_assert_eq(ml, 32);
-    rdvt_msg_free(offer);
-    crypto_box_keypair(cpk, csk);
-    randombytes_buf(c.key, sizeof c.key);
-    cr_assert_eq(crypto_box_easy(sealed, c.key, 32, nonce, m, csk), 0);
-    ProtobufCBinaryData keys[2] = { { 32, cpk }, { 48, sealed } };
-    Hbb__KeyExchange kx = HBB__KEY_EXCHANGE__INIT;
-    kx.n_keys = 2;
-    kx.keys = keys;
-    Hbb__RendezvousMessage ans = HBB__RENDEZVOUS_MESSAGE__INIT;
-    ans.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_KEY_EXCHANGE;
-    ans.key_exchange = &kx;
-    cr_assert_eq(rdvt_tcp_send(c.fd, &ans), 0);
-    return c;
+    char b64[128];
+    uint8_t pk[32];
+    rdc_read_server_key(&srv, b64, sizeof b64, pk, NULL);
+    return rdc_keyed_connect(ip, srv.port, pk, 1000);
 }
 
 typedef struct { const char *name, *value; } hdr;
@@ -164,26 +135,15 @@ static Hbb__RendezvousMessage *request(const char *method, const char *path, con
     return &m;
 }
 
-static void send_sealed(client *c, const Hbb__RendezvousMessage *m)
-{
-    uint8_t p[8192], e[8192 + 16];
-    size_t n = rdv_msg_pack(m, p, sizeof p);
-    cr_assert(n > 0 && n < sizeof p);
-    cr_assert_eq(rdv_secure_seal(c->key, &c->tx, p, n, e), 0);
-    cr_assert_eq(rdvt_tcp_send_frame(c->fd, e, n + 16), 0);
-}
-
 /* The one sealed HttpProxyResponse (caller frees with rdvt_msg_free). */
 static Hbb__RendezvousMessage *response(client *c, int ms)
 {
     uint8_t *e = NULL;
     long n = rdvt_tcp_recv_frame(c->fd, &e, ms);
     cr_assert_gt(n, 16, "no sealed answer (%ld)", n);
-    uint8_t *p = malloc((size_t)n);
-    cr_assert_eq(rdv_secure_open(c->key, &c->rx, e, (size_t)n, p), 0);
-    Hbb__RendezvousMessage *m = hbb__rendezvous_message__unpack(NULL, (size_t)n - 16, p);
-    free(p), free(e);
-    cr_assert(m && m->union_case == HBB__RENDEZVOUS_MESSAGE__UNION_HTTP_PROXY_RESPONSE);
+    Hbb__RendezvousMessage *m = rdc_open_sealed(c, e, n);
+    free(e);
+    cr_assert(m->union_case == HBB__RENDEZVOUS_MESSAGE__UNION_HTTP_PROXY_RESPONSE);
     return m;
 }
 
@@ -222,7 +182,7 @@ Test(proxy, get_is_forwarded_under_the_base)
 {
     client c = keyed_client("127.0.0.2");
     hdr hs[] = { { "Authorization", "Bearer tok" }, { "X-Real-IP", "6.6.6.6" }, { "Connection", "close" } };
-    send_sealed(&c, request("GET", "/api/echo?x=1", hs, 3, NULL));
+    rdc_send_sealed(&c, request("GET", "/api/echo?x=1", hs, 3, NULL));
     Hbb__RendezvousMessage *m = response(&c, 3000);
     const Hbb__HttpProxyResponse *r = m->http_proxy_response;
     cr_assert_str_eq(r->error, "");
@@ -246,7 +206,7 @@ Test(proxy, post_body_and_status_pass_through)
 {
     client c = keyed_client("127.0.0.2");
     hdr hs[] = { { "Content-Type", "application/x-www-form-urlencoded" } };
-    send_sealed(&c, request("POST", "/api/status/404", hs, 1, "user=u&pass=p"));
+    rdc_send_sealed(&c, request("POST", "/api/status/404", hs, 1, "user=u&pass=p"));
     Hbb__RendezvousMessage *m = response(&c, 3000);
     cr_assert_eq(m->http_proxy_response->status, 404);
     cr_assert_str_eq(m->http_proxy_response->error, "", "an HTTP status is an answer, not a failure");
@@ -263,7 +223,7 @@ Test(proxy, paths_cannot_leave_the_base)
     const char *bad[] = { "/../etc/passwd", "//evil.example/x", "http://evil.example/", "/a/%2e%2e/passwd" };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         client c = keyed_client("127.0.0.3");
-        send_sealed(&c, request("GET", bad[i], NULL, 0, NULL));
+        rdc_send_sealed(&c, request("GET", bad[i], NULL, 0, NULL));
         Hbb__RendezvousMessage *m = response(&c, 3000);
         cr_assert_eq(m->http_proxy_response->status, 400, "%s", bad[i]);
         cr_assert_str_neq(m->http_proxy_response->error, "");
@@ -278,7 +238,7 @@ Test(proxy, paths_cannot_leave_the_base)
 Test(proxy, slow_upstream_times_out)
 {
     client c = keyed_client("127.0.0.2");
-    send_sealed(&c, request("GET", "/api/slow", NULL, 0, NULL));
+    rdc_send_sealed(&c, request("GET", "/api/slow", NULL, 0, NULL));
     Hbb__RendezvousMessage *m = response(&c, 3000);
     cr_assert_eq(m->http_proxy_response->status, 504);
     cr_assert_str_neq(m->http_proxy_response->error, "");
@@ -289,14 +249,14 @@ Test(proxy, slow_upstream_times_out)
 Test(proxy, response_size_is_bounded)
 {
     client c = keyed_client("127.0.0.2");
-    send_sealed(&c, request("GET", "/api/big?n=2000", NULL, 0, NULL));
+    rdc_send_sealed(&c, request("GET", "/api/big?n=2000", NULL, 0, NULL));
     Hbb__RendezvousMessage *m = response(&c, 3000);
     cr_assert_eq(m->http_proxy_response->status, 200);
     cr_assert_eq(m->http_proxy_response->body.len, 2000);
     rdvt_msg_free(m);
     close(c.fd);
     c = keyed_client("127.0.0.3");
-    send_sealed(&c, request("GET", "/api/big?n=2001", NULL, 0, NULL));
+    rdc_send_sealed(&c, request("GET", "/api/big?n=2001", NULL, 0, NULL));
     m = response(&c, 3000);
     cr_assert_eq(m->http_proxy_response->status, 502);
     cr_assert_str_neq(m->http_proxy_response->error, "");
@@ -324,9 +284,9 @@ Test(proxy, plaintext_client_gets_an_error_not_silence)
 Test(proxy, concurrent_clients_and_a_client_that_leaves)
 {
     client a = keyed_client("127.0.0.2"), b = keyed_client("127.0.0.3"), g = keyed_client("127.0.0.4");
-    send_sealed(&g, request("GET", "/api/slow", NULL, 0, NULL));
-    send_sealed(&a, request("GET", "/api/echo?who=a", NULL, 0, NULL));
-    send_sealed(&b, request("PUT", "/api/echo?who=b", NULL, 0, "{}"));
+    rdc_send_sealed(&g, request("GET", "/api/slow", NULL, 0, NULL));
+    rdc_send_sealed(&a, request("GET", "/api/echo?who=a", NULL, 0, NULL));
+    rdc_send_sealed(&b, request("PUT", "/api/echo?who=b", NULL, 0, "{}"));
     close(g.fd); /* gone before its answer */
     Hbb__RendezvousMessage *ma = response(&a, 3000), *mb = response(&b, 3000);
     char *ba = body_text(ma->http_proxy_response), *bb = body_text(mb->http_proxy_response);

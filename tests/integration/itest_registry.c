@@ -18,7 +18,9 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "rdclient.h"
 #include "rdv/proto.h"
+#include "upstream_schema.h"
 
 static rdvt_server srv;
 
@@ -135,35 +137,17 @@ static int xchg(int fd, const void *p, size_t n, reply *out, int max)
     return xchg_opt(fd, p, n, out, max, 1000, false);
 }
 
-static size_t pack(const Hbb__RendezvousMessage *m, uint8_t *buf, size_t cap)
-{
-    size_t n = protobuf_c_message_get_packed_size(&m->base);
-    cr_assert_leq(n, cap);
-    return protobuf_c_message_pack(&m->base, buf);
-}
-
 static size_t reg_peer_msg(const char *id, int serial, uint8_t *buf, size_t cap)
 {
-    Hbb__RegisterPeer rp = HBB__REGISTER_PEER__INIT;
-    rp.id = (char *)id;
-    rp.serial = serial;
-    Hbb__RendezvousMessage m = HBB__RENDEZVOUS_MESSAGE__INIT;
-    m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_REGISTER_PEER;
-    m.register_peer = &rp;
-    return pack(&m, buf, cap);
+    Hbb__RendezvousMessage *m = rdc_register_peer(id);
+    m->register_peer->serial = serial;
+    return rdc_pack(m, buf, cap);
 }
 
 static size_t reg_pk_msg(const char *id, const void *uuid, size_t ul, const void *pk, size_t pl, uint8_t *buf,
                          size_t cap)
 {
-    Hbb__RegisterPk rk = HBB__REGISTER_PK__INIT;
-    rk.id = (char *)id;
-    rk.uuid.data = (uint8_t *)uuid, rk.uuid.len = ul;
-    rk.pk.data = (uint8_t *)pk, rk.pk.len = pl;
-    Hbb__RendezvousMessage m = HBB__RENDEZVOUS_MESSAGE__INIT;
-    m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_REGISTER_PK;
-    m.register_pk = &rk;
-    return pack(&m, buf, cap);
+    return rdc_pack(rdc_register_pk(id, uuid, ul, pk, pl), buf, cap);
 }
 
 /* RegisterPeer: 1 = request_pk, 0 = not, -1 = no reply. */
@@ -401,28 +385,14 @@ static void exec(sqlite3 *db, const char *sql)
     cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, &err), SQLITE_OK, "%s: %s", sql, err ? err : "");
 }
 
-/* rendezvous.md §13.2, as upstream hbbs creates it, with two rows of its own. */
+/* rendezvous.md §13.2: upstream hbbs's table (upstream_schema.h) with two rows of its own. */
 static void make_upstream_db(void)
 {
     char path[400];
     snprintf(path, sizeof path, "%s/db_v2.sqlite3", srv.dir);
     sqlite3 *db;
     cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
-    exec(db, "create table if not exists peer (\n"
-             "    guid blob primary key not null,\n"
-             "    id varchar(100) not null,\n"
-             "    uuid blob not null,\n"
-             "    pk blob not null,\n"
-             "    created_at datetime not null default(current_timestamp),\n"
-             "    user blob,\n"
-             "    status tinyint,\n"
-             "    note varchar(300),\n"
-             "    info text not null\n"
-             ") without rowid;\n"
-             "create unique index if not exists index_peer_id on peer (id);\n"
-             "create index if not exists index_peer_user on peer (user);\n"
-             "create index if not exists index_peer_created_at on peer (created_at);\n"
-             "create index if not exists index_peer_status on peer (status);\n");
+    exec(db, upstream_ddl);
     sqlite3_stmt *ins;
     cr_assert_eq(sqlite3_prepare_v2(db, "insert into peer (guid, id, uuid, pk, info, user, status, note) "
                                         "values (?, ?, ?, ?, ?, ?, ?, ?)", -1, &ins, NULL),
@@ -555,12 +525,8 @@ Test(registry, bad_input_then_alive)
     cr_assert_geq(t, 0);
     n = reg_pk_msg("200000099", "u", 1, P1, 32, buf, sizeof buf);
     cr_assert_eq(rdvt_tcp_send_frame(t, buf, n), 0);
-    uint8_t *frame = NULL;
-    long fl = rdvt_tcp_recv_frame(t, &frame, 3000);
     const uint8_t not_support[] = { 0x82, 0x01, 0x02, 0x08, 0x06 };
-    cr_assert_eq(fl, 5);
-    cr_assert_arr_eq(frame, not_support, 5);
-    free(frame);
+    rdc_expect_tcp_bytes(t, not_support, sizeof not_support, 3000);
     cr_assert(rdvt_tcp_closed(t, 3000));
     close(t);
     check_alive();
@@ -569,16 +535,9 @@ Test(registry, bad_input_then_alive)
 Test(registry, r45_config_update_from_loopback)
 {
     int a = rdvt_udp("127.0.0.40");
-    Hbb__ConfigUpdate cu = HBB__CONFIG_UPDATE__INIT;
     char *list[] = { "127.0.0.1:21116" };
-    cu.serial = 7;
-    cu.rendezvous_servers = list;
-    cu.n_rendezvous_servers = 1;
-    Hbb__RendezvousMessage m = HBB__RENDEZVOUS_MESSAGE__INIT;
-    m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_CONFIGURE_UPDATE;
-    m.configure_update = &cu;
     uint8_t buf[256];
-    size_t n = pack(&m, buf, sizeof buf);
+    size_t n = rdc_pack(rdc_config_update(7, list, 1), buf, sizeof buf);
     reply r[2];
     cr_assert_eq(xchg(a, buf, n, r, 2), 0, "never a reply");
     /* the ConfigUpdate that now follows RegisterPeer{serial 0} is larger

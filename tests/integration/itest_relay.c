@@ -23,6 +23,7 @@
 #include <sodium.h>
 
 #include "harness.h"
+#include "rdclient.h"
 #include "rdv/wire.h"
 
 static rdvt_server srv;
@@ -1128,27 +1129,7 @@ static int ws_conn(const char *src)
 }
 
 /* One masked binary frame (client to server). */
-static void ws_send(int fd, const void *p, size_t n)
-{
-    uint8_t *f = malloc(n + 14), mask[4] = { 0x12, 0x34, 0x56, 0x78 };
-    size_t h = 0;
-    f[h++] = 0x82;
-    if (n < 126) {
-        f[h++] = (uint8_t)(0x80 | n);
-    } else if (n < 65536) {
-        f[h++] = 0x80 | 126, f[h++] = (uint8_t)(n >> 8), f[h++] = (uint8_t)n;
-    } else {
-        f[h++] = 0x80 | 127;
-        for (int i = 7; i >= 0; i--)
-            f[h++] = (uint8_t)((uint64_t)n >> (8 * i));
-    }
-    memcpy(f + h, mask, 4);
-    h += 4;
-    for (size_t i = 0; i < n; i++)
-        f[h + i] = ((const uint8_t *)p)[i] ^ mask[i % 4];
-    cr_assert_eq(rdvt_tcp_send_raw(fd, f, h + n), 0);
-    free(f);
-}
+static void ws_send(int fd, const void *p, size_t n) { rdc_ws_send_frame(fd, true, 2, true, p, n); }
 
 static void read_n(int fd, uint8_t *p, size_t n)
 {

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "rdclient.h"
 #include "rdv/wire.h"
 
 typedef Hbb__RendezvousMessage msg_t;
@@ -48,16 +49,8 @@ static const char *const main_files[] = {
 /* ------------------------------------------------------------------ helpers */
 static void read_key(void)
 {
-    char path[400];
-    snprintf(path, sizeof path, "%s/id_ed25519.pub", srv.dir);
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f, "keys module wrote no id_ed25519.pub");
-    size_t n = fread(K, 1, sizeof K - 1, f);
-    fclose(f);
-    K[n] = '\0';
+    size_t bl, n = rdc_read_server_key(&srv, K, sizeof K, KPK, &bl);
     cr_assert_eq(n, 44, "public key file is 44 base64 characters (R160)");
-    size_t bl;
-    cr_assert_eq(sodium_base642bin(KPK, sizeof KPK, K, n, NULL, &bl, NULL, sodium_base64_VARIANT_ORIGINAL), 0);
     cr_assert_eq(bl, 32);
 }
 
@@ -103,99 +96,20 @@ static void tclose(int fd)
     close(fd);
 }
 
-static uint16_t local_port(int fd)
-{
-    struct sockaddr_in a;
-    socklen_t l = sizeof a;
-    getsockname(fd, (struct sockaddr *)&a, &l);
-    return ntohs(a.sin_port);
-}
-
-static rdv_addr local_addr(int fd)
-{
-    struct sockaddr_storage ss;
-    socklen_t l = sizeof ss;
-    getsockname(fd, (struct sockaddr *)&ss, &l);
-    rdv_addr a;
-    rdv_addr_from_sockaddr(&a, (struct sockaddr *)&ss, l);
-    return a;
-}
-
-static size_t packed(const msg_t *m, uint8_t *buf, size_t cap)
-{
-    size_t n = protobuf_c_message_get_packed_size(&m->base);
-    cr_assert_leq(n, cap);
-    return protobuf_c_message_pack(&m->base, buf);
-}
-
-/* Send m by UDP and return the decoded reply, checking it came from the
- * main port and is no larger than the request (no amplification). */
-static msg_t *udp_ask(int fd, const msg_t *m, int ms)
-{
-    uint8_t req[2048], rep[65536];
-    size_t n = packed(m, req, sizeof req);
-    /* Like a real client (client-flows.md §2.3): resend once when no answer
-     * came within ms — a loaded 2-core CI machine can be slow, not lossy. */
-    struct pollfd p = { .fd = fd, .events = POLLIN };
-    int ready = 0;
-    for (int attempt = 0; attempt < 2 && ready != 1; attempt++) {
-        cr_assert_eq(rdvt_udp_send_raw(fd, srv.port, req, n), 0);
-        ready = poll(&p, 1, ms);
-    }
-    if (ready != 1)
-        return NULL;
-    struct sockaddr_in from;
-    socklen_t fl = sizeof from;
-    ssize_t r = recvfrom(fd, rep, sizeof rep, 0, (struct sockaddr *)&from, &fl);
-    cr_assert_gt(r, 0);
-    cr_assert_eq(ntohs(from.sin_port), srv.port, "UDP replies come from the main port (R1)");
-    cr_assert_leq((size_t)r, n, "UDP reply of %zd bytes to a %zu-byte request", r, n);
-    return hbb__rendezvous_message__unpack(NULL, (size_t)r, rep);
-}
+/* Send m by UDP and return the decoded reply (main port, no amplification).
+ * Like a real client (client-flows.md §2.3): resend once when no answer
+ * came within ms — a loaded 2-core CI machine can be slow, not lossy. */
+static msg_t *udp_ask(int fd, const msg_t *m, int ms) { return rdc_udp_ask(fd, srv.port, m, ms, 2); }
 
 /* A datagram the server pushed to this socket (PunchHole, ...), from the main port. */
-static msg_t *udp_pushed(int fd, int ms)
-{
-    uint8_t buf[65536];
-    struct pollfd p = { .fd = fd, .events = POLLIN };
-    if (poll(&p, 1, ms) != 1)
-        return NULL;
-    struct sockaddr_in from;
-    socklen_t fl = sizeof from;
-    ssize_t r = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl);
-    cr_assert_gt(r, 0);
-    cr_assert_eq(ntohs(from.sin_port), srv.port);
-    return hbb__rendezvous_message__unpack(NULL, (size_t)r, buf);
-}
-
-static void udp_expect_silence(int fd, int ms)
-{
-    uint8_t buf[2048];
-    cr_assert_lt(rdvt_udp_recv_raw(fd, buf, sizeof buf, ms), 0, "unexpected datagram");
-}
-
-static msg_t *register_peer_msg(const char *id)
-{
-    static Hbb__RegisterPeer rp;
-    static msg_t m;
-    hbb__register_peer__init(&rp);
-    hbb__rendezvous_message__init(&m);
-    rp.id = (char *)id;
-    m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_REGISTER_PEER;
-    m.register_peer = &rp;
-    return &m;
-}
+static msg_t *udp_pushed(int fd, int ms) { return rdc_udp_from_server(fd, srv.port, ms, NULL); }
 
 /* A controlled device: its UDP socket and its key pair. */
-typedef struct peer {
-    char ip[32], id[32];
-    int udp;
-    uint8_t pk[32], sk[64];
-} peer;
+typedef rdc_device peer;
 
 static void heartbeat(peer *b)
 {
-    msg_t *r = udp_ask(b->udp, register_peer_msg(b->id), 3000);
+    msg_t *r = udp_ask(b->udp, rdc_register_peer(b->id), 3000);
     cr_assert_not_null(r, "no RegisterPeerResponse");
     cr_assert_eq(r->union_case, HBB__RENDEZVOUS_MESSAGE__UNION_REGISTER_PEER_RESPONSE);
     cr_assert_not(r->register_peer_response->request_pk, "registered peer asked for its key again");
@@ -205,27 +119,14 @@ static void heartbeat(peer *b)
 /* client-flows.md: RegisterPeer -> request_pk -> RegisterPk -> OK -> RegisterPeer. */
 static void reg(peer *b, const char *ip, const char *id)
 {
-    memset(b, 0, sizeof *b);
-    snprintf(b->ip, sizeof b->ip, "%s", ip);
-    snprintf(b->id, sizeof b->id, "%s", id);
-    b->udp = rdvt_udp(ip);
-    cr_assert_geq(b->udp, 0);
-    crypto_sign_keypair(b->pk, b->sk);
-    msg_t *r = udp_ask(b->udp, register_peer_msg(id), 3000);
+    rdc_device_init(b, id);
+    rdc_device_udp(b, ip);
+    msg_t *r = udp_ask(b->udp, rdc_register_peer(id), 3000);
     cr_assert_not_null(r);
     cr_assert_eq(r->union_case, HBB__RENDEZVOUS_MESSAGE__UNION_REGISTER_PEER_RESPONSE);
     cr_assert(r->register_peer_response->request_pk, "unknown id: request_pk (R30)");
     rdvt_msg_free(r);
-    Hbb__RegisterPk rp = HBB__REGISTER_PK__INIT;
-    char uuid[48];
-    snprintf(uuid, sizeof uuid, "uuid-%s", id);
-    rp.id = (char *)id;
-    rp.uuid.data = (uint8_t *)uuid, rp.uuid.len = strlen(uuid);
-    rp.pk.data = b->pk, rp.pk.len = 32;
-    msg_t m = HBB__RENDEZVOUS_MESSAGE__INIT;
-    m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_REGISTER_PK;
-    m.register_pk = &rp;
-    r = udp_ask(b->udp, &m, 3000);
+    r = udp_ask(b->udp, rdc_device_register_pk(b), 3000);
     cr_assert_not_null(r, "no RegisterPkResponse");
     cr_assert_eq(r->union_case, HBB__RENDEZVOUS_MESSAGE__UNION_REGISTER_PK_RESPONSE);
     cr_assert_eq(r->register_pk_response->result, HBB__REGISTER_PK_RESPONSE__RESULT__OK);
@@ -235,84 +136,27 @@ static void reg(peer *b, const char *ip, const char *id)
 
 static msg_t *phr_msg(const char *id, int nat, const char *licence)
 {
-    static Hbb__PunchHoleRequest r;
-    static msg_t m;
-    hbb__punch_hole_request__init(&r);
-    hbb__rendezvous_message__init(&m);
-    r.id = (char *)id;
-    r.nat_type = (Hbb__NatType)nat;
-    r.licence_key = (char *)licence;
-    r.conn_type = HBB__CONN_TYPE__DEFAULT_CONN;
-    r.version = "1.4.9";
-    m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_PUNCH_HOLE_REQUEST;
-    m.punch_hole_request = &r;
-    return &m;
+    return rdc_punch_hole_request(id, nat, licence, "1.4.9");
 }
 
 /* A controller's TCP connection to the main port from ip. */
-static int controller(const char *ip)
-{
-    int fd = rdvt_tcp(ip, srv.port);
-    cr_assert_geq(fd, 0, "cannot connect from %s", ip);
-    return fd;
-}
+static int controller(const char *ip) { return rdc_connect(ip, srv.port); }
 
-static msg_t *expect_tcp(int fd, int union_case, int ms)
+/* Controller A (from a_ip) asks for B by TCP; the push B gets by UDP. */
+static msg_t *ask_for(peer *b, const char *a_ip, int *a_fd)
 {
-    msg_t *r = rdvt_tcp_recv(fd, ms);
-    cr_assert_not_null(r, "no %s on TCP", rdv_msg_tag_name(union_case));
-    cr_assert_eq((int)r->union_case, union_case, "got %s", rdv_msg_tag_name((int)r->union_case));
-    return r;
+    *a_fd = controller(a_ip);
+    cr_assert_eq(rdvt_tcp_send(*a_fd, phr_msg(b->id, 1, K)), 0);
+    msg_t *m = udp_pushed(b->udp, 3000);
+    cr_assert_not_null(m, "B got no push");
+    return m;
 }
 
 /* One frame with exactly these payload bytes. */
-static void expect_tcp_bytes(int fd, const uint8_t *want, size_t n)
-{
-    uint8_t *buf = NULL;
-    long got = rdvt_tcp_recv_frame(fd, &buf, 3000);
-    cr_assert_eq(got, (long)n, "frame of %ld bytes, expected %zu", got, n);
-    cr_assert_arr_eq(buf, want, n);
-    free(buf);
-}
-
-/* Closed by the server without a byte. */
-static void expect_closed_silently(int fd, int ms)
-{
-    uint8_t *buf = NULL;
-    long got = rdvt_tcp_recv_frame(fd, &buf, ms);
-    free(buf);
-    cr_assert_eq(got, -2, "expected a silent close, got %ld", got);
-}
-
-static void expect_nothing_tcp(int fd, int ms)
-{
-    struct pollfd p = { .fd = fd, .events = POLLIN };
-    cr_assert_eq(poll(&p, 1, ms), 0, "unexpected bytes or close");
-}
-
-static void expect_addr(ProtobufCBinaryData sa, const rdv_addr *want)
-{
-    rdv_addr got;
-    rdv_addr_unmangle(sa.data, sa.len, &got);
-    char a[RDV_ADDR_STRLEN], b[RDV_ADDR_STRLEN];
-    cr_assert(rdv_addr_equal(&got, want), "address %s, expected %s", rdv_addr_str(&got, a, sizeof a),
-              rdv_addr_str(want, b, sizeof b));
-}
+static void expect_tcp_bytes(int fd, const uint8_t *want, size_t n) { rdc_expect_tcp_bytes(fd, want, n, 3000); }
 
 /* R69/R167: pk opens with the server key to IdPk{id, the pk B registered}. */
-static void expect_signed(ProtobufCBinaryData pk, const peer *b)
-{
-    cr_assert_gt(pk.len, crypto_sign_BYTES);
-    uint8_t m[512];
-    unsigned long long ml;
-    cr_assert_eq(crypto_sign_open(m, &ml, pk.data, pk.len, KPK), 0, "signed pk does not verify with the Key");
-    Hbb__IdPk *ip = hbb__id_pk__unpack(NULL, (size_t)ml, m);
-    cr_assert_not_null(ip);
-    cr_assert_str_eq(ip->id, b->id);
-    cr_assert_eq(ip->pk.len, 32);
-    cr_assert_arr_eq(ip->pk.data, b->pk, 32);
-    hbb__id_pk__free_unpacked(ip, NULL);
-}
+static void expect_signed(ProtobufCBinaryData pk, const peer *b) { rdc_expect_signed(pk, KPK, b); }
 
 static const uint8_t TEST_NAT[] = { 0xa2, 0x01, 0x00 };
 
@@ -321,15 +165,15 @@ static void alive(void)
 {
     cr_assert(rdvt_alive(&srv), "rdvd died");
     int u = rdvt_udp("127.0.0.9");
-    msg_t *r = udp_ask(u, register_peer_msg("alive0001"), 3000);
+    msg_t *r = udp_ask(u, rdc_register_peer("alive0001"), 3000);
     cr_assert_not_null(r, "UDP no longer answered");
     cr_assert_eq(r->union_case, HBB__RENDEZVOUS_MESSAGE__UNION_REGISTER_PEER_RESPONSE);
     rdvt_msg_free(r);
     close(u);
     int t = controller("127.0.0.9");
     cr_assert_eq(rdvt_tcp_send_frame(t, TEST_NAT, sizeof TEST_NAT), 0);
-    r = expect_tcp(t, HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_RESPONSE, 3000);
-    cr_assert_eq(r->test_nat_response->port, local_port(t));
+    r = rdc_expect_tcp(t, HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_RESPONSE, 3000);
+    cr_assert_eq(r->test_nat_response->port, rdc_local_port(t));
     rdvt_msg_free(r);
     tclose(t);
 }
@@ -342,19 +186,14 @@ Test(rendezvous, R34_R116_registration_and_online_query)
     peer b, c;
     reg(&b, "127.0.1.1", "400000001");
     reg(&c, "127.0.1.2", "400000002");
-    Hbb__OnlineRequest q = HBB__ONLINE_REQUEST__INIT;
     char *ids[] = { b.id, "nosuchid", c.id, "" };
-    q.id = "111111111";
-    q.peers = ids, q.n_peers = 4;
-    msg_t m = HBB__RENDEZVOUS_MESSAGE__INIT;
-    m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_ONLINE_REQUEST;
-    m.online_request = &q;
+    msg_t *m = rdc_online_request("111111111", ids, 4);
     int t = rdvt_tcp("127.0.1.9", srv.port - 1);
     cr_assert_geq(t, 0);
-    cr_assert_eq(rdvt_tcp_send(t, &m), 0);
+    cr_assert_eq(rdvt_tcp_send(t, m), 0);
     const uint8_t want[] = { 0xc2, 0x01, 0x03, 0x0a, 0x01, 0xa0 }; /* bits 0 and 2 */
     expect_tcp_bytes(t, want, sizeof want);
-    expect_closed_silently(t, 3000); /* §4.3: one request per connection */
+    rdc_expect_closed_silently(t, 3000); /* §4.3: one request per connection */
     tclose(t);
     /* the wire.md §2.3 example: 10 peers, 0, 3 and 9 online -> 90 40 */
     peer more[3];
@@ -366,9 +205,9 @@ Test(rendezvous, R34_R116_registration_and_online_query)
         snprintf(buf[i], sizeof buf[i], "41000000%d", i);
         ten[i] = buf[i];
     }
-    q.peers = ten, q.n_peers = 10;
+    m = rdc_online_request("111111111", ten, 10);
     t = rdvt_tcp("127.0.1.9", srv.port - 1);
-    cr_assert_eq(rdvt_tcp_send(t, &m), 0);
+    cr_assert_eq(rdvt_tcp_send(t, m), 0);
     const uint8_t want10[] = { 0xc2, 0x01, 0x04, 0x0a, 0x02, 0x90, 0x40 };
     expect_tcp_bytes(t, want10, sizeof want10);
     tclose(t);
@@ -376,7 +215,7 @@ Test(rendezvous, R34_R116_registration_and_online_query)
      * open. R119 (OSS: closed silently) is nat-test.online_on_main = false,
      * covered by the nat-test unit suite. */
     t = controller("127.0.1.9");
-    cr_assert_eq(rdvt_tcp_send(t, &m), 0);
+    cr_assert_eq(rdvt_tcp_send(t, m), 0);
     expect_tcp_bytes(t, want10, sizeof want10);
     tclose(t);
     close(b.udp), close(c.udp);
@@ -403,27 +242,27 @@ static int tcp_from_port(const char *ip, uint16_t port, int dport)
 Test(rendezvous, R110_R112_nat_test_on_both_ports_from_one_local_port)
 {
     int t = controller("127.0.1.20");
-    uint16_t p = local_port(t);
+    uint16_t p = rdc_local_port(t);
     cr_assert_eq(rdvt_tcp_send_frame(t, TEST_NAT, sizeof TEST_NAT), 0);
-    msg_t *r = expect_tcp(t, HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_RESPONSE, 3000);
+    msg_t *r = rdc_expect_tcp(t, HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_RESPONSE, 3000);
     cr_assert_eq(r->test_nat_response->port, p);
     cr_assert_null(r->test_nat_response->cu, "serial 0: no cu");
     rdvt_msg_free(r);
-    expect_closed_silently(t, 3000);
+    rdc_expect_closed_silently(t, 3000);
     tclose(t);
     t = tcp_from_port("127.0.1.20", p, srv.port - 1);
     cr_assert_eq(rdvt_tcp_send_frame(t, TEST_NAT, sizeof TEST_NAT), 0);
-    r = expect_tcp(t, HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_RESPONSE, 3000);
+    r = rdc_expect_tcp(t, HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_RESPONSE, 3000);
     cr_assert_eq(r->test_nat_response->port, p, "same port on both: not symmetric");
     rdvt_msg_free(r);
-    expect_closed_silently(t, 3000);
+    rdc_expect_closed_silently(t, 3000);
     tclose(t);
     /* R113: two requests in one write on the NAT port: one answer */
     t = rdvt_tcp("127.0.1.20", srv.port - 1);
     const uint8_t two[] = { 0x0c, 0xa2, 0x01, 0x00, 0x0c, 0xa2, 0x01, 0x00 };
     cr_assert_eq(rdvt_tcp_send_raw(t, two, sizeof two), 0);
-    rdvt_msg_free(expect_tcp(t, HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_RESPONSE, 3000));
-    expect_closed_silently(t, 3000);
+    rdvt_msg_free(rdc_expect_tcp(t, HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_RESPONSE, 3000));
+    rdc_expect_closed_silently(t, 3000);
     tclose(t);
     alive();
 }
@@ -436,7 +275,7 @@ Test(rendezvous, R60_R61_R62_R43_failures)
     int a = controller("127.0.2.1");
     cr_assert_eq(rdvt_tcp_send(a, phr_msg("nosuchid", 1, K)), 0);
     expect_tcp_bytes(a, not_exist, sizeof not_exist);
-    expect_nothing_tcp(a, 300); /* R60: stays open */
+    rdc_expect_nothing_tcp(a, 300); /* R60: stays open */
     tclose(a);
     a = controller("127.0.2.1");
     cr_assert_eq(rdvt_tcp_send(a, phr_msg("", 1, K)), 0);
@@ -451,14 +290,14 @@ Test(rendezvous, R60_R61_R62_R43_failures)
         expect_tcp_bytes(a, mismatch, sizeof mismatch);
         tclose(a);
     }
-    udp_expect_silence(b.udp, 300); /* B was never bothered */
+    rdc_udp_expect_silence(b.udp, 300); /* B was never bothered */
     /* R43 with online_ms = 3 s: no heartbeat for 3.5 s -> OFFLINE */
     usleep(3500 * 1000);
     a = controller("127.0.2.1");
     cr_assert_eq(rdvt_tcp_send(a, phr_msg(b.id, 1, K)), 0);
     expect_tcp_bytes(a, offline, sizeof offline);
     tclose(a);
-    udp_expect_silence(b.udp, 300);
+    rdc_udp_expect_silence(b.udp, 300);
     close(b.udp);
     alive();
 }
@@ -468,33 +307,26 @@ Test(rendezvous, R64_R69_full_punch_flow_with_signed_pk)
     peer b;
     reg(&b, "127.0.3.2", "400000021");
     int a = controller("127.0.3.1");
-    rdv_addr a_addr = local_addr(a);
+    rdv_addr a_addr = rdc_local_addr(a);
     cr_assert_eq(rdvt_tcp_send(a, phr_msg(b.id, HBB__NAT_TYPE__ASYMMETRIC, K)), 0);
     msg_t *ph = udp_pushed(b.udp, 3000);
     cr_assert_not_null(ph, "B got no PunchHole");
     cr_assert_eq(ph->union_case, HBB__RENDEZVOUS_MESSAGE__UNION_PUNCH_HOLE);
-    expect_addr(ph->punch_hole->socket_addr, &a_addr);
+    rdc_expect_addr(ph->punch_hole->socket_addr, &a_addr);
     cr_assert_str_eq(ph->punch_hole->relay_server, "");
     cr_assert_eq(ph->punch_hole->nat_type, 1);
-    expect_nothing_tcp(a, 300); /* nothing for A yet */
+    rdc_expect_nothing_tcp(a, 300); /* nothing for A yet */
     /* B: new TCP connection, PunchHoleSent echoing A's address */
     int bt = controller(b.ip);
-    rdv_addr b_addr = local_addr(bt);
-    Hbb__PunchHoleSent s = HBB__PUNCH_HOLE_SENT__INIT;
-    s.socket_addr = ph->punch_hole->socket_addr;
-    s.id = b.id;
-    s.relay_server = "relay.test:21117";
-    s.nat_type = HBB__NAT_TYPE__ASYMMETRIC;
-    s.version = "1.4.9";
-    msg_t m = HBB__RENDEZVOUS_MESSAGE__INIT;
-    m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_PUNCH_HOLE_SENT;
-    m.punch_hole_sent = &s;
-    cr_assert_eq(rdvt_tcp_send(bt, &m), 0);
-    expect_closed_silently(bt, 3000); /* B's connection: closed, nothing sent (R152) */
+    rdv_addr b_addr = rdc_local_addr(bt);
+    msg_t *m = rdc_punch_hole_sent(ph->punch_hole->socket_addr, b.id, "relay.test:21117", HBB__NAT_TYPE__ASYMMETRIC,
+                                   "1.4.9");
+    cr_assert_eq(rdvt_tcp_send(bt, m), 0);
+    rdc_expect_closed_silently(bt, 3000); /* B's connection: closed, nothing sent (R152) */
     tclose(bt);
-    msg_t *r = expect_tcp(a, HBB__RENDEZVOUS_MESSAGE__UNION_PUNCH_HOLE_RESPONSE, 3000);
+    msg_t *r = rdc_expect_tcp(a, HBB__RENDEZVOUS_MESSAGE__UNION_PUNCH_HOLE_RESPONSE, 3000);
     const Hbb__PunchHoleResponse *resp = r->punch_hole_response;
-    expect_addr(resp->socket_addr, &b_addr);
+    rdc_expect_addr(resp->socket_addr, &b_addr);
     cr_assert_str_eq(resp->relay_server, "relay.test:21117");
     cr_assert_eq(resp->union_case, HBB__PUNCH_HOLE_RESPONSE__UNION_NAT_TYPE);
     cr_assert_eq(resp->nat_type, 1);
@@ -503,10 +335,10 @@ Test(rendezvous, R64_R69_full_punch_flow_with_signed_pk)
     rdvt_msg_free(r);
     /* R76: the same answer again reaches nobody */
     bt = controller(b.ip);
-    cr_assert_eq(rdvt_tcp_send(bt, &m), 0);
-    expect_closed_silently(bt, 3000);
+    cr_assert_eq(rdvt_tcp_send(bt, m), 0);
+    rdc_expect_closed_silently(bt, 3000);
     tclose(bt);
-    expect_nothing_tcp(a, 300);
+    rdc_expect_nothing_tcp(a, 300);
     /* R78-style repeat on the spent connection: forwarded again, never answered */
     cr_assert_eq(rdvt_tcp_send(a, phr_msg(b.id, 1, K)), 0);
     msg_t *ph2 = udp_pushed(b.udp, 3000);
@@ -523,12 +355,12 @@ Test(rendezvous, R67_R74_same_intranet_flow)
     peer b;
     reg(&b, "127.0.4.2", "400000031");
     int a = controller("127.0.4.2"); /* same IP as B */
-    rdv_addr a_addr = local_addr(a);
+    rdv_addr a_addr = rdc_local_addr(a);
     cr_assert_eq(rdvt_tcp_send(a, phr_msg(b.id, 1, K)), 0);
     msg_t *f = udp_pushed(b.udp, 3000);
     cr_assert_not_null(f);
     cr_assert_eq(f->union_case, HBB__RENDEZVOUS_MESSAGE__UNION_FETCH_LOCAL_ADDR, "same IP: FetchLocalAddr");
-    expect_addr(f->fetch_local_addr->socket_addr, &a_addr);
+    rdc_expect_addr(f->fetch_local_addr->socket_addr, &a_addr);
     rdv_addr lan;
     cr_assert_eq(rdv_addr_parse(&lan, "192.168.7.8:21118", 0), 0);
     uint8_t la[RDV_ADDR_MANGLED_MAX];
@@ -544,9 +376,9 @@ Test(rendezvous, R67_R74_same_intranet_flow)
     m.local_addr = &l;
     int bt = controller(b.ip);
     cr_assert_eq(rdvt_tcp_send(bt, &m), 0);
-    expect_closed_silently(bt, 3000);
+    rdc_expect_closed_silently(bt, 3000);
     tclose(bt);
-    msg_t *r = expect_tcp(a, HBB__RENDEZVOUS_MESSAGE__UNION_PUNCH_HOLE_RESPONSE, 3000);
+    msg_t *r = rdc_expect_tcp(a, HBB__RENDEZVOUS_MESSAGE__UNION_PUNCH_HOLE_RESPONSE, 3000);
     cr_assert_eq(r->punch_hole_response->socket_addr.len, lan_n);
     cr_assert_arr_eq(r->punch_hole_response->socket_addr.data, la, lan_n, "LAN address copied verbatim");
     cr_assert_eq(r->punch_hole_response->union_case, HBB__PUNCH_HOLE_RESPONSE__UNION_IS_LOCAL);
@@ -571,21 +403,13 @@ Test(rendezvous, R90_R91_relay_response_from_b)
         msg_t *ph = udp_pushed(b.udp, 3000);
         cr_assert_not_null(ph);
         cr_assert_eq(ph->punch_hole->nat_type, 2);
-        Hbb__RelayResponse rr = HBB__RELAY_RESPONSE__INIT;
-        rr.socket_addr = ph->punch_hole->socket_addr;
-        rr.uuid = "U1";
-        rr.relay_server = "relay.test:21117";
-        rr.union_case = HBB__RELAY_RESPONSE__UNION_ID;
-        rr.id = b.id;
-        rr.version = variant == 0 ? "1.4.9" : "";
-        msg_t m = HBB__RENDEZVOUS_MESSAGE__INIT;
-        m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_RELAY_RESPONSE;
-        m.relay_response = &rr;
+        msg_t *m = rdc_relay_response(ph->punch_hole->socket_addr, "U1", "relay.test:21117", b.id,
+                                      variant == 0 ? "1.4.9" : "");
         int bt = controller(b.ip);
-        cr_assert_eq(rdvt_tcp_send(bt, &m), 0);
-        expect_closed_silently(bt, 3000);
+        cr_assert_eq(rdvt_tcp_send(bt, m), 0);
+        rdc_expect_closed_silently(bt, 3000);
         tclose(bt);
-        msg_t *r = expect_tcp(a, HBB__RENDEZVOUS_MESSAGE__UNION_RELAY_RESPONSE, 3000);
+        msg_t *r = rdc_expect_tcp(a, HBB__RENDEZVOUS_MESSAGE__UNION_RELAY_RESPONSE, 3000);
         const Hbb__RelayResponse *got = r->relay_response;
         cr_assert_eq(got->socket_addr.len, 0);
         cr_assert_str_eq(got->uuid, "U1");
@@ -608,7 +432,7 @@ Test(rendezvous, R94_R95_request_relay_from_a)
     peer b;
     reg(&b, "127.0.6.2", "400000051");
     int a = controller("127.0.6.1");
-    rdv_addr a_addr = local_addr(a);
+    rdv_addr a_addr = rdc_local_addr(a);
     Hbb__RequestRelay rq = HBB__REQUEST_RELAY__INIT;
     rq.id = b.id;
     rq.uuid = "U2";
@@ -632,18 +456,12 @@ Test(rendezvous, R94_R95_request_relay_from_a)
     cr_assert_str_eq(fr->licence_key, "anything");
     cr_assert_str_eq(fr->token, "T");
     cr_assert_eq(fr->conn_type, HBB__CONN_TYPE__FILE_TRANSFER);
-    expect_addr(fr->socket_addr, &a_addr);
-    expect_nothing_tcp(a, 300);
-    Hbb__RelayResponse rr = HBB__RELAY_RESPONSE__INIT;
-    rr.socket_addr = fr->socket_addr;
-    rr.version = "1.4.9";
-    msg_t m2 = HBB__RENDEZVOUS_MESSAGE__INIT;
-    m2.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_RELAY_RESPONSE;
-    m2.relay_response = &rr;
+    rdc_expect_addr(fr->socket_addr, &a_addr);
+    rdc_expect_nothing_tcp(a, 300);
     int bt = controller(b.ip);
-    cr_assert_eq(rdvt_tcp_send(bt, &m2), 0);
+    cr_assert_eq(rdvt_tcp_send(bt, rdc_relay_response(fr->socket_addr, "", "", NULL, "1.4.9")), 0);
     tclose(bt);
-    msg_t *r = expect_tcp(a, HBB__RENDEZVOUS_MESSAGE__UNION_RELAY_RESPONSE, 3000);
+    msg_t *r = rdc_expect_tcp(a, HBB__RENDEZVOUS_MESSAGE__UNION_RELAY_RESPONSE, 3000);
     cr_assert_eq(r->relay_response->socket_addr.len, 0);
     cr_assert_str_eq(r->relay_response->version, "1.4.9");
     cr_assert_eq(r->relay_response->union_case, HBB__RELAY_RESPONSE__UNION__NOT_SET);
@@ -654,8 +472,8 @@ Test(rendezvous, R94_R95_request_relay_from_a)
     a = controller("127.0.6.1");
     rq.id = "nosuchid";
     cr_assert_eq(rdvt_tcp_send(a, &m), 0);
-    expect_nothing_tcp(a, 500);
-    udp_expect_silence(b.udp, 100);
+    rdc_expect_nothing_tcp(a, 500);
+    rdc_udp_expect_silence(b.udp, 100);
     tclose(a);
     close(b.udp);
     alive();
@@ -676,7 +494,7 @@ Test(rendezvous, R7_R11_R12_R13_bad_frames_close)
         for (int k = 0; k < 2; k++) {
             int t = rdvt_tcp("127.0.7.1", ports[k]);
             cr_assert_eq(rdvt_tcp_send_raw(t, cases[i].p, cases[i].n), 0);
-            expect_closed_silently(t, 3000);
+            rdc_expect_closed_silently(t, 3000);
             tclose(t);
         }
         alive();
@@ -693,7 +511,7 @@ Test(rendezvous, R14_R15_R16_R18_udp_garbage_is_ignored)
     cr_assert_eq(rdvt_udp_send_raw(u, srv.port, "", 0), 0);
     cr_assert_eq(rdvt_udp_send_raw(u, srv.port, unknown, sizeof unknown), 0);
     cr_assert_eq(rdvt_udp_send_raw(u, srv.port, bad_utf8, sizeof bad_utf8), 0);
-    udp_expect_silence(u, 1000);
+    rdc_udp_expect_silence(u, 1000);
     close(u);
     alive();
 }
@@ -706,7 +524,7 @@ Test(rendezvous, R17_deep_nesting)
     memset(d + n / 2, 0x0c, n / 2);
     int u = rdvt_udp("127.0.7.3");
     cr_assert_eq(rdvt_udp_send_raw(u, srv.port, d, n), 0);
-    udp_expect_silence(u, 1000);
+    rdc_udp_expect_silence(u, 1000);
     close(u);
     free(d);
     n = 600000;
@@ -743,10 +561,10 @@ Test(rendezvous, R19_server_to_client_types_are_not_answered)
         cr_assert_eq(rdvt_udp_send_raw(u, srv.port, b, n), 0);
         int t = controller("127.0.7.4");
         cr_assert_eq(rdvt_tcp_send_frame(t, b, n), 0);
-        expect_closed_silently(t, 3000);
+        rdc_expect_closed_silently(t, 3000);
         tclose(t);
     }
-    udp_expect_silence(u, 1000);
+    rdc_udp_expect_silence(u, 1000);
     close(u);
     alive();
 }
@@ -755,39 +573,26 @@ Test(rendezvous, R20_R75_R77_malformed_or_stray_answers)
 {
     peer b;
     reg(&b, "127.0.7.6", "400000061");
-    int a = controller("127.0.7.5");
-    cr_assert_eq(rdvt_tcp_send(a, phr_msg(b.id, 1, K)), 0);
-    msg_t *ph = udp_pushed(b.udp, 3000);
-    cr_assert_not_null(ph);
+    int a;
+    msg_t *ph = ask_for(&b, "127.0.7.5", &a);
     uint8_t junk[18];
     memset(junk, 0xff, sizeof junk);
     size_t lens[] = { 17, 0, 18, 16 };
     for (size_t i = 0; i < 4; i++) {
-        Hbb__PunchHoleSent s = HBB__PUNCH_HOLE_SENT__INIT;
-        s.socket_addr.data = junk, s.socket_addr.len = lens[i];
-        s.id = b.id;
-        s.version = "1.4.9";
-        msg_t m = HBB__RENDEZVOUS_MESSAGE__INIT;
-        m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_PUNCH_HOLE_SENT;
-        m.punch_hole_sent = &s;
+        msg_t *m = rdc_punch_hole_sent((ProtobufCBinaryData){ lens[i], junk }, b.id, "", 0, "1.4.9");
         int bt = controller(b.ip);
-        cr_assert_eq(rdvt_tcp_send(bt, &m), 0);
-        expect_closed_silently(bt, 3000);
+        cr_assert_eq(rdvt_tcp_send(bt, m), 0);
+        rdc_expect_closed_silently(bt, 3000);
         tclose(bt);
     }
-    expect_nothing_tcp(a, 300);
+    rdc_expect_nothing_tcp(a, 300);
     /* R77: A gone, then B answers: nothing, no crash */
     tclose(a);
     usleep(100 * 1000);
-    Hbb__PunchHoleSent s = HBB__PUNCH_HOLE_SENT__INIT;
-    s.socket_addr = ph->punch_hole->socket_addr;
-    s.id = b.id;
-    msg_t m = HBB__RENDEZVOUS_MESSAGE__INIT;
-    m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_PUNCH_HOLE_SENT;
-    m.punch_hole_sent = &s;
+    msg_t *m = rdc_punch_hole_sent(ph->punch_hole->socket_addr, b.id, "", 0, "");
     int bt = controller(b.ip);
-    cr_assert_eq(rdvt_tcp_send(bt, &m), 0);
-    expect_closed_silently(bt, 3000);
+    cr_assert_eq(rdvt_tcp_send(bt, m), 0);
+    rdc_expect_closed_silently(bt, 3000);
     tclose(bt);
     rdvt_msg_free(ph);
     close(b.udp);
@@ -808,7 +613,7 @@ Test(rendezvous, R21_reset_mid_frame)
 Test(rendezvous, R5_coalesced_requests_one_answer)
 {
     uint8_t one[128];
-    size_t n = packed(phr_msg("nosuchid", 1, K), one, sizeof one);
+    size_t n = rdc_pack(phr_msg("nosuchid", 1, K), one, sizeof one);
     uint8_t two[300];
     size_t hl = rdv_frame_header(n, two);
     memcpy(two + hl, one, n);
@@ -817,7 +622,7 @@ Test(rendezvous, R5_coalesced_requests_one_answer)
     cr_assert_eq(rdvt_tcp_send_raw(a, two, 2 * (hl + n)), 0);
     const uint8_t not_exist[] = { 0x5a, 0x00 };
     expect_tcp_bytes(a, not_exist, sizeof not_exist);
-    expect_nothing_tcp(a, 2000);
+    rdc_expect_nothing_tcp(a, 2000);
     tclose(a);
     alive();
 }
@@ -829,7 +634,7 @@ Test(rendezvous, R79_test_nat_after_parking)
     const uint8_t not_exist[] = { 0x5a, 0x00 };
     expect_tcp_bytes(a, not_exist, sizeof not_exist);
     cr_assert_eq(rdvt_tcp_send_frame(a, TEST_NAT, sizeof TEST_NAT), 0);
-    expect_closed_silently(a, 3000);
+    rdc_expect_closed_silently(a, 3000);
     tclose(a);
     alive();
 }
@@ -838,28 +643,20 @@ Test(rendezvous, R80_R81_udp_coordination_messages_are_ignored)
 {
     peer b;
     reg(&b, "127.0.8.2", "400000071");
-    int a = controller("127.0.8.1");
-    cr_assert_eq(rdvt_tcp_send(a, phr_msg(b.id, 1, K)), 0);
-    msg_t *ph = udp_pushed(b.udp, 3000);
-    cr_assert_not_null(ph);
+    int a;
+    msg_t *ph = ask_for(&b, "127.0.8.1", &a);
     /* R80: PunchHoleRequest by UDP */
     int u = rdvt_udp("127.0.8.1");
     cr_assert_eq(rdvt_udp_send(u, srv.port, phr_msg(b.id, 1, K)), 0);
     /* R81: PunchHoleSent / LocalAddr by UDP, one naming a listener of ours */
     int victim = rdvt_udp("127.0.8.3");
-    rdv_addr va = local_addr(victim);
+    rdv_addr va = rdc_local_addr(victim);
     uint8_t vm[RDV_ADDR_MANGLED_MAX];
     size_t vn = rdv_addr_mangle(&va, 7, vm);
-    Hbb__PunchHoleSent s = HBB__PUNCH_HOLE_SENT__INIT;
-    s.socket_addr = ph->punch_hole->socket_addr;
-    s.id = b.id;
-    s.version = "1.4.9";
-    msg_t m = HBB__RENDEZVOUS_MESSAGE__INIT;
-    m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_PUNCH_HOLE_SENT;
-    m.punch_hole_sent = &s;
-    cr_assert_eq(rdvt_udp_send(b.udp, srv.port, &m), 0);
-    s.socket_addr.data = vm, s.socket_addr.len = vn;
-    cr_assert_eq(rdvt_udp_send(b.udp, srv.port, &m), 0);
+    msg_t *m = rdc_punch_hole_sent(ph->punch_hole->socket_addr, b.id, "", 0, "1.4.9");
+    cr_assert_eq(rdvt_udp_send(b.udp, srv.port, m), 0);
+    m = rdc_punch_hole_sent((ProtobufCBinaryData){ vn, vm }, b.id, "", 0, "1.4.9");
+    cr_assert_eq(rdvt_udp_send(b.udp, srv.port, m), 0);
     Hbb__LocalAddr l = HBB__LOCAL_ADDR__INIT;
     l.socket_addr = ph->punch_hole->socket_addr;
     l.local_addr = ph->punch_hole->socket_addr;
@@ -868,10 +665,10 @@ Test(rendezvous, R80_R81_udp_coordination_messages_are_ignored)
     m2.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_LOCAL_ADDR;
     m2.local_addr = &l;
     cr_assert_eq(rdvt_udp_send(b.udp, srv.port, &m2), 0);
-    udp_expect_silence(u, 1000);
-    udp_expect_silence(victim, 100);
-    udp_expect_silence(b.udp, 100);
-    expect_nothing_tcp(a, 300);
+    rdc_udp_expect_silence(u, 1000);
+    rdc_udp_expect_silence(victim, 100);
+    rdc_udp_expect_silence(b.udp, 100);
+    rdc_expect_nothing_tcp(a, 300);
     rdvt_msg_free(ph);
     close(u), close(victim), tclose(a), close(b.udp);
     alive();
@@ -881,11 +678,11 @@ Test(rendezvous, R114_nat_port_other_messages_close)
 {
     int t = rdvt_tcp("127.0.8.5", srv.port - 1);
     cr_assert_eq(rdvt_tcp_send(t, phr_msg("nosuchid", 1, K)), 0);
-    expect_closed_silently(t, 3000);
+    rdc_expect_closed_silently(t, 3000);
     tclose(t);
     t = rdvt_tcp("127.0.8.5", srv.port - 1);
-    cr_assert_eq(rdvt_tcp_send(t, register_peer_msg("123456789")), 0);
-    expect_closed_silently(t, 3000);
+    cr_assert_eq(rdvt_tcp_send(t, rdc_register_peer("123456789")), 0);
+    rdc_expect_closed_silently(t, 3000);
     tclose(t);
     alive();
 }
@@ -907,10 +704,8 @@ Test(rendezvous, R83_R170_R172_R175_upstream_commands)
     free(o);
     peer b;
     reg(&b, "127.0.9.2", "400000081");
-    int a = controller("127.0.9.1");
-    cr_assert_eq(rdvt_tcp_send(a, phr_msg(b.id, 1, K)), 0);
-    msg_t *ph = udp_pushed(b.udp, 3000);
-    cr_assert_not_null(ph);
+    int a;
+    msg_t *ph = ask_for(&b, "127.0.9.1", &a);
     cr_assert_eq(ph->punch_hole->nat_type, 2, "R66 via aur");
     rdvt_msg_free(ph);
     tclose(a);
@@ -976,11 +771,7 @@ TestSuite(relays, .init = relays_setup, .fini = relays_teardown, .timeout = 120)
 static msg_t *punch_from(const char *a_ip, peer *b, int *a_fd)
 {
     heartbeat(b);
-    *a_fd = controller(a_ip);
-    cr_assert_eq(rdvt_tcp_send(*a_fd, phr_msg(b->id, 1, K)), 0);
-    msg_t *m = udp_pushed(b->udp, 3000);
-    cr_assert_not_null(m, "B got no push");
-    return m;
+    return ask_for(b, a_ip, a_fd);
 }
 
 Test(relays, R99_R103_health_check_and_lan_mask)

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "rdclient.h"
 #include "rdv/wire.h"
 
 /* wire.md §6.6: the server key from seed 0x11 and its key string. */
@@ -65,101 +66,40 @@ TestSuite(secure_tcp_oss, .init = setup_oss, .fini = teardown, .timeout = 60);
 TestSuite(secure_tcp_nokey, .init = setup_nokey, .fini = teardown, .timeout = 60);
 TestSuite(secure_tcp_vector, .init = setup_vector, .fini = teardown, .timeout = 60);
 
-/* ------------------------------------------------------------------ the client */
-typedef struct client {
-    int fd;
-    uint8_t key[32];
-    uint64_t tx, rx; /* record counters (wire.md §6.4) */
-} client;
+/* ------------------------------------------------------------------ the client (rdclient.c) */
+typedef rdc_keyed client;
 
 /* The key the client is configured with: id_ed25519.pub of the server. */
 static void server_pk_from_file(uint8_t pk[32])
 {
-    char path[400], b64[128] = "";
-    snprintf(path, sizeof path, "%s/id_ed25519.pub", srv.dir);
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f, "no %s", path);
-    cr_assert_not_null(fgets(b64, sizeof b64, f));
-    fclose(f);
-    b64[strcspn(b64, "\r\n")] = 0;
+    char b64[128];
     size_t n = 0;
-    cr_assert_eq(sodium_base642bin(pk, 32, b64, strlen(b64), NULL, &n, NULL, sodium_base64_VARIANT_ORIGINAL), 0);
+    rdc_read_server_key(&srv, b64, sizeof b64, pk, &n);
     cr_assert_eq(n, 32);
 }
 
-static void pk_from_string(const char *s, uint8_t pk[32])
-{
-    size_t n = 0;
-    cr_assert_eq(sodium_base642bin(pk, 32, s, strlen(s), NULL, &n, NULL, sodium_base64_VARIANT_ORIGINAL), 0);
-    cr_assert_eq(n, 32);
-}
+static void pk_from_string(const char *s, uint8_t pk[32]) { cr_assert_eq(rdc_key_from_string(s, pk), 32); }
 
-static int connect_from(const char *ip)
+static int connect_from(const char *ip) { return rdc_connect(ip, srv.port); }
+
+/* Frame 1 as the client checks it (R200). */
+static void read_offer(int fd, const uint8_t pk[32], uint8_t box_pk[32]) { rdc_read_offer(fd, pk, box_pk, 5000); }
+
+/* A connection from ip past a checked frame 1; box_pk its box key. */
+static int offered_conn(const char *ip, uint8_t box_pk[32])
 {
-    int fd = rdvt_tcp(ip, srv.port);
-    cr_assert_geq(fd, 0, "cannot connect from %s", ip);
+    int fd = connect_from(ip);
+    uint8_t pk[32];
+    server_pk_from_file(pk);
+    read_offer(fd, pk, box_pk);
     return fd;
-}
-
-/* Frame 1 as the client checks it: a KeyExchange with one key,
- * crypto_sign_open with the configured key, a 32-byte message (R200). */
-static void read_offer(int fd, const uint8_t pk[32], uint8_t box_pk[32])
-{
-    Hbb__RendezvousMessage *m = rdvt_tcp_recv(fd, 5000);
-    cr_assert_not_null(m, "no frame within 5 s of accepting");
-    cr_assert_eq(m->union_case, HBB__RENDEZVOUS_MESSAGE__UNION_KEY_EXCHANGE, "first frame is not a KeyExchange");
-    cr_assert_eq(m->key_exchange->n_keys, 1);
-    ProtobufCBinaryData sm = m->key_exchange->keys[0];
-    cr_assert_eq(sm.len, 96);
-    uint8_t msg[96];
-    unsigned long long mlen = 0;
-    cr_assert_eq(crypto_sign_open(msg, &mlen, sm.data, sm.len, pk), 0, "Signature mismatch in key exchange");
-    cr_assert_eq(mlen, 32);
-    memcpy(box_pk, msg, 32);
-    rdvt_msg_free(m);
-}
-
-static void send_kx(int fd, ProtobufCBinaryData *keys, size_t n)
-{
-    Hbb__KeyExchange kx = HBB__KEY_EXCHANGE__INIT;
-    kx.n_keys = n;
-    kx.keys = keys;
-    Hbb__RendezvousMessage m = HBB__RENDEZVOUS_MESSAGE__INIT;
-    m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_KEY_EXCHANGE;
-    m.key_exchange = &kx;
-    cr_assert_eq(rdvt_tcp_send(fd, &m), 0);
-}
-
-/* Frame 2 with a fresh client box key and session key K (plaintext). */
-static void answer_offer(client *c, const uint8_t box_pk[32])
-{
-    uint8_t cpk[32], csk[32], sealed[48], nonce[24] = { 0 };
-    crypto_box_keypair(cpk, csk);
-    if (!c->key[0] && !c->key[31])
-        randombytes_buf(c->key, sizeof c->key);
-    cr_assert_eq(crypto_box_easy(sealed, c->key, 32, nonce, box_pk, csk), 0);
-    ProtobufCBinaryData keys[2] = { { 32, cpk }, { 48, sealed } };
-    send_kx(c->fd, keys, 2);
-    c->tx = c->rx = 0;
 }
 
 static client keyed_client(const char *ip)
 {
-    client c = { .fd = connect_from(ip) };
-    uint8_t pk[32], box_pk[32];
+    uint8_t pk[32];
     server_pk_from_file(pk);
-    read_offer(c.fd, pk, box_pk);
-    answer_offer(&c, box_pk);
-    return c;
-}
-
-static void send_sealed(client *c, const Hbb__RendezvousMessage *m)
-{
-    uint8_t p[4096], e[4096 + 16];
-    size_t n = rdv_msg_pack(m, p, sizeof p);
-    cr_assert(n > 0 && n < sizeof p);
-    cr_assert_eq(rdv_secure_seal(c->key, &c->tx, p, n, e), 0);
-    cr_assert_eq(rdvt_tcp_send_frame(c->fd, e, n + 16), 0);
+    return rdc_keyed_connect(ip, srv.port, pk, 5000);
 }
 
 /* The next sealed frame (skipping raw empty heartbeats), opened with the
@@ -174,26 +114,13 @@ static Hbb__RendezvousMessage *recv_sealed(client *c, int ms)
             free(e);
             continue;
         }
-        cr_assert_gt(n, 16, "a frame of %ld bytes cannot be sealed", n);
-        uint8_t *p = malloc((size_t)n);
-        cr_assert_eq(rdv_secure_open(c->key, &c->rx, e, (size_t)n, p), 0,
-                     "server frame does not open with counter %llu", (unsigned long long)c->rx + 1);
-        Hbb__RendezvousMessage *m = hbb__rendezvous_message__unpack(NULL, (size_t)n - 16, p);
-        free(p);
+        Hbb__RendezvousMessage *m = rdc_open_sealed(c, e, n);
         free(e);
-        cr_assert_not_null(m);
         return m;
     }
 }
 
-static Hbb__RendezvousMessage *nat_req(void)
-{
-    static Hbb__TestNatRequest r = HBB__TEST_NAT_REQUEST__INIT;
-    static Hbb__RendezvousMessage m = HBB__RENDEZVOUS_MESSAGE__INIT;
-    m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_REQUEST;
-    m.test_nat_request = &r;
-    return &m;
-}
+static Hbb__RendezvousMessage *nat_req(void) { return rdc_test_nat_request(0); }
 
 static void expect_nat_sealed(client *c)
 {
@@ -213,10 +140,7 @@ static void expect_nat_plain(int fd)
 /* "Closed" without a byte sent (checklist conventions). */
 static void expect_closed_silently(int fd)
 {
-    uint8_t *b = NULL;
-    long n = rdvt_tcp_recv_frame(fd, &b, 3000);
-    free(b);
-    cr_assert_eq(n, -2, "expected EOF without data, got %ld", n);
+    rdc_expect_closed_silently(fd, 3000);
     close(fd);
 }
 
@@ -224,7 +148,7 @@ static void expect_closed_silently(int fd)
 static void liveness(void)
 {
     client c = keyed_client("127.0.0.9");
-    send_sealed(&c, nat_req());
+    rdc_send_sealed(&c, nat_req());
     expect_nat_sealed(&c);
     close(c.fd);
 }
@@ -232,10 +156,8 @@ static void liveness(void)
 /* ------------------------------------------------------------------ R200-R205 */
 Test(secure_tcp, offer_is_the_first_frame_R200)
 {
-    int fd = connect_from("127.0.0.2");
-    uint8_t pk[32], box_pk[32];
-    server_pk_from_file(pk);
-    read_offer(fd, pk, box_pk);
+    uint8_t box_pk[32];
+    int fd = offered_conn("127.0.0.2", box_pk);
     close(fd);
     cr_assert_eq(rdvt_stat(&srv, "secure-tcp.offered"), 1);
 }
@@ -264,14 +186,14 @@ Test(secure_tcp, sealed_requests_and_answers_R204_R205)
 {
     client c = keyed_client("127.0.0.2");
     for (int i = 0; i < 3; i++) { /* counters 1, 2, 3 both ways */
-        send_sealed(&c, nat_req());
+        rdc_send_sealed(&c, nat_req());
         expect_nat_sealed(&c);
     }
     cr_assert_eq(c.tx, 3);
     cr_assert_eq(c.rx, 3);
     /* Another keyed connection has counters of its own. */
     client d = keyed_client("127.0.0.3");
-    send_sealed(&d, nat_req());
+    rdc_send_sealed(&d, nat_req());
     expect_nat_sealed(&d);
     cr_assert_eq(d.rx, 1);
     close(c.fd), close(d.fd);
@@ -281,12 +203,10 @@ Test(secure_tcp, sealed_requests_and_answers_R204_R205)
 Test(secure_tcp, pipelined_answer_and_request)
 {
     /* A client may send frame 2 and its first sealed frame in one write. */
-    client c = { .fd = connect_from("127.0.0.2") };
-    uint8_t pk[32], box_pk[32];
-    server_pk_from_file(pk);
-    read_offer(c.fd, pk, box_pk);
-    answer_offer(&c, box_pk);
-    send_sealed(&c, nat_req());
+    uint8_t box_pk[32];
+    client c = { .fd = offered_conn("127.0.0.2", box_pk) };
+    rdc_answer_offer(&c, box_pk);
+    rdc_send_sealed(&c, nat_req());
     expect_nat_sealed(&c);
     close(c.fd);
 }
@@ -294,10 +214,8 @@ Test(secure_tcp, pipelined_answer_and_request)
 /* ------------------------------------------------------------------ R206, R210: plaintext clients */
 Test(secure_tcp, plaintext_client_is_tolerated_R206)
 {
-    int fd = connect_from("127.0.0.2");
-    uint8_t pk[32], box_pk[32];
-    server_pk_from_file(pk);
-    read_offer(fd, pk, box_pk);
+    uint8_t box_pk[32];
+    int fd = offered_conn("127.0.0.2", box_pk);
     cr_assert_eq(rdvt_tcp_send(fd, nat_req()), 0);
     expect_nat_plain(fd);
     cr_assert_eq(rdvt_tcp_send(fd, nat_req()), 0);
@@ -320,14 +238,12 @@ Test(secure_tcp, client_that_ignores_the_offer)
 
 Test(secure_tcp, late_key_exchange_closes_R210)
 {
-    int fd = connect_from("127.0.0.2");
-    uint8_t pk[32], box_pk[32];
-    server_pk_from_file(pk);
-    read_offer(fd, pk, box_pk);
+    uint8_t box_pk[32];
+    int fd = offered_conn("127.0.0.2", box_pk);
     cr_assert_eq(rdvt_tcp_send(fd, nat_req()), 0);
     expect_nat_plain(fd);
     client c = { .fd = fd };
-    answer_offer(&c, box_pk);
+    rdc_answer_offer(&c, box_pk);
     expect_closed_silently(fd);
     liveness();
 }
@@ -345,7 +261,7 @@ Test(secure_tcp, second_key_exchange_closes)
     Hbb__RendezvousMessage m = HBB__RENDEZVOUS_MESSAGE__INIT;
     m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_KEY_EXCHANGE;
     m.key_exchange = &kx;
-    send_sealed(&c, &m); /* a keyed client asking to re-key */
+    rdc_send_sealed(&c, &m); /* a keyed client asking to re-key */
     expect_closed_silently(c.fd);
     cr_assert_eq(rdvt_stat(&srv, "secure-tcp.failed_unexpected"), 1);
     liveness();
@@ -354,16 +270,14 @@ Test(secure_tcp, second_key_exchange_closes)
 /* ------------------------------------------------------------------ R207, R208: bad input */
 static void bad_answer(const size_t *lens, size_t n, const char *stat)
 {
-    int fd = connect_from("127.0.0.2");
-    uint8_t pk[32], box_pk[32], buf[4][64];
-    server_pk_from_file(pk);
-    read_offer(fd, pk, box_pk);
+    uint8_t box_pk[32], buf[4][64];
+    int fd = offered_conn("127.0.0.2", box_pk);
     ProtobufCBinaryData keys[4];
     for (size_t i = 0; i < n; i++) {
         randombytes_buf(buf[i], sizeof buf[i]);
         keys[i] = (ProtobufCBinaryData){ lens[i], buf[i] };
     }
-    send_kx(fd, keys, n);
+    rdc_send_key_exchange(fd, keys, n);
     expect_closed_silently(fd);
     cr_assert_eq(rdvt_stat(&srv, stat), 1, "%s", stat);
     liveness();
@@ -396,7 +310,7 @@ Test(secure_tcp, http_proxy_without_api_is_answered_sealed_R225)
     Hbb__RendezvousMessage m = HBB__RENDEZVOUS_MESSAGE__INIT;
     m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_HTTP_PROXY_REQUEST;
     m.http_proxy_request = &r;
-    send_sealed(&c, &m);
+    rdc_send_sealed(&c, &m);
     Hbb__RendezvousMessage *a = recv_sealed(&c, 2000);
     cr_assert_eq(a->union_case, HBB__RENDEZVOUS_MESSAGE__UNION_HTTP_PROXY_RESPONSE);
     cr_assert_str_neq(a->http_proxy_response->error, "");
@@ -413,7 +327,7 @@ Test(secure_tcp, health_check_heartbeats_consume_no_counter_R209_R231)
     Hbb__RendezvousMessage m = HBB__RENDEZVOUS_MESSAGE__INIT;
     m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_HC;
     m.hc = &hc;
-    send_sealed(&c, &m); /* counter 1; no reply */
+    rdc_send_sealed(&c, &m); /* counter 1; no reply */
     /* Echo raw empty frames for 2 s: well past 3 x 400 ms of idle limit. */
     int beats = 0;
     for (long t0 = (long)time(NULL); beats < 5 || (long)time(NULL) - t0 < 2;) {
@@ -425,8 +339,8 @@ Test(secure_tcp, health_check_heartbeats_consume_no_counter_R209_R231)
         cr_assert_eq(rdvt_tcp_send_frame(c.fd, NULL, 0), 0);
     }
     /* Heartbeats consumed no counter in either direction. */
-    send_sealed(&c, nat_req()); /* counter 2 */
-    expect_nat_sealed(&c);      /* server counter 1 */
+    rdc_send_sealed(&c, nat_req()); /* counter 2 */
+    expect_nat_sealed(&c);          /* server counter 1 */
     cr_assert_eq(c.rx, 1);
     cr_assert_geq(rdvt_stat(&srv, "api-proxy.heartbeats"), 5);
     cr_assert_eq(rdvt_stat(&srv, "api-proxy.hc_sessions"), 1);
@@ -443,7 +357,7 @@ Test(secure_tcp_oss, no_offer_and_key_exchange_closes_R151)
     expect_nat_plain(fd); /* the first frame is the answer */
     uint8_t k[32] = { 1 };
     ProtobufCBinaryData keys[1] = { { 32, k } };
-    send_kx(fd, keys, 1);
+    rdc_send_key_exchange(fd, keys, 1);
     expect_closed_silently(fd);
     cr_assert_eq(rdvt_stat(&srv, "secure-tcp.offered"), 0);
 }
@@ -471,8 +385,8 @@ Test(secure_tcp_vector, client_configured_with_the_key_string)
     client c = { .fd = connect_from("127.0.0.2") };
     memset(c.key, 0x44, sizeof c.key); /* K of wire.md §6.6 */
     read_offer(c.fd, pk, box_pk);
-    answer_offer(&c, box_pk);
-    send_sealed(&c, nat_req());
+    rdc_answer_offer(&c, box_pk);
+    rdc_send_sealed(&c, nat_req());
     expect_nat_sealed(&c);
     close(c.fd);
     /* A client configured with another server's key rejects the offer. */

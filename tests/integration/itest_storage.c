@@ -13,6 +13,7 @@
 #include <sqlite3.h>
 
 #include "harness.h"
+#include "upstream_schema.h"
 
 #define SEED11_SK "ERERERERERERERERERERERERERERERERERERERERERHQSrIydCu0qzoTaL1GFeTm0CJKtxoBa6+FIKMyyXeHNw=="
 #define SEED11_PK "0EqyMnQrtKs6E2i9RhXk5tAiSrcaAWuvhSCjMsl3hzc="
@@ -90,23 +91,6 @@ static char *admin_line(const char *cmd)
     a[strcspn(a, "\n")] = 0;
     return a;
 }
-
-static const char upstream_ddl[] =
-    "create table if not exists peer (\n"
-    "    guid blob primary key not null,\n"
-    "    id varchar(100) not null,\n"
-    "    uuid blob not null,\n"
-    "    pk blob not null,\n"
-    "    created_at datetime not null default(current_timestamp),\n"
-    "    user blob,\n"
-    "    status tinyint,\n"
-    "    note varchar(300),\n"
-    "    info text not null\n"
-    ") without rowid;\n"
-    "create unique index if not exists index_peer_id on peer (id);\n"
-    "create index if not exists index_peer_user on peer (user);\n"
-    "create index if not exists index_peer_created_at on peer (created_at);\n"
-    "create index if not exists index_peer_status on peer (status);\n";
 
 static sqlite3 *db_at(const char *path)
 {

@@ -15,10 +15,10 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
+#include "rdclient.h"
 #include "rdv/wire.h"
 
 typedef Hbb__RendezvousMessage msg_t;
@@ -28,8 +28,6 @@ static char K[64];      /* licence key = content of id_ed25519.pub */
 static uint8_t KPK[32]; /* the server's signing public key */
 
 #define PY "/usr/bin/python3" /* Debian's, with python3-websockets */
-#define WS_KEY "dGhlIHNhbXBsZSBub25jZQ=="          /* RFC 6455 §1.3 */
-#define WS_ACCEPT "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 static const char *const node_files[] = {
     "00-core.conf",
@@ -56,19 +54,7 @@ static const char *const node_files[] = {
 static int ws_port(void) { return srv.port + 2; }
 
 /* ------------------------------------------------------------------ server */
-static void read_key(void)
-{
-    char path[400];
-    snprintf(path, sizeof path, "%s/id_ed25519.pub", srv.dir);
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f, "keys module wrote no id_ed25519.pub");
-    size_t n = fread(K, 1, sizeof K - 1, f);
-    fclose(f);
-    K[n] = '\0';
-    cr_assert_eq(n, 44);
-    size_t bl;
-    cr_assert_eq(sodium_base642bin(KPK, sizeof KPK, K, n, NULL, &bl, NULL, sodium_base64_VARIANT_ORIGINAL), 0);
-}
+static void read_key(void) { cr_assert_eq(rdc_read_server_key(&srv, K, sizeof K, KPK, NULL), 44); }
 
 /* Start a server; when a port of its block is taken by some other socket
  * on this shared machine (client connections use the same range), move to
@@ -101,50 +87,8 @@ static void teardown(void)
 
 TestSuite(ws, .init = setup, .fini = teardown, .timeout = 240);
 
-static uint64_t now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
-}
-
-/* ------------------------------------------------------------------ a small RFC 6455 client */
-/* Read exactly n bytes before the deadline: 0, -1 timeout, -2 EOF/error. */
-static int read_exact(int fd, uint8_t *p, size_t n, uint64_t deadline)
-{
-    while (n) {
-        uint64_t now = now_ms();
-        if (now >= deadline)
-            return -1;
-        struct pollfd pf = { .fd = fd, .events = POLLIN };
-        if (poll(&pf, 1, (int)(deadline - now)) != 1)
-            return -1;
-        ssize_t r = recv(fd, p, n, 0);
-        if (r <= 0)
-            return -2;
-        p += r, n -= (size_t)r;
-    }
-    return 0;
-}
-
+/* ------------------------------------------------------------------ a small RFC 6455 client (rdclient.c) */
 static void send_all(int fd, const void *p, size_t n) { cr_assert_eq(rdvt_tcp_send_raw(fd, p, n), 0); }
-
-/* The server's answer to an HTTP request: its head (up to the blank line). */
-static int read_head(int fd, char *out, size_t cap, int ms)
-{
-    uint64_t deadline = now_ms() + (uint64_t)ms;
-    size_t n = 0;
-    while (n + 1 < cap) {
-        int r = read_exact(fd, (uint8_t *)out + n, 1, deadline);
-        if (r < 0)
-            return r;
-        n++;
-        out[n] = '\0';
-        if (n >= 4 && memcmp(out + n - 4, "\r\n\r\n", 4) == 0)
-            return 0;
-    }
-    return -1;
-}
 
 static int ws_open_from(const char *src, const char *path, const char *extra)
 {
@@ -153,90 +97,26 @@ static int ws_open_from(const char *src, const char *path, const char *extra)
     char req[2048];
     int n = snprintf(req, sizeof req,
                      "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: " WS_KEY "\r\nSec-WebSocket-Version: 13\r\n"
+                     "Sec-WebSocket-Key: " RDC_WS_KEY "\r\nSec-WebSocket-Version: 13\r\n"
                      "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n%s\r\n",
                      path, ws_port(), extra ? extra : "");
     send_all(fd, req, (size_t)n);
     char head[2048];
-    cr_assert_eq(read_head(fd, head, sizeof head, 5000), 0, "no answer to the upgrade");
+    cr_assert_eq(rdc_http_head(fd, head, sizeof head, 5000), 0, "no answer to the upgrade");
     cr_assert(strncmp(head, "HTTP/1.1 101 ", 13) == 0, "answer: %s", head);
-    cr_assert(strstr(head, "Sec-WebSocket-Accept: " WS_ACCEPT "\r\n"), "answer: %s", head);
+    cr_assert(strstr(head, "Sec-WebSocket-Accept: " RDC_WS_ACCEPT "\r\n"), "answer: %s", head);
     cr_assert_null(strstr(head, "Sec-WebSocket-Extensions"), "permessage-deflate must be declined");
     return fd;
 }
 
 static int ws_open(const char *src) { return ws_open_from(src, "/", NULL); }
 
-static const uint8_t MASK[4] = { 0xa1, 0x5b, 0x03, 0xee };
-
-static void ws_send_frame(int fd, bool fin, unsigned opcode, bool masked, const void *p, size_t n)
-{
-    uint8_t *f = malloc(n + 14);
-    size_t h = 0;
-    f[h++] = (uint8_t)((fin ? 0x80 : 0) | opcode);
-    uint8_t m = masked ? 0x80 : 0;
-    if (n < 126) {
-        f[h++] = (uint8_t)(m | n);
-    } else if (n < 65536) {
-        f[h++] = m | 126, f[h++] = (uint8_t)(n >> 8), f[h++] = (uint8_t)n;
-    } else {
-        f[h++] = m | 127;
-        for (int i = 7; i >= 0; i--)
-            f[h++] = (uint8_t)((uint64_t)n >> (8 * i));
-    }
-    if (masked)
-        memcpy(f + h, MASK, 4), h += 4;
-    const uint8_t *s = p;
-    for (size_t i = 0; i < n; i++)
-        f[h + i] = masked ? (uint8_t)(s[i] ^ MASK[i % 4]) : s[i];
-    send_all(fd, f, h + n);
-    free(f);
-}
-
-static void ws_send_msg(int fd, const msg_t *m)
-{
-    size_t n = protobuf_c_message_get_packed_size(&m->base);
-    uint8_t *p = malloc(n + 1);
-    protobuf_c_message_pack(&m->base, p);
-    ws_send_frame(fd, true, 2, true, p, n);
-    free(p);
-}
-
-/* One server frame: 0 (opcode, malloc'ed payload), -1 timeout, -2 EOF. */
-static int ws_recv(int fd, unsigned *opcode, uint8_t **p, size_t *n, int ms)
-{
-    uint64_t deadline = now_ms() + (uint64_t)ms;
-    uint8_t h[10];
-    int r = read_exact(fd, h, 2, deadline);
-    if (r < 0)
-        return r;
-    cr_assert(h[0] & 0x80, "the server does not fragment");
-    cr_assert_not(h[1] & 0x80, "server frames are unmasked");
-    *opcode = h[0] & 0x0f;
-    uint64_t len = h[1] & 0x7f;
-    if (len == 126) {
-        if ((r = read_exact(fd, h + 2, 2, deadline)) < 0)
-            return r;
-        len = (uint64_t)h[2] << 8 | h[3];
-    } else if (len == 127) {
-        if ((r = read_exact(fd, h + 2, 8, deadline)) < 0)
-            return r;
-        len = 0;
-        for (int i = 0; i < 8; i++)
-            len = len << 8 | h[2 + i];
-    }
-    cr_assert_leq(len, 1u << 26);
-    *p = malloc(len + 1);
-    *n = (size_t)len;
-    return read_exact(fd, *p, *n, deadline);
-}
-
 static msg_t *ws_expect_msg(int fd, int union_case)
 {
     unsigned op;
     uint8_t *p;
     size_t n;
-    cr_assert_eq(ws_recv(fd, &op, &p, &n, 5000), 0, "no %s over WebSocket", rdv_msg_tag_name(union_case));
+    cr_assert_eq(rdc_ws_recv(fd, &op, &p, &n, 5000), 0, "no %s over WebSocket", rdv_msg_tag_name(union_case));
     cr_assert_eq(op, 2, "a binary message, got opcode %u", op);
     msg_t *m = hbb__rendezvous_message__unpack(NULL, n, p);
     free(p);
@@ -250,7 +130,7 @@ static void ws_expect_close(int fd, uint16_t status, int ms)
     unsigned op;
     uint8_t *p = NULL;
     size_t n;
-    int r = ws_recv(fd, &op, &p, &n, ms);
+    int r = rdc_ws_recv(fd, &op, &p, &n, ms);
     cr_assert_eq(r, 0, "no close frame (%d)", r);
     cr_assert_eq(op, 8, "expected a close frame, got opcode %u", op);
     cr_assert_geq(n, 2);
@@ -261,20 +141,20 @@ static void ws_expect_close(int fd, uint16_t status, int ms)
 /* After the server's close frame: answer it, then the server closes TCP. */
 static void ws_answer_close_and_expect_eof(int fd)
 {
-    ws_send_frame(fd, true, 8, true, "\x03\xe8", 2);
+    rdc_ws_send_frame(fd, true, 8, true, "\x03\xe8", 2);
     unsigned op;
     uint8_t *p = NULL;
     size_t n;
-    cr_assert_eq(ws_recv(fd, &op, &p, &n, 5000), -2, "the server closes TCP after the close handshake");
+    cr_assert_eq(rdc_ws_recv(fd, &op, &p, &n, 5000), -2, "the server closes TCP after the close handshake");
     free(p);
 }
 
 static bool tcp_eof_within(int fd, int ms)
 {
     uint8_t b[256];
-    uint64_t deadline = now_ms() + (uint64_t)ms;
+    uint64_t deadline = rdc_now_ms() + (uint64_t)ms;
     for (;;) {
-        int r = read_exact(fd, b, 1, deadline);
+        int r = rdc_read_exact(fd, b, 1, deadline);
         if (r == -2)
             return true;
         if (r == -1)
@@ -282,49 +162,11 @@ static bool tcp_eof_within(int fd, int ms)
     }
 }
 
-static uint16_t local_port(int fd)
-{
-    struct sockaddr_in a;
-    socklen_t l = sizeof a;
-    getsockname(fd, (struct sockaddr *)&a, &l);
-    return ntohs(a.sin_port);
-}
-
-static rdv_addr local_addr(int fd)
-{
-    struct sockaddr_storage ss;
-    socklen_t l = sizeof ss;
-    getsockname(fd, (struct sockaddr *)&ss, &l);
-    rdv_addr a;
-    rdv_addr_from_sockaddr(&a, (struct sockaddr *)&ss, l);
-    return a;
-}
-
 /* ------------------------------------------------------------------ rendezvous helpers */
-static msg_t *nat_req(void)
-{
-    static Hbb__TestNatRequest t;
-    static msg_t m;
-    hbb__test_nat_request__init(&t);
-    hbb__rendezvous_message__init(&m);
-    m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_REQUEST;
-    m.test_nat_request = &t;
-    return &m;
-}
+static msg_t *nat_req(void) { return rdc_test_nat_request(0); }
 
-static msg_t *phr_msg(const char *id, int nat)
-{
-    static Hbb__PunchHoleRequest r;
-    static msg_t m;
-    hbb__punch_hole_request__init(&r);
-    hbb__rendezvous_message__init(&m);
-    r.id = (char *)id;
-    r.nat_type = (Hbb__NatType)nat;
-    r.licence_key = K;
-    m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_PUNCH_HOLE_REQUEST;
-    m.punch_hole_request = &r;
-    return &m;
-}
+/* PunchHoleRequest as this suite's WebSocket requesters send it, without a version. */
+static msg_t *phr_msg(const char *id, int nat) { return rdc_punch_hole_request(id, nat, K, ""); }
 
 static msg_t *udp_recv_from_server(int fd, int ms)
 {
@@ -343,43 +185,21 @@ static msg_t *udp_ask(int fd, const msg_t *m)
     return udp_recv_from_server(fd, 3000);
 }
 
-typedef struct peer {
-    char ip[32], id[32];
-    int udp;
-    uint8_t pk[32], sk[64];
-} peer;
+typedef rdc_device peer;
 
 /* client-flows.md: RegisterPeer -> request_pk -> RegisterPk -> OK. */
 static void reg(peer *b, const char *ip, const char *id)
 {
-    memset(b, 0, sizeof *b);
-    snprintf(b->ip, sizeof b->ip, "%s", ip);
-    snprintf(b->id, sizeof b->id, "%s", id);
-    b->udp = rdvt_udp(ip);
-    cr_assert_geq(b->udp, 0);
-    crypto_sign_keypair(b->pk, b->sk);
-    Hbb__RegisterPeer rp = HBB__REGISTER_PEER__INIT;
-    rp.id = b->id;
-    msg_t m = HBB__RENDEZVOUS_MESSAGE__INIT;
-    m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_REGISTER_PEER;
-    m.register_peer = &rp;
-    msg_t *r = udp_ask(b->udp, &m);
+    rdc_device_init(b, id);
+    rdc_device_udp(b, ip);
+    msg_t *r = udp_ask(b->udp, rdc_register_peer(b->id));
     cr_assert_not_null(r, "no RegisterPeerResponse");
     rdvt_msg_free(r);
-    Hbb__RegisterPk pk = HBB__REGISTER_PK__INIT;
-    char uuid[48];
-    snprintf(uuid, sizeof uuid, "uuid-%s", id);
-    pk.id = b->id;
-    pk.uuid.data = (uint8_t *)uuid, pk.uuid.len = strlen(uuid);
-    pk.pk.data = b->pk, pk.pk.len = 32;
-    msg_t m2 = HBB__RENDEZVOUS_MESSAGE__INIT;
-    m2.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_REGISTER_PK;
-    m2.register_pk = &pk;
-    r = udp_ask(b->udp, &m2);
+    r = udp_ask(b->udp, rdc_device_register_pk(b));
     cr_assert_not_null(r, "no RegisterPkResponse");
     cr_assert_eq(r->register_pk_response->result, HBB__REGISTER_PK_RESPONSE__RESULT__OK);
     rdvt_msg_free(r);
-    r = udp_ask(b->udp, &m); /* online now */
+    r = udp_ask(b->udp, rdc_register_peer(b->id)); /* online now */
     cr_assert_not_null(r);
     rdvt_msg_free(r);
 }
@@ -396,12 +216,7 @@ static void expect_addr_text(ProtobufCBinaryData sa, const char *want, size_t wa
 
 static void expect_signed(ProtobufCBinaryData pk, const peer *b)
 {
-    cr_assert_gt(pk.len, crypto_sign_BYTES);
-    uint8_t m[512];
-    unsigned long long ml;
-    cr_assert_eq(crypto_sign_open(m, &ml, pk.data, pk.len, KPK), 0, "signed pk does not verify");
-    Hbb__IdPk *ip = hbb__id_pk__unpack(NULL, (size_t)ml, m);
-    cr_assert_not_null(ip);
+    Hbb__IdPk *ip = rdc_open_signed_pk(pk, KPK);
     cr_assert_str_eq(ip->id, b->id);
     hbb__id_pk__free_unpacked(ip, NULL);
 }
@@ -410,14 +225,14 @@ static void expect_signed(ProtobufCBinaryData pk, const peer *b)
 static void punch_and_expect_addr(peer *b, const char *src, const char *extra, const char *want, size_t want_len)
 {
     int a = ws_open_from(src, "/ws/id", extra);
-    ws_send_msg(a, phr_msg(b->id, HBB__NAT_TYPE__SYMMETRIC));
+    rdc_ws_send_msg(a, phr_msg(b->id, HBB__NAT_TYPE__SYMMETRIC));
     msg_t *ph = udp_recv_from_server(b->udp, 5000);
     cr_assert_not_null(ph, "B got nothing");
     cr_assert_eq(ph->union_case, HBB__RENDEZVOUS_MESSAGE__UNION_PUNCH_HOLE, "WebSocket requesters never get "
                                                                           "FetchLocalAddr (R135)");
     if (!want) {
         char a_text[RDV_ADDR_STRLEN];
-        rdv_addr la = local_addr(a);
+        rdv_addr la = rdc_local_addr(a);
         rdv_addr_str(&la, a_text, sizeof a_text);
         expect_addr_text(ph->punch_hole->socket_addr, a_text, 0);
     } else {
@@ -431,9 +246,9 @@ static void alive(void)
 {
     cr_assert(rdvt_alive(&srv), "rdvd died");
     int a = ws_open("127.0.0.9");
-    ws_send_msg(a, nat_req());
+    rdc_ws_send_msg(a, nat_req());
     msg_t *r = ws_expect_msg(a, HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_RESPONSE);
-    cr_assert_eq(r->test_nat_response->port, local_port(a));
+    cr_assert_eq(r->test_nat_response->port, rdc_local_port(a));
     rdvt_msg_free(r);
     close(a);
 }
@@ -452,7 +267,7 @@ static void expect_http_refusal(const char *request, const char *status_line, co
     int fd = rdvt_tcp("127.0.1.2", ws_port());
     send_all(fd, request, strlen(request));
     char head[2048];
-    cr_assert_eq(read_head(fd, head, sizeof head, 5000), 0);
+    cr_assert_eq(rdc_http_head(fd, head, sizeof head, 5000), 0);
     cr_assert(strncmp(head, status_line, strlen(status_line)) == 0, "answer: %s", head);
     if (also)
         cr_assert(strstr(head, also), "answer: %s", head);
@@ -464,7 +279,7 @@ Test(ws, L28_bad_handshakes_refused_server_unaffected)
 {
     expect_http_refusal("GET / HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 400 ", NULL);
     expect_http_refusal("GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                        "Sec-WebSocket-Key: " WS_KEY "\r\nSec-WebSocket-Version: 8\r\n\r\n",
+                        "Sec-WebSocket-Key: " RDC_WS_KEY "\r\nSec-WebSocket-Version: 8\r\n\r\n",
                         "HTTP/1.1 426 ", "Sec-WebSocket-Version: 13\r\n");
     expect_http_refusal("GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",
                         "HTTP/1.1 400 ", NULL);
@@ -477,9 +292,9 @@ Test(ws, R138_handshake_timeout)
 {
     int fd = rdvt_tcp("127.0.1.3", ws_port());
     send_all(fd, "GET / HTTP/1.1\r\n", 16);
-    uint64_t t0 = now_ms();
+    uint64_t t0 = rdc_now_ms();
     cr_assert(tcp_eof_within(fd, 15000), "an unfinished upgrade is closed");
-    uint64_t dt = now_ms() - t0;
+    uint64_t dt = rdc_now_ms() - t0;
     cr_assert_geq(dt, 1500, "not before handshake_timeout_ms (%llu ms)", (unsigned long long)dt);
     close(fd);
     cr_assert_geq(rdvt_stat(&srv, "websocket-transport.hs_timeout"), 1);
@@ -489,17 +304,17 @@ Test(ws, R138_handshake_timeout)
 Test(ws, R131_unknown_id_answer_and_connection_kept)
 {
     int a = ws_open("127.0.2.1");
-    ws_send_msg(a, phr_msg("nosuchid1", HBB__NAT_TYPE__SYMMETRIC));
+    rdc_ws_send_msg(a, phr_msg("nosuchid1", HBB__NAT_TYPE__SYMMETRIC));
     unsigned op;
     uint8_t *p;
     size_t n;
-    cr_assert_eq(ws_recv(a, &op, &p, &n, 5000), 0);
+    cr_assert_eq(rdc_ws_recv(a, &op, &p, &n, 5000), 0);
     cr_assert_eq(op, 2);
     cr_assert_eq(n, 2, "one binary message 5a 00, no length prefix");
     cr_assert(p[0] == 0x5a && p[1] == 0x00);
     free(p);
-    ws_send_frame(a, true, 9, true, "p1", 2); /* still open: a ping is answered */
-    cr_assert_eq(ws_recv(a, &op, &p, &n, 5000), 0);
+    rdc_ws_send_frame(a, true, 9, true, "p1", 2); /* still open: a ping is answered */
+    cr_assert_eq(rdc_ws_recv(a, &op, &p, &n, 5000), 0);
     cr_assert(op == 10 && n == 2 && memcmp(p, "p1", 2) == 0, "pong with the ping's payload");
     free(p);
     close(a);
@@ -508,10 +323,10 @@ Test(ws, R131_unknown_id_answer_and_connection_kept)
 Test(ws, R132_text_ignored_then_answered_and_close_handshake)
 {
     int a = ws_open("127.0.2.2");
-    ws_send_frame(a, true, 1, true, "hello", 5);
-    ws_send_msg(a, nat_req());
+    rdc_ws_send_frame(a, true, 1, true, "hello", 5);
+    rdc_ws_send_msg(a, nat_req());
     msg_t *r = ws_expect_msg(a, HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_RESPONSE);
-    cr_assert_eq(r->test_nat_response->port, local_port(a), "R136: the client's source port");
+    cr_assert_eq(r->test_nat_response->port, rdc_local_port(a), "R136: the client's source port");
     rdvt_msg_free(r);
     ws_expect_close(a, 1000, 5000); /* TestNatRequest ends the connection (rendezvous.md §4.2) */
     ws_answer_close_and_expect_eof(a);
@@ -522,10 +337,10 @@ Test(ws, fragmented_request_with_ping_inside)
 {
     int a = ws_open("127.0.2.3");
     const uint8_t req[] = { 0xa2, 0x01, 0x00 };
-    ws_send_frame(a, false, 2, true, req, 1);
-    ws_send_frame(a, true, 9, true, "m", 1);
-    ws_send_frame(a, false, 0, true, req + 1, 1);
-    ws_send_frame(a, true, 0, true, req + 2, 1);
+    rdc_ws_send_frame(a, false, 2, true, req, 1);
+    rdc_ws_send_frame(a, true, 9, true, "m", 1);
+    rdc_ws_send_frame(a, false, 0, true, req + 1, 1);
+    rdc_ws_send_frame(a, true, 0, true, req + 2, 1);
     /* a pong and the reply; their order depends on how TCP segments the
      * frames (the pong goes out after the input read with the ping) */
     bool pong = false, reply = false;
@@ -533,7 +348,7 @@ Test(ws, fragmented_request_with_ping_inside)
         unsigned op;
         uint8_t *p;
         size_t n;
-        cr_assert_eq(ws_recv(a, &op, &p, &n, 5000), 0);
+        cr_assert_eq(rdc_ws_recv(a, &op, &p, &n, 5000), 0);
         if (op == 10) {
             cr_assert(n == 1 && p[0] == 'm');
             pong = true;
@@ -541,7 +356,7 @@ Test(ws, fragmented_request_with_ping_inside)
             cr_assert_eq(op, 2);
             msg_t *r = hbb__rendezvous_message__unpack(NULL, n, p);
             cr_assert(r && r->union_case == HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_RESPONSE);
-            cr_assert_eq(r->test_nat_response->port, local_port(a), "reassembled request answered");
+            cr_assert_eq(r->test_nat_response->port, rdc_local_port(a), "reassembled request answered");
             rdvt_msg_free(r);
             reply = true;
         }
@@ -562,11 +377,11 @@ Test(ws, R224_register_pk_over_websocket)
     msg_t m = HBB__RENDEZVOUS_MESSAGE__INIT;
     m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_REGISTER_PK;
     m.register_pk = &pk;
-    ws_send_msg(a, &m);
+    rdc_ws_send_msg(a, &m);
     unsigned op;
     uint8_t *p;
     size_t n;
-    cr_assert_eq(ws_recv(a, &op, &p, &n, 5000), 0);
+    cr_assert_eq(rdc_ws_recv(a, &op, &p, &n, 5000), 0);
     /* R224 (EXT, on by default): a device registers over its WebSocket and
      * stays connected. R140 (OSS: NOT_SUPPORT) is registry.stream_register =
      * false, covered by the registry unit suite. */
@@ -593,8 +408,8 @@ Test(ws, R141_no_key_exchange_on_websocket)
     unsigned op;
     uint8_t *p = NULL;
     size_t n;
-    cr_assert_eq(ws_recv(a, &op, &p, &n, 1000), -1, "nothing before a request");
-    ws_send_msg(a, nat_req());
+    cr_assert_eq(rdc_ws_recv(a, &op, &p, &n, 1000), -1, "nothing before a request");
+    rdc_ws_send_msg(a, nat_req());
     msg_t *r = ws_expect_msg(a, HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_RESPONSE);
     rdvt_msg_free(r);
     close(a);
@@ -605,7 +420,7 @@ Test(ws, R139_oversize_message_closed)
 {
     int a = ws_open("127.0.3.1");
     uint8_t h[14] = { 0x82, 0x80 | 127, 0, 0, 0, 0, 0, 0x10, 0, 1 }; /* 1 MiB + 1 > core.max_frame */
-    memcpy(h + 10, MASK, 4);
+    memcpy(h + 10, rdc_ws_mask, 4);
     send_all(a, h, sizeof h);
     send_all(a, "x", 1);
     ws_expect_close(a, 1009, 5000);
@@ -618,13 +433,13 @@ Test(ws, R139_oversize_message_closed)
 Test(ws, L29_unmasked_frame_and_big_control_frame)
 {
     int a = ws_open("127.0.3.2");
-    ws_send_frame(a, true, 2, false, "\xa2\x01\x00", 3);
+    rdc_ws_send_frame(a, true, 2, false, "\xa2\x01\x00", 3);
     ws_expect_close(a, 1002, 5000);
     cr_assert(tcp_eof_within(a, 5000));
     close(a);
     a = ws_open("127.0.3.2");
     uint8_t big[126] = { 0 };
-    ws_send_frame(a, true, 9, true, big, sizeof big);
+    rdc_ws_send_frame(a, true, 9, true, big, sizeof big);
     ws_expect_close(a, 1002, 5000);
     cr_assert(tcp_eof_within(a, 5000));
     close(a);
@@ -634,9 +449,9 @@ Test(ws, L29_unmasked_frame_and_big_control_frame)
 Test(ws, R10_idle_after_upgrade)
 {
     int a = ws_open("127.0.3.3");
-    uint64_t t0 = now_ms();
+    uint64_t t0 = rdc_now_ms();
     ws_expect_close(a, 1001, 20000);
-    uint64_t dt = now_ms() - t0;
+    uint64_t dt = rdc_now_ms() - t0;
     cr_assert_geq(dt, 7500, "idle_ms is 8000 (closed after %llu ms)", (unsigned long long)dt);
     cr_assert(tcp_eof_within(a, 5000));
     close(a);
@@ -664,7 +479,7 @@ Test(ws, R133_R134_proxy_headers_only_from_trusted_proxies)
 Test(ws, R136_test_nat_with_x_real_ip_port_0)
 {
     int a = ws_open_from("127.0.9.3", "/", "X-Real-IP: 203.0.113.5\r\n");
-    ws_send_msg(a, nat_req());
+    rdc_ws_send_msg(a, nat_req());
     msg_t *r = ws_expect_msg(a, HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_RESPONSE);
     cr_assert_eq(r->test_nat_response->port, 0);
     rdvt_msg_free(r);
@@ -685,27 +500,18 @@ Test(ws, full_punch_flow_requester_on_websocket)
     reg(&b, "127.0.6.2", "400000081");
     /* the web client's way: nat_type SYMMETRIC, success only via RelayResponse */
     int a = ws_open("127.0.6.1");
-    rdv_addr a_addr = local_addr(a);
-    ws_send_msg(a, phr_msg(b.id, HBB__NAT_TYPE__SYMMETRIC));
+    rdv_addr a_addr = rdc_local_addr(a);
+    rdc_ws_send_msg(a, phr_msg(b.id, HBB__NAT_TYPE__SYMMETRIC));
     msg_t *ph = udp_recv_from_server(b.udp, 5000);
     cr_assert(ph && ph->union_case == HBB__RENDEZVOUS_MESSAGE__UNION_PUNCH_HOLE);
     char at[RDV_ADDR_STRLEN];
     expect_addr_text(ph->punch_hole->socket_addr, rdv_addr_str(&a_addr, at, sizeof at), 0);
     cr_assert_eq(ph->punch_hole->nat_type, HBB__NAT_TYPE__SYMMETRIC, "nat_type copied");
-    Hbb__RelayResponse rr = HBB__RELAY_RESPONSE__INIT;
-    rr.socket_addr = ph->punch_hole->socket_addr;
-    rr.uuid = "U-ws-1";
-    rr.relay_server = "relay.test:21117";
-    rr.union_case = HBB__RELAY_RESPONSE__UNION_ID;
-    rr.id = b.id;
-    rr.version = "1.4.9";
-    msg_t m = HBB__RENDEZVOUS_MESSAGE__INIT;
-    m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_RELAY_RESPONSE;
-    m.relay_response = &rr;
+    msg_t *m = rdc_relay_response(ph->punch_hole->socket_addr, "U-ws-1", "relay.test:21117", b.id, "1.4.9");
     int bt = rdvt_tcp(b.ip, srv.port);
     msg_t *ke = rdvt_tcp_recv(bt, 3000); /* secure-tcp greeting; B stays plaintext */
     rdvt_msg_free(ke);
-    cr_assert_eq(rdvt_tcp_send(bt, &m), 0);
+    cr_assert_eq(rdvt_tcp_send(bt, m), 0);
     msg_t *r = ws_expect_msg(a, HBB__RENDEZVOUS_MESSAGE__UNION_RELAY_RESPONSE);
     cr_assert_str_eq(r->relay_response->uuid, "U-ws-1");
     cr_assert_str_eq(r->relay_response->relay_server, "relay.test:21117");
@@ -720,22 +526,14 @@ Test(ws, full_punch_flow_requester_on_websocket)
     /* and the desktop way, on a new connection (an answered one is spent):
      * PunchHoleSent answered with a PunchHoleResponse */
     a = ws_open("127.0.6.1");
-    ws_send_msg(a, phr_msg(b.id, HBB__NAT_TYPE__ASYMMETRIC));
+    rdc_ws_send_msg(a, phr_msg(b.id, HBB__NAT_TYPE__ASYMMETRIC));
     ph = udp_recv_from_server(b.udp, 5000);
     cr_assert(ph && ph->union_case == HBB__RENDEZVOUS_MESSAGE__UNION_PUNCH_HOLE);
-    Hbb__PunchHoleSent s = HBB__PUNCH_HOLE_SENT__INIT;
-    s.socket_addr = ph->punch_hole->socket_addr;
-    s.id = b.id;
-    s.relay_server = "relay.test:21117";
-    s.nat_type = HBB__NAT_TYPE__ASYMMETRIC;
-    s.version = "1.4.9";
-    msg_t m2 = HBB__RENDEZVOUS_MESSAGE__INIT;
-    m2.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_PUNCH_HOLE_SENT;
-    m2.punch_hole_sent = &s;
+    m = rdc_punch_hole_sent(ph->punch_hole->socket_addr, b.id, "relay.test:21117", HBB__NAT_TYPE__ASYMMETRIC, "1.4.9");
     bt = rdvt_tcp(b.ip, srv.port);
     ke = rdvt_tcp_recv(bt, 3000);
     rdvt_msg_free(ke);
-    cr_assert_eq(rdvt_tcp_send(bt, &m2), 0);
+    cr_assert_eq(rdvt_tcp_send(bt, m), 0);
     r = ws_expect_msg(a, HBB__RENDEZVOUS_MESSAGE__UNION_PUNCH_HOLE_RESPONSE);
     cr_assert_eq(r->punch_hole_response->failure, 0);
     expect_signed(r->punch_hole_response->pk, &b);
@@ -755,26 +553,18 @@ Test(ws, R137_pending_table_shared_by_proxied_clients)
     msg_t *ph[2];
     for (int i = 0; i < 2; i++) {
         a[i] = ws_open_from(i ? "127.0.9.7" : "127.0.9.6", "/", "X-Real-IP: 203.0.113.50\r\n");
-        ws_send_msg(a[i], phr_msg(b.id, HBB__NAT_TYPE__SYMMETRIC));
+        rdc_ws_send_msg(a[i], phr_msg(b.id, HBB__NAT_TYPE__SYMMETRIC));
         ph[i] = udp_recv_from_server(b.udp, 5000);
         cr_assert(ph[i] && ph[i]->union_case == HBB__RENDEZVOUS_MESSAGE__UNION_PUNCH_HOLE);
         expect_addr_text(ph[i]->punch_hole->socket_addr, "203.0.113.50:0", 0);
     }
     for (int i = 0; i < 2; i++) {
-        Hbb__RelayResponse rr = HBB__RELAY_RESPONSE__INIT;
-        rr.socket_addr = ph[i]->punch_hole->socket_addr;
-        rr.uuid = i ? "U-137-b" : "U-137-a";
-        rr.relay_server = "relay.test:21117";
-        rr.union_case = HBB__RELAY_RESPONSE__UNION_ID;
-        rr.id = b.id;
-        rr.version = "1.4.9";
-        msg_t m = HBB__RENDEZVOUS_MESSAGE__INIT;
-        m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_RELAY_RESPONSE;
-        m.relay_response = &rr;
+        msg_t *m = rdc_relay_response(ph[i]->punch_hole->socket_addr, i ? "U-137-b" : "U-137-a", "relay.test:21117",
+                                      b.id, "1.4.9");
         int bt = rdvt_tcp(b.ip, srv.port);
         msg_t *ke = rdvt_tcp_recv(bt, 3000);
         rdvt_msg_free(ke);
-        cr_assert_eq(rdvt_tcp_send(bt, &m), 0);
+        cr_assert_eq(rdvt_tcp_send(bt, m), 0);
         close(bt);
         rdvt_msg_free(ph[i]);
     }
@@ -784,7 +574,7 @@ Test(ws, R137_pending_table_shared_by_proxied_clients)
         unsigned op;
         uint8_t *p = NULL;
         size_t n;
-        if (ws_recv(a[i], &op, &p, &n, 1500) == 0 && op == 2)
+        if (rdc_ws_recv(a[i], &op, &p, &n, 1500) == 0 && op == 2)
             delivered++;
         free(p);
         close(a[i]);
@@ -875,20 +665,11 @@ Test(ws, python_client_punch_to_registered_id)
     char ip[RDV_ADDR_STRLEN];
     rdv_addr_unmangle(ph->punch_hole->socket_addr.data, ph->punch_hole->socket_addr.len, &pa);
     cr_assert_str_eq(rdv_addr_ip_str(&pa, ip, sizeof ip), "127.0.8.1", "the Python client's address");
-    Hbb__RelayResponse rr = HBB__RELAY_RESPONSE__INIT;
-    rr.socket_addr = ph->punch_hole->socket_addr;
-    rr.uuid = "U-py-1";
-    rr.relay_server = "relay.test:21117";
-    rr.union_case = HBB__RELAY_RESPONSE__UNION_ID;
-    rr.id = b.id;
-    rr.version = "1.4.9";
-    msg_t m = HBB__RENDEZVOUS_MESSAGE__INIT;
-    m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_RELAY_RESPONSE;
-    m.relay_response = &rr;
+    msg_t *m = rdc_relay_response(ph->punch_hole->socket_addr, "U-py-1", "relay.test:21117", b.id, "1.4.9");
     int bt = rdvt_tcp(b.ip, srv.port);
     msg_t *ke = rdvt_tcp_recv(bt, 3000);
     rdvt_msg_free(ke);
-    cr_assert_eq(rdvt_tcp_send(bt, &m), 0);
+    cr_assert_eq(rdvt_tcp_send(bt, m), 0);
     size_t n = fread(out, 1, sizeof out - 1, p);
     out[n] = '\0';
     int st = pclose(p);
@@ -975,13 +756,8 @@ static int rws_open(const char *src)
 {
     int fd = rdvt_tcp(src, rsrv.port + 3);
     cr_assert_geq(fd, 0);
-    char req[512];
-    int n = snprintf(req, sizeof req,
-                     "GET /ws/relay HTTP/1.1\r\nHost: r\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: " WS_KEY "\r\nSec-WebSocket-Version: 13\r\n\r\n");
-    send_all(fd, req, (size_t)n);
     char head[1024];
-    cr_assert_eq(read_head(fd, head, sizeof head, 5000), 0);
+    cr_assert_eq(rdc_ws_upgrade(fd, "/ws/relay", "r", head, sizeof head), 0);
     cr_assert(strncmp(head, "HTTP/1.1 101 ", 13) == 0, "%s", head);
     return fd;
 }
@@ -993,9 +769,7 @@ static size_t request_relay(const char *uuid, uint8_t *buf, size_t cap)
     msg_t m = HBB__RENDEZVOUS_MESSAGE__INIT;
     m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_REQUEST_RELAY;
     m.request_relay = &rr;
-    size_t n = protobuf_c_message_get_packed_size(&m.base);
-    cr_assert_leq(n, cap);
-    return protobuf_c_message_pack(&m.base, buf);
+    return rdc_pack(&m, buf, cap);
 }
 
 static void fill(uint8_t *p, size_t n, unsigned seed)
@@ -1010,20 +784,20 @@ Test(ws_relay, L20_L21_websocket_pair_keeps_message_boundaries)
     uint8_t rq[128];
     size_t rn = request_relay("0f8fad5b-d9cb-469f-a165-70867728950e", rq, sizeof rq);
     int a = rws_open("127.0.20.1"), b = rws_open("127.0.20.2");
-    ws_send_frame(a, true, 2, true, rq, rn);
+    rdc_ws_send_frame(a, true, 2, true, rq, rn);
     usleep(200000);
-    ws_send_frame(b, true, 2, true, rq, rn);
+    rdc_ws_send_frame(b, true, 2, true, rq, rn);
     const size_t sizes[] = { 1, 63, 64, 1000, 70000 };
     for (size_t i = 0; i < 5; i++) {
         for (int dir = 0; dir < 2; dir++) {
             int from = dir ? b : a, to = dir ? a : b;
             uint8_t *p = malloc(sizes[i]);
             fill(p, sizes[i], (unsigned)(i + 7 * dir));
-            ws_send_frame(from, true, 2, true, p, sizes[i]);
+            rdc_ws_send_frame(from, true, 2, true, p, sizes[i]);
             unsigned op;
             uint8_t *got;
             size_t n;
-            cr_assert_eq(ws_recv(to, &op, &got, &n, 10000), 0, "message of %zu bytes not relayed", sizes[i]);
+            cr_assert_eq(rdc_ws_recv(to, &op, &got, &n, 10000), 0, "message of %zu bytes not relayed", sizes[i]);
             cr_assert_eq(op, 2);
             cr_assert_eq(n, sizes[i], "same boundaries");
             cr_assert(memcmp(got, p, n) == 0, "same bytes");
@@ -1039,7 +813,7 @@ Test(ws_relay, L22_L23_websocket_tcp_pair)
     uint8_t rq[128];
     size_t rn = request_relay("7c9e6679-7425-40de-944b-e07fc1f90ae7", rq, sizeof rq);
     int w = rws_open("127.0.21.1");
-    ws_send_frame(w, true, 2, true, rq, rn);
+    rdc_ws_send_frame(w, true, 2, true, rq, rn);
     usleep(200000);
     int t = rdvt_tcp("127.0.21.2", rsrv.port + 1);
     cr_assert_geq(t, 0);
@@ -1051,12 +825,12 @@ Test(ws_relay, L22_L23_websocket_tcp_pair)
     for (size_t i = 0; i < 4; i++) {
         uint8_t *p = malloc(sizes[i]);
         fill(p, sizes[i], (unsigned)i);
-        ws_send_frame(w, true, 2, true, p, sizes[i]);
+        rdc_ws_send_frame(w, true, 2, true, p, sizes[i]);
         uint8_t h[3];
-        cr_assert_eq(read_exact(t, h, hl[i], now_ms() + 10000), 0);
+        cr_assert_eq(rdc_read_exact(t, h, hl[i], rdc_now_ms() + 10000), 0);
         cr_assert_arr_eq(h, hdr[i], hl[i], "minimal BytesCodec header for %zu bytes", sizes[i]);
         uint8_t *got = malloc(sizes[i]);
-        cr_assert_eq(read_exact(t, got, sizes[i], now_ms() + 10000), 0);
+        cr_assert_eq(rdc_read_exact(t, got, sizes[i], rdc_now_ms() + 10000), 0);
         cr_assert(memcmp(got, p, sizes[i]) == 0);
         free(got), free(p);
     }
@@ -1067,7 +841,7 @@ Test(ws_relay, L22_L23_websocket_tcp_pair)
     unsigned op;
     uint8_t *got;
     size_t n;
-    cr_assert_eq(ws_recv(w, &op, &got, &n, 20000), 0);
+    cr_assert_eq(rdc_ws_recv(w, &op, &got, &n, 20000), 0);
     cr_assert_eq(op, 2);
     cr_assert_eq(n, big);
     cr_assert(memcmp(got, p, big) == 0);

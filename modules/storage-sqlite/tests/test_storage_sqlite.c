@@ -21,6 +21,7 @@
 
 #include "fakecore.h"
 #include "rdv/svc/storage.h"
+#include "upstream_schema.h" /* tests/integration: the exact upstream DDL */
 
 int storage_sqlite_test_exec(void *state, const char *sql);
 
@@ -163,24 +164,6 @@ static const char *db_text(const char *sql)
 }
 
 static long db_long(const char *sql) { return atol(db_text(sql)); }
-
-/* The exact upstream DDL (rendezvous.md §13.2), as hbbs creates it. */
-static const char upstream_ddl[] =
-    "create table if not exists peer (\n"
-    "    guid blob primary key not null,\n"
-    "    id varchar(100) not null,\n"
-    "    uuid blob not null,\n"
-    "    pk blob not null,\n"
-    "    created_at datetime not null default(current_timestamp),\n"
-    "    user blob,\n"
-    "    status tinyint,\n"
-    "    note varchar(300),\n"
-    "    info text not null\n"
-    ") without rowid;\n"
-    "create unique index if not exists index_peer_id on peer (id);\n"
-    "create index if not exists index_peer_user on peer (user);\n"
-    "create index if not exists index_peer_created_at on peer (created_at);\n"
-    "create index if not exists index_peer_status on peer (status);\n";
 
 /* ---- rows seen by load_all */
 #define MAX_ROWS 64

@@ -50,6 +50,9 @@ done
 step "out-of-tree module build against the installed headers"
 sh tests/out-of-tree.sh
 
+step "benchmark smoke (tiny sizes; the full run is sh bench/run.sh)"
+sh bench/run.sh --smoke --no-build
+
 if [ "${RDV_SKIP_VALGRIND:-0}" != 1 ]; then
   step "integration tests under valgrind"
   (cd build && RDV_VALGRIND=1 ctest --output-on-failure -L integration --repeat until-pass:2)

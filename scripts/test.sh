@@ -12,7 +12,7 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 step() { printf '\n=== %s ===\n' "$*"; }
 
 step "build (RelWithDebInfo)"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRDV_TESTS=ON >/dev/null
 cmake --build build -j"$JOBS"
 step "tests"
 # A failing suite is run once more before it counts: the integration suites
@@ -21,7 +21,7 @@ step "tests"
 (cd build && ctest --output-on-failure -j"$JOBS" --repeat until-pass:2)
 
 step "build (ASan+UBSan)"
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DRDV_SANITIZE=ON >/dev/null
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DRDV_SANITIZE=ON -DRDV_TESTS=ON >/dev/null
 cmake --build build-asan -j"$JOBS"
 step "tests under ASan+UBSan"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

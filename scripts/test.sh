@@ -24,8 +24,10 @@ step "build (ASan+UBSan)"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DRDV_SANITIZE=ON -DRDV_TESTS=ON >/dev/null
 cmake --build build-asan -j"$JOBS"
 step "tests under ASan+UBSan"
+# One suite at a time: sanitized servers are ~3x slower and two of them plus
+# their clients on 2 cores made timing-based assertions flaky.
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --output-on-failure -j"$JOBS" --repeat until-pass:2)
+  ctest --output-on-failure -j1 --repeat until-pass:3)
 
 step "fuzz (${FUZZ_SECONDS}s per target)"
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DRDV_TESTS=OFF -DRDV_FUZZ=ON \

@@ -77,6 +77,8 @@ int rdv_secure_open(const uint8_t key[32], uint64_t *seq, const uint8_t *e, size
 
 /* ---- Text ---- */
 bool rdv_utf8_valid(const uint8_t *p, size_t n);
+/* Rust's str::parse::<i32>() (upstream console arguments); out may be NULL. */
+bool rdv_parse_i32(const char *s, int32_t *out);
 
 #ifdef __cplusplus
 }

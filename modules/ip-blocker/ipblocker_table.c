@@ -13,6 +13,7 @@
 #include <sodium.h>
 #include <utlist.h>
 
+#include "rdv/wire.h"
 #include "ipblocker.h"
 
 static void ipblocker_delete(ipblocker *b, ipblocker_entry *e)
@@ -185,28 +186,6 @@ void ipblocker_table_free(ipblocker *b)
 }
 
 /* ------------------------------------------------------------------ admin */
-static bool ipblocker_parse_i32(const char *s, long long *out)
-{
-    const char *p = s;
-    bool neg = *p == '-';
-    if (*p == '+' || *p == '-')
-        p++;
-    if (!*p)
-        return false;
-    long long v = 0;
-    for (; *p; p++) {
-        if (*p < '0' || *p > '9')
-            return false;
-        v = v * 10 + (*p - '0');
-        if (v > 2147483648LL)
-            return false;
-    }
-    if (!neg && v > 2147483647LL)
-        return false;
-    *out = neg ? -v : v;
-    return true;
-}
-
 static void ipblocker_print(ipblocker *b, const ipblocker_entry *e, uint64_t now, rdv_buf *out)
 {
     b->api->out(out, "%u/%llus %u/%llus\n", e->count, (unsigned long long)ipblocker_secs(now, e->t1), e->nids,
@@ -222,8 +201,8 @@ void ipblocker_ib_cmd(void *ud, int argc, char **argv, rdv_buf *out)
     ipblocker_prune(b);
     b->api->out(out, "%zu\n", b->nentries);
     const char *arg = argc > 1 ? argv[1] : NULL;
-    long long start = 0;
-    if (arg && (!ipblocker_parse_i32(arg, &start) || start < 0)) {
+    int32_t start = 0;
+    if (arg && (!rdv_parse_i32(arg, &start) || start < 0)) {
         uint8_t ip[16];
         ipblocker_entry *e = NULL;
         if (ipblocker_parse_ip(arg, ip))
@@ -238,7 +217,7 @@ void ipblocker_ib_cmd(void *ud, int argc, char **argv, rdv_buf *out)
     long long i = 0;
     ipblocker_entry *e;
     DL_FOREACH(b->order, e) {
-        if (i >= start + 10)
+        if (i >= (long long)start + 10)
             break;
         if (i++ < start)
             continue;

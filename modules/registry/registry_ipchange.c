@@ -12,6 +12,7 @@
 
 #include <utlist.h>
 
+#include "rdv/wire.h"
 #include "registry.h"
 
 static void registry_ipc_delete(registry *reg, registry_ipc *e)
@@ -104,29 +105,6 @@ void registry_ipc_free(registry *reg)
 }
 
 /* ------------------------------------------------------------------ admin */
-/* Rust's i32 parse; false if s is not one. */
-static bool registry_parse_i32(const char *s, long long *out)
-{
-    const char *p = s;
-    bool neg = *p == '-';
-    if (*p == '+' || *p == '-')
-        p++;
-    if (!*p)
-        return false;
-    long long v = 0;
-    for (; *p; p++) {
-        if (*p < '0' || *p > '9')
-            return false;
-        v = v * 10 + (*p - '0');
-        if (v > 2147483648LL)
-            return false;
-    }
-    if (!neg && v > 2147483647LL)
-        return false;
-    *out = neg ? -v : v;
-    return true;
-}
-
 /* Upstream prints the map with Rust's Debug: {"1.2.3.4": 2, "5.6.7.8": 1}. */
 static void registry_ipc_print(registry *reg, const registry_ipc *e, uint64_t now, rdv_buf *out)
 {
@@ -151,8 +129,8 @@ void registry_ipc_cmd(void *ud, int argc, char **argv, rdv_buf *out)
     reg->api->out(out, "%zu\n", reg->nipc);
 
     const char *arg = argc > 1 ? argv[1] : NULL;
-    long long start = -1;
-    if (arg && !registry_parse_i32(arg, &start))
+    int32_t start = -1;
+    if (arg && !rdv_parse_i32(arg, &start))
         start = -1;
     if (!(start >= 0 && start <= 10000000)) {
         if (arg) {
@@ -171,7 +149,7 @@ void registry_ipc_cmd(void *ud, int argc, char **argv, rdv_buf *out)
         return;
     long long i = 0;
     DL_FOREACH(reg->ipc_list, e) {
-        if (i >= start + 10)
+        if (i >= (long long)start + 10)
             break;
         if (i++ < start)
             continue;

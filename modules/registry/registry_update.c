@@ -148,25 +148,6 @@ int registry_on_config_update(void *state, const rdv_msg_ctx *ctx, const void *m
 }
 
 /* ------------------------------------------------------------------ SoftwareUpdate */
-static bool registry_is_i32(const char *s)
-{
-    /* Rust's i32 parse: optional sign, then digits, in range. */
-    bool neg = *s == '-';
-    if (*s == '+' || *s == '-')
-        s++;
-    if (!*s)
-        return false;
-    long long v = 0;
-    for (; *s; s++) {
-        if (!isdigit((unsigned char)*s))
-            return false;
-        v = v * 10 + (*s - '0');
-        if (v > 2147483648LL)
-            return false;
-    }
-    return neg || v <= 2147483647LL;
-}
-
 /* hbb_common::get_version_from_url: the text after the last '-', without
  * the extension unless what follows the last '.' is an integer
  * ("rustdesk-1.1.9.exe" -> "1.1.9", "rustdesk-1.1.9" -> "1.1.9"); "" when
@@ -180,7 +161,7 @@ void registry_version_from_url(const char *url, char *out, size_t cap)
         return;
     const char *from = dash + 1;
     size_t n = strlen(from);
-    if (dot > dash && !registry_is_i32(dot + 1))
+    if (dot > dash && !rdv_parse_i32(dot + 1, NULL))
         n = (size_t)(dot - from);
     if (n >= cap)
         n = cap - 1;

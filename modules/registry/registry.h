@@ -1,9 +1,10 @@
 /* registry.h — internals shared by the registry module's files (not a
  * public header: the public contract is rdv/svc/registry.h).
  *
- * The peer table (rendezvous.md §2): one allocation per peer, a uthash table
- * keyed by id, and ONE doubly linked list of online peers ordered by
- * last_reg_ms, walked from the head by one repeating timer. */
+ * The peer table (rendezvous.md §2): one allocation per peer, an
+ * open-addressing index keyed by id (registry_index.c), and ONE doubly
+ * linked list of online peers ordered by last_reg_ms, walked from the head
+ * by one repeating timer. */
 #ifndef RDV_REGISTRY_INTERNAL_H
 #define RDV_REGISTRY_INTERNAL_H
 
@@ -16,10 +17,12 @@
 #include <rdv/svc/registry.h>
 #include <rdv/svc/storage.h>
 
-/* uthash must not exit the process when memory runs out: an add that cannot
- * get its table leaves hh.tbl NULL and we refuse the peer instead. Ids are
- * chosen by clients, so the table hash is keyed (SipHash with a random
- * per-process key) to keep crafted collisions from degrading lookups. */
+/* The small tables (IP-change log, stream bindings) use uthash. It must not
+ * exit the process when memory runs out: an add that cannot get its table
+ * leaves hh.tbl NULL and we refuse instead. Ids are chosen by clients, so
+ * every hash is keyed (SipHash with a random per-process key) to keep
+ * crafted collisions from degrading lookups. */
+uint64_t registry_hash64(const void *p, size_t n); /* never 0 */
 unsigned registry_hash(const void *p, size_t n);
 #define HASH_NONFATAL_OOM 1
 #define HASH_FUNCTION(keyptr, keylen, hashv) ((hashv) = registry_hash((keyptr), (size_t)(keylen)))
@@ -70,7 +73,6 @@ enum {
 };
 
 typedef struct registry_peer {
-    UT_hash_handle hh;                  /* key: data[0 .. id_len) */
     struct registry_peer *prev, *next;  /* online list (utlist DL: head->prev is the tail) */
     uint64_t last_reg_ms;               /* 0 = never */
     uint64_t reg_pk_ms;                 /* §11.2 limiter time, 0 = never */
@@ -94,6 +96,25 @@ static inline const uint8_t *registry_peer_pk(const registry_peer *p)
 {
     return registry_peer_uuid(p) + p->uuid_len;
 }
+
+/* ---- the id index (registry_index.c): slot = record + its id's hash (0 =
+ * empty). Records are replaced in place, never removed. */
+typedef struct registry_slot {
+    registry_peer *p;
+    uint64_t h;
+} registry_slot;
+
+typedef struct registry_index {
+    registry_slot *slots;
+    size_t cap, n;
+} registry_index;
+
+/* The slot holding id (h = registry_hash64(id)), or NULL. */
+registry_peer **registry_index_find(registry_index *ix, const char *id, size_t len, uint64_t h);
+/* Add a record whose id is not in the index; -1 when the index cannot grow
+ * (out of memory; nothing changed). */
+int registry_index_add(registry_index *ix, registry_peer *p, uint64_t h);
+void registry_index_free(registry_index *ix);
 
 /* ---- §11.3 IP-change log entry: id -> (t, {ip: n}) */
 typedef struct registry_ipc_ip {
@@ -134,7 +155,7 @@ typedef struct registry {
     const rdv_blocklist_api *blocklist; /* optional */
     void *blocklist_self;
 
-    registry_peer *peers;               /* uthash head */
+    registry_index peers;               /* by id */
     registry_peer *online;              /* DL list head, ordered by last_reg_ms */
     size_t npeers, ncold, nonline;
 

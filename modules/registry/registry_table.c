@@ -2,8 +2,8 @@
  * expiry, loading from and persisting to the storage service
  * (rendezvous.md §2, §13.3).
  *
- * Memory: one malloc per peer (registry_peer + id, uuid and pk inline) in a
- * uthash table keyed by id. Online peers are also linked in ONE list ordered
+ * Memory: one malloc per peer (registry_peer + id, uuid and pk inline),
+ * indexed by id in registry_index.c (16 bytes a slot). Online peers are also linked in ONE list ordered
  * by last_reg_ms: a registration moves its peer to the tail in O(1) (loop
  * time never goes back, so the list stays sorted), and expiry only ever
  * looks at the head. */
@@ -18,22 +18,6 @@
 #include <rdv/wire.h>
 
 #include "registry.h"
-
-static uint8_t registry_hash_key[crypto_shorthash_KEYBYTES];
-static bool registry_hash_keyed;
-
-unsigned registry_hash(const void *p, size_t n)
-{
-    if (!registry_hash_keyed) { /* first use: before any table exists */
-        randombytes_buf(registry_hash_key, sizeof registry_hash_key);
-        registry_hash_keyed = true;
-    }
-    uint8_t h[crypto_shorthash_BYTES];
-    crypto_shorthash(h, p, n, registry_hash_key);
-    unsigned v;
-    memcpy(&v, h, sizeof v);
-    return v;
-}
 
 /* ------------------------------------------------------------------ addresses */
 static const uint8_t registry_v4_prefix[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
@@ -83,9 +67,8 @@ char *registry_ip_str(const uint8_t ip[16], char *buf, size_t len)
 /* ------------------------------------------------------------------ records */
 registry_peer *registry_find(registry *reg, const char *id, size_t id_len)
 {
-    registry_peer *p = NULL;
-    HASH_FIND(hh, reg->peers, id, id_len, p);
-    return p;
+    registry_peer **slot = registry_index_find(&reg->peers, id, id_len, registry_hash64(id, id_len));
+    return slot ? *slot : NULL;
 }
 
 registry_peer *registry_put_record(registry *reg, registry_peer *old, const char *id, size_t id_len,
@@ -114,20 +97,18 @@ registry_peer *registry_put_record(registry *reg, registry_peer *old, const char
     if (pk_len)
         memcpy(p->data + id_len + 1 + uuid_len, pk, pk_len);
 
-    /* Add the new record before removing the old one: the table then exists
-     * already, so the add cannot fail for lack of memory. */
-    HASH_ADD_KEYPTR(hh, reg->peers, p->data, id_len, p);
-    if (!p->hh.tbl) {
-        (*reg->st.oom)++;
-        free(p);
-        return NULL;
-    }
-    if (old) {
-        HASH_DELETE(hh, reg->peers, old);
+    if (old) { /* same id: the index slot and the list position carry over */
+        registry_peer **slot = registry_index_find(&reg->peers, id, id_len, registry_hash64(id, id_len));
+        *slot = p;
         if (old->flags & REG_F_ONLINE)
             DL_REPLACE_ELEM(reg->online, old, p);
         free(old);
     } else {
+        if (registry_index_add(&reg->peers, p, registry_hash64(id, id_len)) < 0) {
+            (*reg->st.oom)++;
+            free(p);
+            return NULL;
+        }
         reg->npeers++;
     }
     return p;
@@ -202,11 +183,10 @@ void registry_fill_info(registry *reg, registry_peer *p, rdv_peer_info *out)
 
 void registry_table_free(registry *reg)
 {
-    registry_peer *p, *tmp;
-    HASH_ITER(hh, reg->peers, p, tmp) {
-        HASH_DELETE(hh, reg->peers, p);
-        free(p);
-    }
+    for (size_t i = 0; i < reg->peers.cap; i++)
+        if (reg->peers.slots[i].h)
+            free(reg->peers.slots[i].p);
+    registry_index_free(&reg->peers);
     reg->online = NULL;
     reg->npeers = reg->ncold = reg->nonline = 0;
 }

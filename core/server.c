@@ -26,6 +26,7 @@ static void register_core_stats(rdv_server *s)
         { &s->st.udp_empty, "udp_empty", "empty messages on UDP (ignored)" },
         { &s->st.udp_unhandled, "udp_unhandled", "UDP messages no handler took (ignored)" },
         { &s->st.udp_send_fail, "udp_send_failed", "datagrams the kernel refused to send" },
+        { &s->st.udp_pauses, "udp_pauses", "UDP reads deferred by core.udp_coalesce_us (dense traffic)" },
         { &s->st.tcp_frames, "tcp_frames", "complete frames received" },
         { &s->st.tcp_undecodable, "tcp_undecodable", "frames that are not a valid RendezvousMessage" },
         { &s->st.tcp_unhandled, "tcp_unhandled", "stream messages no handler took (connection closed)" },
@@ -368,6 +369,7 @@ int rdv_server_reload(rdv_server *s)
     if (rdv_log_parse_level(ncore.log_level, &lvl) == 0)
         rdv_log_set_level(lvl);
     s->cfg.shutdown_ms = ncore.shutdown_ms;
+    s->cfg.udp_coalesce_us = ncore.udp_coalesce_us; /* read on every UDP wake-up */
     { /* swap the reloadable strings: keep the new log_level text */
         char *t = s->cfg.log_level;
         s->cfg.log_level = ncore.log_level;

@@ -27,6 +27,7 @@ typedef struct rdv_core_cfg {
     int64_t shutdown_ms;
     int64_t udp_rcvbuf;
     int64_t udp_batch;
+    int64_t udp_coalesce_us;
     bool ipv6;
 } rdv_core_cfg;
 
@@ -78,6 +79,11 @@ struct rdv_listener {
     rdv_mod *owner;           /* NULL for core dispatch listeners */
     ev_io io;
     ev_timer retry;           /* accept paused after EMFILE */
+    /* UDP read coalescing (listener.c): while datagrams arrive densely the
+     * socket is read on a timerfd tick instead of on every arrival. */
+    ev_io pause;              /* watches tfd while l->io is stopped */
+    int tfd;                  /* -1 until the first pause */
+    ev_tstamp last_wake;
     rdv_listener *next;
 };
 
@@ -150,7 +156,7 @@ struct rdv_server {
     struct {
         uint64_t *accepted, *refused_limit, *refused_access, *accept_emfile;
         uint64_t *closed_oversize, *closed_protocol, *closed_idle, *closed_overflow;
-        uint64_t *udp_in, *udp_out, *udp_undecodable, *udp_empty, *udp_unhandled, *udp_send_fail;
+        uint64_t *udp_in, *udp_out, *udp_undecodable, *udp_empty, *udp_unhandled, *udp_send_fail, *udp_pauses;
         uint64_t *tcp_frames, *tcp_undecodable, *tcp_unhandled, *msg_dropped_access;
         uint64_t *handler_errors, *record_bad;
     } st;

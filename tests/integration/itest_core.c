@@ -251,3 +251,75 @@ Test(core, admin_console_lists_modules_and_stats)
     cr_assert(out && strstr(out, "unknown command"));
     free(out);
 }
+
+/* ------------------------------------------------------------------ UDP read coalescing */
+/* core.udp_coalesce_us (off by default): datagrams arriving densely are read
+ * on a timer tick instead of on each arrival; none is lost or left
+ * unanswered, a sparse one is read on arrival, and turning it off (reload)
+ * goes back to reading on arrival. */
+static const char *const coalesce_files[] = {
+    "00-core.conf",
+    "core: {\n"
+    "  modules = [ \"example\" ];\n"
+    "  module_path = \"@MODDIR@\";\n"
+    "  udp_coalesce_us = 2000;\n"
+    "  listeners = ( { name = \"example\"; port = @PORT@; udp = true; tcp = true; } );\n"
+    "};\n",
+    NULL,
+};
+
+static void setup_coalesce(void)
+{
+    cr_assert_eq(rdvt_prepare(&srv, coalesce_files), 0);
+    cr_assert_eq(rdvt_start(&srv), 0, "rdvd did not start");
+}
+
+TestSuite(coalesce, .init = setup_coalesce, .fini = teardown, .timeout = 120);
+
+/* n requests 100 µs apart from one socket; every one must be answered. */
+static void dense_burst(int u, int n)
+{
+    for (int i = 0; i < n; i++) {
+        send_nat_udp(u);
+        usleep(100);
+    }
+    for (int i = 0; i < n; i++)
+        expect_udp_answer(u);
+}
+
+Test(coalesce, dense_datagrams_are_all_answered_with_fewer_wakeups)
+{
+    int u = rdvt_udp("127.0.0.3");
+    send_nat_udp(u); /* sparse: answered on arrival */
+    expect_udp_answer(u);
+    dense_burst(u, 200);
+    cr_assert_gt(rdvt_stat(&srv, "core.udp_pauses"), 0, "dense traffic was not coalesced");
+    cr_assert_eq(rdvt_stat(&srv, "core.udp_in"), 201);
+    cr_assert_eq(rdvt_stat(&srv, "core.udp_out"), 201);
+    close(u);
+    check_alive();
+}
+
+Test(coalesce, reload_turns_it_off)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/conf.d/00-core.conf", srv.dir);
+    FILE *f = fopen(path, "r");
+    char conf[2048];
+    size_t n = fread(conf, 1, sizeof conf - 1, f);
+    fclose(f);
+    conf[n] = '\0';
+    char *p = strstr(conf, "udp_coalesce_us = 2000;");
+    cr_assert_not_null(p);
+    memcpy(p, "udp_coalesce_us =    0;", 23);
+    f = fopen(path, "w");
+    fputs(conf, f);
+    fclose(f);
+    char *r = rdvt_admin(&srv, "reload");
+    cr_assert(r && strstr(r, "reloaded"), "%s", r ? r : "(null)");
+    free(r);
+    int u = rdvt_udp("127.0.0.4");
+    dense_burst(u, 100);
+    cr_assert_eq(rdvt_stat(&srv, "core.udp_pauses"), 0);
+    close(u);
+}

@@ -62,6 +62,11 @@ static int apx_validate(const void *cfg_, char *err, size_t errlen)
                  cfg->api_base_url);
         return -EINVAL;
     }
+    const char *why;
+    if (cfg->api_base_url[0] && apx_curl_load(&why) < 0) {
+        snprintf(err, errlen, "api-proxy.api_base_url is set but %s", why);
+        return -ENOENT;
+    }
     for (size_t i = 0; i < cfg->methods.n; i++) {
         const char *m = cfg->methods.v[i];
         size_t n = strlen(m);

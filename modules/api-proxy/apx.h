@@ -87,6 +87,32 @@ typedef struct apx {
     rdv_timer *hb_timer;
 } apx;
 
+/* ---- apx_curl.c: libcurl's entry points, from dlopen (loaded only once an
+ * api_base_url is configured; see there). Call them as apx_cu.easy_init(). */
+typedef struct apx_curl_api {
+    CURLcode (*global_init)(long flags);
+    void (*global_cleanup)(void);
+    CURL *(*easy_init)(void);
+    CURLcode (*easy_setopt)(CURL *e, CURLoption o, ...);
+    CURLcode (*easy_getinfo)(CURL *e, CURLINFO i, ...);
+    void (*easy_cleanup)(CURL *e);
+    const char *(*easy_strerror)(CURLcode rc);
+    CURLM *(*multi_init)(void);
+    CURLMcode (*multi_setopt)(CURLM *m, CURLMoption o, ...);
+    CURLMcode (*multi_add_handle)(CURLM *m, CURL *e);
+    CURLMcode (*multi_remove_handle)(CURLM *m, CURL *e);
+    CURLMsg *(*multi_info_read)(CURLM *m, int *left);
+    CURLMcode (*multi_socket_action)(CURLM *m, curl_socket_t fd, int ev_bitmask, int *running);
+    CURLMcode (*multi_assign)(CURLM *m, curl_socket_t fd, void *p);
+    CURLMcode (*multi_cleanup)(CURLM *m);
+    struct curl_slist *(*slist_append)(struct curl_slist *l, const char *s);
+    void (*slist_free_all)(struct curl_slist *l);
+} apx_curl_api;
+extern apx_curl_api apx_cu;
+/* 0, or -ENOENT with *err saying what is missing and the fix. Idempotent. */
+int apx_curl_load(const char **err);
+bool apx_curl_loaded(void);
+
 /* ---- apx_request.c: checks and translation of an HttpProxyRequest. */
 /* What to ask the upstream for. */
 typedef struct apx_plan {
@@ -113,6 +139,10 @@ bool apx_header_value_ok(const char *value);
 
 /* ---- apx_http.c: the libcurl multi driver on the core's loop. */
 int apx_http_init(apx *ax);
+/* Load libcurl and start the multi handle if an api_base_url is set and
+ * that has not happened yet (init, reload). -ENOENT when libcurl is
+ * missing (logged with the fix). */
+int apx_http_engine(apx *ax);
 void apx_http_free(apx *ax);
 void apx_http_reconfigure(apx *ax);
 /* Forward req for conn (checks done by the caller); answers on conn later.

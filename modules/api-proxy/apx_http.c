@@ -49,8 +49,9 @@ bool apx_http_busy(apx *ax, rdv_conn_id conn) { return apx_req_find(ax, conn) !=
 static void apx_req_free(apx_req *rq)
 {
     if (rq->easy)
-        curl_easy_cleanup(rq->easy);
-    curl_slist_free_all(rq->headers);
+        apx_cu.easy_cleanup(rq->easy);
+    if (rq->headers)
+        apx_cu.slist_free_all(rq->headers);
     for (size_t i = 0; i < rq->nhdrs; i++) {
         free(rq->hdrs[i].name);
         free(rq->hdrs[i].value);
@@ -66,7 +67,7 @@ static void apx_req_detach(apx *ax, apx_req *rq)
 {
     HASH_DELETE(hh, ax->reqs, rq);
     ax->nreqs--;
-    curl_multi_remove_handle(ax->multi, rq->easy);
+    apx_cu.multi_remove_handle(ax->multi, rq->easy);
 }
 
 /* CURLOPT_WRITEFUNCTION: keep the body up to max_response_body. */
@@ -170,7 +171,7 @@ static void apx_finish(apx *ax, apx_req *rq, CURLcode rc)
     rdv_conn_id conn = rq->conn;
     if (rc == CURLE_OK) {
         long status = 0;
-        curl_easy_getinfo(rq->easy, CURLINFO_RESPONSE_CODE, &status);
+        apx_cu.easy_getinfo(rq->easy, CURLINFO_RESPONSE_CODE, &status);
         Hbb__HeaderEntry **ptrs = calloc(rq->nhdrs + 1, sizeof *ptrs);
         for (size_t i = 0; ptrs && i < rq->nhdrs; i++)
             ptrs[i] = &rq->hdrs[i];
@@ -202,8 +203,8 @@ static void apx_finish(apx *ax, apx_req *rq, CURLcode rc)
     } else {
         (*ax->st.upstream_error)++;
         char text[160];
-        snprintf(text, sizeof text, "upstream unreachable: %s", curl_easy_strerror(rc));
-        RDV_LOG_RL(ax->core, RDV_LOG_WARN, "request to the API server failed: %s", curl_easy_strerror(rc));
+        snprintf(text, sizeof text, "upstream unreachable: %s", apx_cu.easy_strerror(rc));
+        RDV_LOG_RL(ax->core, RDV_LOG_WARN, "request to the API server failed: %s", apx_cu.easy_strerror(rc));
         apx_reply_error(ax, conn, 502, text);
     }
     apx_req_free(rq);
@@ -213,12 +214,12 @@ static void apx_collect(apx *ax)
 {
     CURLMsg *msg;
     int left;
-    while ((msg = curl_multi_info_read(ax->multi, &left))) {
+    while ((msg = apx_cu.multi_info_read(ax->multi, &left))) {
         if (msg->msg != CURLMSG_DONE)
             continue;
         CURLcode rc = msg->data.result; /* msg dies with remove_handle */
         apx_req *rq = NULL;
-        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&rq);
+        apx_cu.easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&rq);
         if (rq)
             apx_finish(ax, rq, rc);
     }
@@ -231,7 +232,7 @@ static void apx_on_io(void *ud, int fd, unsigned revents)
     apx *ax = sk->ax; /* sk may be freed inside socket_action */
     int flags = ((revents & RDV_IO_READ) ? CURL_CSELECT_IN : 0) | ((revents & RDV_IO_WRITE) ? CURL_CSELECT_OUT : 0);
     int running;
-    curl_multi_socket_action(ax->multi, fd, flags, &running);
+    apx_cu.multi_socket_action(ax->multi, fd, flags, &running);
     apx_collect(ax);
 }
 
@@ -249,7 +250,7 @@ static int apx_on_curl_socket(CURL *e, curl_socket_t fd, int what, void *userp, 
     apx_sock *sk = socketp;
     if (what == CURL_POLL_REMOVE) {
         if (sk) {
-            curl_multi_assign(ax->multi, fd, NULL);
+            apx_cu.multi_assign(ax->multi, fd, NULL);
             apx_sock_free(ax, sk);
         }
         return 0;
@@ -264,7 +265,7 @@ static int apx_on_curl_socket(CURL *e, curl_socket_t fd, int what, void *userp, 
             return -1;
         }
         DL_APPEND(ax->socks, sk);
-        curl_multi_assign(ax->multi, fd, sk);
+        apx_cu.multi_assign(ax->multi, fd, sk);
     } else {
         ax->core->api->io_set(sk->io, ev);
     }
@@ -288,7 +289,7 @@ static void apx_on_timer(void *ud)
 {
     apx *ax = ud;
     int running;
-    curl_multi_socket_action(ax->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    apx_cu.multi_socket_action(ax->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     apx_collect(ax);
 }
 
@@ -300,7 +301,7 @@ static int apx_easy_setup(apx *ax, apx_req *rq, const apx_plan *plan, const Hbb_
     CURLcode rc = CURLE_OK;
 #define APX_OPT(o, v) \
     if (rc == CURLE_OK) \
-    rc = curl_easy_setopt(e, o, v)
+    rc = apx_cu.easy_setopt(e, o, v)
     APX_OPT(CURLOPT_URL, rq->url);
     APX_OPT(CURLOPT_PRIVATE, (char *)rq);
     APX_OPT(CURLOPT_NOSIGNAL, 1L);
@@ -332,12 +333,16 @@ static int apx_easy_setup(apx *ax, apx_req *rq, const apx_plan *plan, const Hbb_
 int apx_http_start(apx *ax, rdv_conn_id conn, const Hbb__HttpProxyRequest *req, const rdv_addr *peer,
                    const char **why)
 {
+    if (!ax->multi) { /* cannot happen: validate refuses a base URL without libcurl */
+        *why = "API proxy unavailable";
+        return 503;
+    }
     apx_plan plan;
     int status = apx_plan_build(ax->cfg, req, peer, &plan, why);
     if (status)
         return status;
     apx_req *rq = calloc(1, sizeof *rq);
-    if (!rq || !(rq->easy = curl_easy_init())) {
+    if (!rq || !(rq->easy = apx_cu.easy_init())) {
         free(rq);
         apx_plan_free(&plan);
         *why = "out of memory";
@@ -345,7 +350,7 @@ int apx_http_start(apx *ax, rdv_conn_id conn, const Hbb__HttpProxyRequest *req, 
     }
     rq->conn = conn, rq->ax = ax;
     rq->url = plan.url, rq->headers = plan.headers; /* owned by rq from here */
-    if (apx_easy_setup(ax, rq, &plan, req) < 0 || curl_multi_add_handle(ax->multi, rq->easy) != CURLM_OK) {
+    if (apx_easy_setup(ax, rq, &plan, req) < 0 || apx_cu.multi_add_handle(ax->multi, rq->easy) != CURLM_OK) {
         apx_req_free(rq);
         *why = "cannot start the upstream request";
         return 500;
@@ -381,31 +386,50 @@ void apx_http_abort_all(apx *ax, const char *why)
 /* ------------------------------------------------------------------ lifecycle */
 int apx_http_init(apx *ax)
 {
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-        return -EIO;
-    ax->curl_ready = true;
-    if (!(ax->multi = curl_multi_init()) ||
-        !(ax->curl_timer = ax->core->api->timer_new(ax->core, apx_on_timer, ax)))
+    return apx_http_engine(ax);
+}
+
+int apx_http_engine(apx *ax)
+{
+    if (ax->multi || !ax->cfg->api_base_url[0])
+        return 0;
+    const char *err;
+    if (apx_curl_load(&err) < 0) {
+        RDV_ERR(ax->core, "api-proxy.api_base_url is set but %s", err);
+        return -ENOENT;
+    }
+    if (!ax->curl_ready) {
+        if (apx_cu.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+            return -EIO;
+        ax->curl_ready = true;
+    }
+    if (!ax->curl_timer && !(ax->curl_timer = ax->core->api->timer_new(ax->core, apx_on_timer, ax)))
         return -ENOMEM;
-    curl_multi_setopt(ax->multi, CURLMOPT_SOCKETFUNCTION, apx_on_curl_socket);
-    curl_multi_setopt(ax->multi, CURLMOPT_SOCKETDATA, ax);
-    curl_multi_setopt(ax->multi, CURLMOPT_TIMERFUNCTION, apx_on_curl_timer);
-    curl_multi_setopt(ax->multi, CURLMOPT_TIMERDATA, ax);
+    if (!(ax->multi = apx_cu.multi_init()))
+        return -ENOMEM;
+    apx_cu.multi_setopt(ax->multi, CURLMOPT_SOCKETFUNCTION, apx_on_curl_socket);
+    apx_cu.multi_setopt(ax->multi, CURLMOPT_SOCKETDATA, ax);
+    apx_cu.multi_setopt(ax->multi, CURLMOPT_TIMERFUNCTION, apx_on_curl_timer);
+    apx_cu.multi_setopt(ax->multi, CURLMOPT_TIMERDATA, ax);
+    RDV_INFO(ax->core, "libcurl loaded for api_base_url");
     apx_http_reconfigure(ax);
     return 0;
 }
 
 void apx_http_reconfigure(apx *ax)
 {
+    if (!ax->multi && apx_http_engine(ax) < 0)
+        return; /* logged; requests are answered 503 */
     /* Idle connections kept to the API server for reuse. */
-    curl_multi_setopt(ax->multi, CURLMOPT_MAXCONNECTS, (long)ax->cfg->max_in_flight);
+    if (ax->multi)
+        apx_cu.multi_setopt(ax->multi, CURLMOPT_MAXCONNECTS, (long)ax->cfg->max_in_flight);
 }
 
 void apx_http_free(apx *ax)
 {
     if (ax->multi) {
         apx_http_abort_all(ax, NULL);
-        curl_multi_cleanup(ax->multi);
+        apx_cu.multi_cleanup(ax->multi);
         ax->multi = NULL;
     }
     while (ax->socks) /* sockets curl never asked us to forget */
@@ -414,6 +438,6 @@ void apx_http_free(apx *ax)
         ax->core->api->timer_free(ax->curl_timer);
     ax->curl_timer = NULL;
     if (ax->curl_ready)
-        curl_global_cleanup();
+        apx_cu.global_cleanup();
     ax->curl_ready = false;
 }

@@ -188,7 +188,7 @@ static bool apx_method_allowed(const apx_cfg *cfg, const char *m)
 /* A raw curl header line ("Name:" removes a header curl would add). */
 static int apx_add_raw(struct curl_slist **l, const char *line)
 {
-    struct curl_slist *nl = curl_slist_append(*l, line);
+    struct curl_slist *nl = apx_cu.slist_append(*l, line);
     if (!nl)
         return -1;
     *l = nl;
@@ -292,7 +292,8 @@ oom:
 
 void apx_plan_free(apx_plan *p)
 {
-    curl_slist_free_all(p->headers);
+    if (p->headers)
+        apx_cu.slist_free_all(p->headers);
     free(p->url);
     p->headers = NULL, p->url = NULL;
 }

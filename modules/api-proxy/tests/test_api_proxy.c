@@ -870,3 +870,49 @@ Test(api_proxy, bad_settings_are_refused)
     cr_assert_eq(fc_load(fc, mod, "max_in_flight = 0\n", &st), -EINVAL);
     cr_assert_eq(fc_load(fc, mod, "", &st), 0);
 }
+
+/* ------------------------------------------------------------------ lazy libcurl */
+/* libcurl and its ~30 libraries are mapped only once an API server is
+ * configured (idle RSS, docs/BENCHMARKS.md); a reload that sets
+ * api_base_url loads it and forwarding works at once. */
+static bool maps_have(const char *what)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    cr_assert(f);
+    char line[512];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f))
+        found = strstr(line, what) != NULL;
+    fclose(f);
+    return found;
+}
+
+static void setup_unconfigured(void)
+{
+    up_start();
+    fc = fc_new();
+    mod = rdv_module_get();
+    cr_assert_eq(fc_load(fc, mod, "", &st), 0);
+}
+
+TestSuite(lazy, .init = setup_unconfigured, .fini = teardown, .timeout = 30);
+
+Test(lazy, libcurl_is_loaded_only_once_an_api_server_is_configured)
+{
+    cr_assert_not(apx_curl_loaded());
+    cr_assert_not(maps_have("libcurl"), "no api_base_url: libcurl is not mapped");
+    rdv_conn_id id = keyed_conn();
+    cr_assert_eq(send_req(id, "GET", "/api/login", NULL, 0, NULL), RDV_OK);
+    cr_assert_str_eq(expect_response(id, fc_next_sent(fc))->error, "not supported");
+
+    cr_assert_eq(fc_reconfigure(fc, mod, st, conf_with(NULL)), 0);
+    cr_assert(apx_curl_loaded());
+    cr_assert(maps_have("libcurl"));
+    cr_assert_eq(send_req(id, "GET", "/api/peers", NULL, 0, NULL), RDV_OK);
+    const fc_sent *s = pump(5000);
+    cr_assert(s);
+    const Hbb__HttpProxyResponse *r = expect_response(id, s);
+    cr_assert_str_eq(r->error, "");
+    cr_assert_eq(r->status, 200);
+    cr_assert_eq(fc_counter(fc, "api-proxy.forwarded"), 1);
+}

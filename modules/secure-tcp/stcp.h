@@ -13,7 +13,17 @@
 typedef struct stcp_cfg {
     bool enabled;        /* offer KeyExchange on accept (EXT §15.1) */
     int64_t max_pending; /* offers waiting for the client's first frame */
+    int64_t precompute;  /* frame-1 offers prepared ahead (0 = on accept) */
 } stcp_cfg;
+
+/* A prepared offer: a fresh box key pair and frame 1's signed public key
+ * (~50 µs of X25519 + Ed25519 done off the accept path), with the signing
+ * key it was made with so a changed server key discards it. Used once. */
+typedef struct stcp_pre {
+    uint8_t box_sk[crypto_box_SECRETKEYBYTES];
+    uint8_t sm[crypto_sign_BYTES + crypto_box_PUBLICKEYBYTES];
+    uint8_t signer[crypto_sign_PUBLICKEYBYTES];
+} stcp_pre;
 
 /* One offered handshake: the box secret key until the client's first frame. */
 typedef struct stcp_hs {
@@ -23,7 +33,7 @@ typedef struct stcp_hs {
 } stcp_hs;
 
 typedef struct stcp_stats {
-    uint64_t *offered, *completed, *plaintext;
+    uint64_t *offered, *completed, *plaintext, *offered_prepared, *prepared_discarded;
     uint64_t *skipped_nokey, *skipped_full, *skipped_error;
     uint64_t *failed_count, *failed_length, *failed_box, *failed_unexpected, *failed_install;
 } stcp_stats;
@@ -35,6 +45,10 @@ typedef struct stcp {
     void *keys_self;
     stcp_hs *pending; /* uthash by conn id */
     size_t npending;
+    stcp_pre *pool;   /* prepared offers, cfg->precompute slots */
+    size_t npool, pool_cap;
+    rdv_timer *refill;
+    bool refill_armed;
     stcp_stats st;
 } stcp;
 
@@ -53,5 +67,10 @@ int stcp_accept(stcp *s, rdv_conn_id id, const Hbb__KeyExchange *kx);
 void stcp_forget(stcp *s, rdv_conn_id id);
 /* Wipe and free every offer. */
 void stcp_forget_all(stcp *s);
+/* Prepared offers: size the pool to cfg->precompute (wiping what no longer
+ * fits) and start filling it; stcp_pool_free wipes and frees it. */
+int stcp_pool_init(stcp *s);
+void stcp_pool_resize(stcp *s);
+void stcp_pool_free(stcp *s);
 
 #endif

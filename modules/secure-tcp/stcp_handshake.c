@@ -12,6 +12,113 @@ int (*stcp_box_keypair)(unsigned char *pk, unsigned char *sk) = crypto_box_keypa
 #define STCP_SM_LEN (crypto_sign_BYTES + crypto_box_PUBLICKEYBYTES) /* 96 */
 #define STCP_SEALED_LEN (crypto_box_MACBYTES + 32)                   /* 48 */
 
+/* ---- prepared offers */
+
+/* A fresh box key pair and its signed public key (frame 1's payload). */
+static int stcp_make(stcp *s, uint8_t box_sk[crypto_box_SECRETKEYBYTES], uint8_t sm[STCP_SM_LEN])
+{
+    uint8_t box_pk[crypto_box_PUBLICKEYBYTES];
+    if (stcp_box_keypair(box_pk, box_sk) != 0)
+        return -EIO;
+    long n = s->keys->sign(s->keys_self, box_pk, sizeof box_pk, sm, STCP_SM_LEN);
+    return n == (long)STCP_SM_LEN ? 0 : n < 0 ? (int)n : -EPROTO;
+}
+
+static void stcp_pool_clear(stcp *s)
+{
+    if (s->pool)
+        sodium_memzero(s->pool, s->pool_cap * sizeof *s->pool);
+    s->npool = 0;
+}
+
+static void stcp_refill_arm(stcp *s)
+{
+    if (!s->refill_armed && s->npool < s->pool_cap && s->refill) {
+        /* 1 ms: after the connection that used an offer has been served */
+        s->core->api->timer_start(s->refill, 1, 0);
+        s->refill_armed = true;
+    }
+}
+
+/* One offer per tick (~50 µs) so a tick never holds the loop long; the
+ * timer comes back until the pool is full. */
+#define STCP_REFILL_PER_TICK 1
+
+static void stcp_refill(void *ud)
+{
+    stcp *s = ud;
+    s->refill_armed = false;
+    const uint8_t *signer = s->keys->public_key(s->keys_self);
+    if (!signer || !s->keys->can_sign(s->keys_self))
+        return; /* nothing to sign with; stcp_offer skips anyway */
+    for (int i = 0; i < STCP_REFILL_PER_TICK && s->npool < s->pool_cap; i++) {
+        stcp_pre *p = &s->pool[s->npool];
+        if (stcp_make(s, p->box_sk, p->sm) < 0) {
+            sodium_memzero(p, sizeof *p);
+            return; /* counted when an offer is made inline */
+        }
+        memcpy(p->signer, signer, sizeof p->signer);
+        s->npool++;
+    }
+    stcp_refill_arm(s);
+}
+
+/* Frame 1 for a new connection: a prepared one when there is one made with
+ * the current key, else made now. */
+static int stcp_take(stcp *s, uint8_t box_sk[crypto_box_SECRETKEYBYTES], uint8_t sm[STCP_SM_LEN])
+{
+    if (s->npool) {
+        const uint8_t *signer = s->keys->public_key(s->keys_self);
+        stcp_pre *p = &s->pool[s->npool - 1];
+        if (signer && memcmp(p->signer, signer, sizeof p->signer) == 0) {
+            memcpy(box_sk, p->box_sk, sizeof p->box_sk);
+            memcpy(sm, p->sm, sizeof p->sm);
+            sodium_memzero(p, sizeof *p);
+            s->npool--;
+            (*s->st.offered_prepared)++;
+            stcp_refill_arm(s);
+            return 0;
+        }
+        /* the server key changed since they were made */
+        (*s->st.prepared_discarded) += s->npool;
+        stcp_pool_clear(s);
+    }
+    stcp_refill_arm(s);
+    return stcp_make(s, box_sk, sm);
+}
+
+int stcp_pool_init(stcp *s)
+{
+    if (!(s->refill = s->core->api->timer_new(s->core, stcp_refill, s)))
+        return -ENOMEM;
+    stcp_pool_resize(s);
+    return 0;
+}
+
+void stcp_pool_resize(stcp *s)
+{
+    size_t cap = s->cfg->enabled ? (size_t)s->cfg->precompute : 0;
+    if (cap != s->pool_cap) {
+        stcp_pool_clear(s);
+        free(s->pool);
+        s->pool = cap ? calloc(cap, sizeof *s->pool) : NULL;
+        s->pool_cap = s->pool ? cap : 0;
+    }
+    stcp_refill_arm(s);
+}
+
+void stcp_pool_free(stcp *s)
+{
+    stcp_pool_clear(s);
+    free(s->pool);
+    s->pool = NULL;
+    s->pool_cap = 0;
+    if (s->refill)
+        s->core->api->timer_free(s->refill);
+    s->refill = NULL;
+}
+
+/* ---- handshakes */
 static stcp_hs *stcp_find(stcp *s, rdv_conn_id id)
 {
     stcp_hs *hs = NULL;
@@ -49,12 +156,9 @@ void stcp_offer(stcp *s, rdv_conn_id id)
         return;
     }
     hs->id = id;
-    uint8_t box_pk[crypto_box_PUBLICKEYBYTES], sm[STCP_SM_LEN];
-    long n = stcp_box_keypair(box_pk, hs->box_sk) == 0
-                 ? s->keys->sign(s->keys_self, box_pk, sizeof box_pk, sm, sizeof sm)
-                 : -EIO;
-    int r = (int)n;
-    if (n == (long)sizeof sm) {
+    uint8_t sm[STCP_SM_LEN];
+    int r = stcp_take(s, hs->box_sk, sm);
+    if (r == 0) {
         ProtobufCBinaryData key = { sizeof sm, sm };
         Hbb__KeyExchange kx = HBB__KEY_EXCHANGE__INIT;
         kx.n_keys = 1;
@@ -63,8 +167,6 @@ void stcp_offer(stcp *s, rdv_conn_id id)
         m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_KEY_EXCHANGE;
         m.key_exchange = &kx;
         r = s->core->api->send(s->core, id, &m);
-    } else if (n >= 0) {
-        r = -EPROTO;
     }
     if (r < 0) {
         /* A send failure has closed the connection already. */

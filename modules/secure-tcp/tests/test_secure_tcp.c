@@ -571,3 +571,62 @@ Test(secure_tcp, keys_service_is_required)
     cr_assert(fc_log_contains(bare, "keys"));
     fc_free(bare);
 }
+
+/* ------------------------------------------------------------------ prepared offers */
+/* Frame 1 prepared ahead (secure-tcp.precompute): the same wire result as an
+ * offer made on accept (R200 verifies, R201 a fresh box key per
+ * connection, R204 handshake completes), made off the accept path. */
+static void fill_pool(void)
+{
+    for (int i = 0; i < 64 && fc_gauge(fc, "secure-tcp.prepared") < 16; i++)
+        fc_advance(fc, 1);
+}
+
+Test(secure_tcp, prepared_offers_verify_and_complete_R200_R201)
+{
+    fill_pool();
+    cr_assert_eq(fc_gauge(fc, "secure-tcp.prepared"), 16, "default precompute = 16");
+    uint8_t a[32], b[32], key[32];
+    rdv_conn_id ia = offered_conn(a);
+    rdv_conn_id ib = offered_conn(b);
+    cr_assert_neq(memcmp(a, b, 32), 0, "each prepared offer is used once");
+    cr_assert_eq(fc_counter(fc, "secure-tcp.offered_prepared"), 2);
+    cr_assert_eq(fc_gauge(fc, "secure-tcp.prepared"), 14);
+    randombytes_buf(key, sizeof key);
+    cr_assert_eq(send_answer(ib, b, key), RDV_OK, "the kept box secret key opens the client's answer");
+    cr_assert_eq(memcmp(fc_conn(fc, ib)->key, key, 32), 0);
+    cr_assert_eq(send_answer(ia, a, key), RDV_OK);
+    fill_pool();
+    cr_assert_eq(fc_gauge(fc, "secure-tcp.prepared"), 16, "refilled after use");
+}
+
+Test(secure_tcp, prepared_offers_of_an_old_server_key_are_discarded)
+{
+    fill_pool();
+    uint8_t seed[32];
+    memset(seed, 0x33, sizeof seed); /* the operator replaced the key (reload) */
+    crypto_sign_seed_keypair(server_pk, server_sk, seed);
+    uint8_t bpk[32];
+    offered_conn(bpk); /* expect_offer verifies with the new server_pk */
+    cr_assert_eq(fc_counter(fc, "secure-tcp.prepared_discarded"), 16);
+    cr_assert_eq(fc_counter(fc, "secure-tcp.offered_prepared"), 0);
+    cr_assert_eq(fc_gauge(fc, "secure-tcp.prepared"), 0);
+}
+
+Test(secure_tcp, no_prepared_offers_without_a_key_or_when_off)
+{
+    keys_signing = false;
+    for (int i = 0; i < 10; i++)
+        fc_advance(fc, 1);
+    cr_assert_eq(fc_gauge(fc, "secure-tcp.prepared"), 0);
+    keys_signing = true;
+    fc_unload(fc, mod, st);
+    load("precompute = 0\n");
+    for (int i = 0; i < 10; i++)
+        fc_advance(fc, 1);
+    cr_assert_eq(fc_gauge(fc, "secure-tcp.prepared"), 0);
+    uint8_t bpk[32];
+    offered_conn(bpk);
+    cr_assert_eq(fc_counter(fc, "secure-tcp.offered"), 1);
+    cr_assert_eq(fc_counter(fc, "secure-tcp.offered_prepared"), 0);
+}

@@ -31,7 +31,7 @@
 enum { C_REQ_CONNECTING, C_REQ_WAIT, C_TGT_CONNECTING, C_TGT_DRAIN };
 
 typedef struct conn {
-    int fd, state;
+    int fd, state, tgt;
     uint64_t t0, deadline;
     size_t len;
     uint8_t buf[CONN_BUF]; /* REQ: received bytes; TGT: the frame to send */
@@ -41,6 +41,7 @@ typedef struct conn {
 
 typedef struct target {
     int fd;
+    uint64_t req_sent; /* send time of the request naming this target (0: none pending) */
     char id[BN_ID_LEN + 1];
     struct sockaddr_in addr;
 } target;
@@ -59,6 +60,8 @@ static struct {
     uint64_t launched, ok, fail[8], eof, timeout, connect_fail, punch_hole, fetch_local, tgt_conns,
         tgt_fail, keyx, rpk_true, unexpected;
     bn_hist lat;
+    bn_hist tgt; /* target side: PunchHole received -> server closed the PunchHoleSent connection */
+    bn_hist leg1; /* request sent -> PunchHole received by its target */
 } st;
 
 static int ep;
@@ -124,6 +127,7 @@ static void launch(uint64_t now)
         return;
     }
     inflight++;
+    c->tgt = (int)k;
     c->len = bn_enc_punch_hole_request(c->buf, targets[k].id, 1 /* ASYMMETRIC */, o.licence, VERSION);
 }
 
@@ -156,6 +160,7 @@ static void target_answer(target *t, int tag, const uint8_t *body, size_t blen, 
         return;
     }
     st.tgt_conns++;
+    c->t0 = now;
     if (tag == BN_PUNCH_HOLE) {
         c->len = bn_enc_punch_hole_sent(c->buf, sa, salen, t->id, relay, rlen, have_nat ? nat : 0, VERSION);
     } else {
@@ -176,6 +181,9 @@ static void on_target(target *t, uint64_t now)
         int tag = bn_msg_tag(d, (size_t)n, &body, &blen);
         if (tag == BN_PUNCH_HOLE || tag == BN_FETCH_LOCAL_ADDR) {
             tag == BN_PUNCH_HOLE ? st.punch_hole++ : st.fetch_local++;
+            if (t->req_sent && now > t->req_sent)
+                bn_hist_add(&st.leg1, now - t->req_sent);
+            t->req_sent = 0;
             target_answer(t, tag, body, blen, now);
         } else if (tag == BN_REGISTER_PEER_RESPONSE) {
             const uint8_t *q = body;
@@ -243,8 +251,12 @@ static void on_conn(conn *c, uint32_t events, uint64_t now)
             conn_close(c);
             return;
         }
-        if (c->state == C_REQ_CONNECTING)
+        if (c->state == C_REQ_CONNECTING) {
             c->t0 = bn_now_ns();
+            /* round robin over more targets than requests in flight: one
+             * pending request per target (a second one only skips a sample) */
+            targets[c->tgt].req_sent = c->t0;
+        }
         /* One small frame: the socket buffer is empty, so it goes in one call. */
         if (send(c->fd, c->buf, c->len, MSG_NOSIGNAL) != (ssize_t)c->len) {
             c->state == C_REQ_CONNECTING ? st.connect_fail++ : st.tgt_fail++;
@@ -268,6 +280,8 @@ static void on_conn(conn *c, uint32_t events, uint64_t now)
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
             if (c->state == C_REQ_WAIT)
                 st.eof++;
+            else if (n == 0) /* the server handled PunchHoleSent and closed: the target's part */
+                bn_hist_add(&st.tgt, bn_now_ns() - c->t0);
             conn_close(c); /* the server closes the target's connection: done */
             return;
         }
@@ -444,6 +458,8 @@ int main(int argc, char **argv)
     bn_kv("unexpected", "%llu", (unsigned long long)st.unexpected);
     bn_kv("rate", "%.1f", el > 0 ? (double)st.ok / el : 0);
     bn_hist_print(&st.lat, "lat");
+    bn_hist_print(&st.tgt, "tgt");
+    bn_hist_print(&st.leg1, "leg1");
     bn_win_print(&wm, &o.pids);
     for (int k = 0; k < o.ntargets; k++)
         close(targets[k].fd);

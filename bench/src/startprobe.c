@@ -19,10 +19,11 @@
 
 #include "bench.h"
 
-static long status_kb(pid_t pid, const char *key)
+/* "Key: N kB" from /proc/PID/<file> (status, smaps_rollup). */
+static long proc_kb(pid_t pid, const char *file, const char *key)
 {
     char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, file);
     FILE *f = fopen(path, "r");
     long v = -1;
     size_t kl = strlen(key);
@@ -32,6 +33,15 @@ static long status_kb(pid_t pid, const char *key)
     if (f)
         fclose(f);
     return v;
+}
+
+static long status_kb(pid_t pid, const char *key) { return proc_kb(pid, "status", key); }
+
+/* Pages no other process shares (USS): what this process adds to a machine
+ * that already runs the same shared libraries. */
+static long uss_kb(pid_t pid)
+{
+    return proc_kb(pid, "smaps_rollup", "Private_Clean") + proc_kb(pid, "smaps_rollup", "Private_Dirty");
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -78,7 +88,7 @@ int main(int argc, char **argv)
         return 2;
     }
     bn_on_signals();
-    uint64_t ready[50], rss[50], anon[50];
+    uint64_t ready[50], rss[50], anon[50], uss[50];
     int clean = 0, n = 0;
     uint8_t req[64];
     size_t rlen = bn_enc_register_peer(req, "1999999999");
@@ -131,6 +141,7 @@ int main(int argc, char **argv)
         bn_sleep_ns((uint64_t)idle_ms * 1000000ull);
         rss[r] = (uint64_t)status_kb(pid, "VmRSS");
         anon[r] = (uint64_t)status_kb(pid, "RssAnon");
+        uss[r] = (uint64_t)uss_kb(pid);
         int ex = stop_child(pid);
         char k[32];
         snprintf(k, sizeof k, "run%d_ready_ms", r);
@@ -148,11 +159,13 @@ int main(int argc, char **argv)
     qsort(ready, (size_t)n, sizeof ready[0], cmp_u64);
     qsort(rss, (size_t)n, sizeof rss[0], cmp_u64);
     qsort(anon, (size_t)n, sizeof anon[0], cmp_u64);
+    qsort(uss, (size_t)n, sizeof uss[0], cmp_u64);
     bn_kv("runs", "%d", n);
     bn_kv("ready_ms_median", "%.3f", (double)ready[n / 2] / 1e6);
     bn_kv("ready_ms_max", "%.3f", (double)ready[n - 1] / 1e6);
     bn_kv("rss_kb_median", "%llu", (unsigned long long)rss[n / 2]);
     bn_kv("rss_anon_kb_median", "%llu", (unsigned long long)anon[n / 2]);
+    bn_kv("uss_kb_median", "%llu", (unsigned long long)uss[n / 2]);
     bn_kv("clean_exits", "%d", clean);
     return clean == n ? 0 : 1;
 }

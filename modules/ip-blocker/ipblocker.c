@@ -11,22 +11,13 @@
 
 #include <sodium.h>
 
-#include "ipblocker.h"
+#include <rdv/wire.h>
 
-static uint8_t ipblocker_hash_key[crypto_shorthash_KEYBYTES];
-static bool ipblocker_hash_keyed;
+#include "ipblocker.h"
 
 unsigned ipblocker_hash(const void *p, size_t n)
 {
-    if (!ipblocker_hash_keyed) { /* first use: before any table exists */
-        randombytes_buf(ipblocker_hash_key, sizeof ipblocker_hash_key);
-        ipblocker_hash_keyed = true;
-    }
-    uint8_t h[crypto_shorthash_BYTES];
-    crypto_shorthash(h, p, n, ipblocker_hash_key);
-    unsigned v;
-    memcpy(&v, h, sizeof v);
-    return v;
+    return (unsigned)rdv_keyed_hash(p, n);
 }
 
 /* ------------------------------------------------------------------ settings */

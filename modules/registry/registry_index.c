@@ -18,7 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include <sodium.h>
+#include <rdv/wire.h>
 
 #include "registry.h"
 
@@ -29,19 +29,9 @@
 #define REGISTRY_INDEX_LOAD_NUM 85
 #define REGISTRY_INDEX_LOAD_DEN 100
 
-static uint8_t registry_sip_key[crypto_shorthash_KEYBYTES];
-static bool registry_sip_keyed;
-
 uint64_t registry_hash64(const void *p, size_t n)
 {
-    if (!registry_sip_keyed) { /* first use: before any table exists */
-        randombytes_buf(registry_sip_key, sizeof registry_sip_key);
-        registry_sip_keyed = true;
-    }
-    uint8_t h[crypto_shorthash_BYTES];
-    crypto_shorthash(h, p, n, registry_sip_key);
-    uint64_t v;
-    memcpy(&v, h, sizeof v);
+    uint64_t v = rdv_keyed_hash(p, n);
     return v ? v : 1; /* 0 marks an empty slot */
 }
 

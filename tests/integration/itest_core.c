@@ -293,7 +293,11 @@ Test(coalesce, dense_datagrams_are_all_answered_with_fewer_wakeups)
     send_nat_udp(u); /* sparse: answered on arrival */
     expect_udp_answer(u);
     dense_burst(u, 200);
-    cr_assert_gt(rdvt_stat(&srv, "core.udp_pauses"), 0, "dense traffic was not coalesced");
+    /* Under valgrind a wake-up takes longer than the burst's spacing: every
+     * read then finds a full batch or comes after a long gap, and reading
+     * on arrival is right; only the answers are checked there. */
+    if (!srv.valgrind)
+        cr_assert_gt(rdvt_stat(&srv, "core.udp_pauses"), 0, "dense traffic was not coalesced");
     cr_assert_eq(rdvt_stat(&srv, "core.udp_in"), 201);
     cr_assert_eq(rdvt_stat(&srv, "core.udp_out"), 201);
     close(u);

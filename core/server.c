@@ -368,12 +368,12 @@ int rdv_server_reload(rdv_server *s)
     rdv_log_level lvl;
     if (rdv_log_parse_level(ncore.log_level, &lvl) == 0)
         rdv_log_set_level(lvl);
-    s->cfg.shutdown_ms = ncore.shutdown_ms;
-    s->cfg.udp_coalesce_us = ncore.udp_coalesce_us; /* read on every UDP wake-up */
-    { /* swap the reloadable strings: keep the new log_level text */
-        char *t = s->cfg.log_level;
-        s->cfg.log_level = ncore.log_level;
-        ncore.log_level = t;
+    { /* Every non-reloadable core setting is unchanged (checked above), so
+       * taking the new struct whole applies all reloadable ones; the old one
+       * is released below. Nothing keeps pointers into s->cfg. */
+        rdv_core_cfg old = s->cfg;
+        s->cfg = ncore;
+        ncore = old;
     }
     rdv_conf_free(s->conf);
     s->conf = nc;

@@ -314,3 +314,47 @@ void rdv_addr_unmangle(const uint8_t *p, size_t n, rdv_addr *out)
     uint8_t o[4] = {(uint8_t)ip, (uint8_t)(ip >> 8), (uint8_t)(ip >> 16), (uint8_t)(ip >> 24)};
     rdv_addr_v4(out, o, (uint16_t)(lo - tm));
 }
+
+/* ------------------------------------------------------------------ 16-byte IPs */
+static const uint8_t rdv_v4_prefix[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+void rdv_ip_pack(const rdv_addr *a, uint8_t ip[16])
+{
+    memcpy(ip, rdv_v4_prefix, 12);
+    memset(ip + 12, 0, 4);
+    if (a->u.sa.sa_family == AF_INET)
+        memcpy(ip + 12, &a->u.v4.sin_addr, 4);
+    else if (a->u.sa.sa_family == AF_INET6)
+        memcpy(ip, &a->u.v6.sin6_addr, 16);
+}
+
+bool rdv_ip_is_v4(const uint8_t ip[16]) { return memcmp(ip, rdv_v4_prefix, 12) == 0; }
+
+void rdv_ip_unpack(const uint8_t ip[16], uint16_t port, rdv_addr *out)
+{
+    if (rdv_ip_is_v4(ip))
+        rdv_addr_v4(out, ip + 12, port);
+    else
+        rdv_addr_v6(out, ip, port);
+}
+
+bool rdv_ip_parse(const char *text, uint8_t ip[16])
+{
+    uint8_t b[16];
+    rdv_addr a;
+    if (inet_pton(AF_INET, text, b) == 1)
+        rdv_addr_v4(&a, b, 0);
+    else if (inet_pton(AF_INET6, text, b) == 1)
+        rdv_addr_v6(&a, b, 0); /* normalises ::ffff:a.b.c.d */
+    else
+        return false;
+    rdv_ip_pack(&a, ip);
+    return true;
+}
+
+char *rdv_ip_str(const uint8_t ip[16], char *buf, size_t len)
+{
+    rdv_addr a;
+    rdv_ip_unpack(ip, 0, &a);
+    return rdv_addr_ip_str(&a, buf, len);
+}

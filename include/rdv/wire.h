@@ -58,6 +58,14 @@ bool rdv_addr_is_v4(const rdv_addr *a);
 socklen_t rdv_addr_to_sockaddr(const rdv_addr *a, int fam, struct sockaddr_storage *out);
 /* Hash of ip+port (for tables). */
 uint64_t rdv_addr_hash(const rdv_addr *a);
+/* Compact 16-byte IP for tables: IPv6 as is, IPv4 as ::ffff:a.b.c.d (never
+ * a real peer's IPv6, since addresses are normalised). */
+void rdv_ip_pack(const rdv_addr *a, uint8_t ip[16]);
+void rdv_ip_unpack(const uint8_t ip[16], uint16_t port, rdv_addr *out);
+bool rdv_ip_is_v4(const uint8_t ip[16]);
+/* "1.2.3.4", "2001:db8::1" or "::ffff:1.2.3.4" (normalised to IPv4). */
+bool rdv_ip_parse(const char *text, uint8_t ip[16]);
+char *rdv_ip_str(const uint8_t ip[16], char *buf, size_t len);
 
 /* AddrMangle (wire.md §5.2–5.5). tm: the 32-bit mask (low 32 bits of the
  * wall clock in microseconds, in practice). Returns the byte count (0..18). */

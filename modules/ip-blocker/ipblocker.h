@@ -98,12 +98,9 @@ void ipblocker_table_free(ipblocker *b);
 void ipblocker_ib_cmd(void *ud, int argc, char **argv, rdv_buf *out);
 
 /* ---- ipblocker_ban.c */
-void ipblocker_pack(const rdv_addr *a, uint8_t ip[16]);
-bool ipblocker_parse_ip(const char *text, uint8_t ip[16]);
 /* "ip" or "ip/len" -> key; false if unparsable. */
 bool ipblocker_parse_ban(const char *text, ipblocker_ban_key *key);
 char *ipblocker_ban_str(const ipblocker_ban_key *key, char *buf, size_t len);
-char *ipblocker_ip_str(const uint8_t ip[16], char *buf, size_t len);
 /* Replace the configured bans (admin ones stay); returns -ENOSPC if over
  * ban_max (nothing changed). Closes connections from newly banned sources. */
 int ipblocker_apply_bans(ipblocker *b, const rdv_strlist *list);

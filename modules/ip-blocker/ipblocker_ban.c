@@ -21,42 +21,6 @@
 #include "ipblocker.h"
 
 /* ------------------------------------------------------------------ addresses */
-static const uint8_t ipblocker_v4_prefix[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-
-void ipblocker_pack(const rdv_addr *a, uint8_t ip[16])
-{
-    memcpy(ip, ipblocker_v4_prefix, 12);
-    memset(ip + 12, 0, 4);
-    if (a->u.sa.sa_family == AF_INET)
-        memcpy(ip + 12, &a->u.v4.sin_addr, 4);
-    else if (a->u.sa.sa_family == AF_INET6)
-        memcpy(ip, &a->u.v6.sin6_addr, 16);
-}
-
-bool ipblocker_parse_ip(const char *text, uint8_t ip[16])
-{
-    uint8_t raw[16];
-    rdv_addr a;
-    if (inet_pton(AF_INET, text, raw) == 1)
-        rdv_addr_v4(&a, raw, 0);
-    else if (inet_pton(AF_INET6, text, raw) == 1)
-        rdv_addr_v6(&a, raw, 0); /* normalises ::ffff:a.b.c.d */
-    else
-        return false;
-    ipblocker_pack(&a, ip);
-    return true;
-}
-
-char *ipblocker_ip_str(const uint8_t ip[16], char *buf, size_t len)
-{
-    rdv_addr a;
-    if (memcmp(ip, ipblocker_v4_prefix, 12) == 0)
-        rdv_addr_v4(&a, ip + 12, 0);
-    else
-        rdv_addr_v6(&a, ip, 0);
-    return rdv_addr_ip_str(&a, buf, len);
-}
-
 static void ipblocker_mask(const uint8_t ip[16], unsigned plen, uint8_t out[16])
 {
     for (unsigned i = 0; i < 16; i++) {
@@ -85,7 +49,7 @@ bool ipblocker_parse_ban(const char *text, ipblocker_ban_key *key)
     }
     uint8_t ip[16], raw[4];
     bool v4 = inet_pton(AF_INET, buf, raw) == 1;
-    if (!ipblocker_parse_ip(buf, ip))
+    if (!rdv_ip_parse(buf, ip))
         return false;
     if (v4) { /* an IPv4 prefix lives in the mapped part of the 128-bit space */
         if (plen > 32)
@@ -105,7 +69,7 @@ bool ipblocker_parse_ban(const char *text, ipblocker_ban_key *key)
 char *ipblocker_ban_str(const ipblocker_ban_key *key, char *buf, size_t len)
 {
     char ip[INET6_ADDRSTRLEN];
-    bool v4 = memcmp(key->net, ipblocker_v4_prefix, 12) == 0 && key->plen >= 96;
+    bool v4 = rdv_ip_is_v4(key->net) && key->plen >= 96;
     if (v4)
         inet_ntop(AF_INET, key->net + 12, ip, sizeof ip);
     else
@@ -190,7 +154,7 @@ static size_t ipblocker_close_banned(ipblocker *b)
         if (b->api->conn_info(b->core, c->id, &info) < 0)
             continue;
         uint8_t ip[16];
-        ipblocker_pack(&info.peer, ip);
+        rdv_ip_pack(&info.peer, ip);
         ipblocker_ban *ban = ipblocker_ban_match(b, ip);
         if (ban) {
             ban->hits++;
@@ -278,7 +242,7 @@ int ipblocker_access(void *state, const rdv_msg_ctx *ctx, const void *msg)
     if (!b->nbans)
         return RDV_OK;
     uint8_t ip[16];
-    ipblocker_pack(ctx->peer, ip);
+    rdv_ip_pack(ctx->peer, ip);
     ipblocker_ban *ban = ipblocker_ban_match(b, ip);
     if (!ban)
         return RDV_OK;

@@ -112,7 +112,7 @@ bool ipblocker_allowed(void *self, const rdv_addr *addr, const char *id)
     const ipblocker_cfg *cfg = b->cfg;
     uint64_t now = b->api->now_ms(b->core);
     uint8_t ip[16];
-    ipblocker_pack(addr, ip);
+    rdv_ip_pack(addr, ip);
     ipblocker_entry *e = NULL;
     HASH_FIND(hh, b->table, ip, 16, e);
     if (!e) { /* first RegisterPk from this IP: (0, now), ({}, now); the id is not added */
@@ -205,7 +205,7 @@ void ipblocker_ib_cmd(void *ud, int argc, char **argv, rdv_buf *out)
     if (arg && (!rdv_parse_i32(arg, &start) || start < 0)) {
         uint8_t ip[16];
         ipblocker_entry *e = NULL;
-        if (ipblocker_parse_ip(arg, ip))
+        if (rdv_ip_parse(arg, ip))
             HASH_FIND(hh, b->table, ip, 16, e);
         if (e) {
             ipblocker_print(b, e, now, out);
@@ -222,7 +222,7 @@ void ipblocker_ib_cmd(void *ud, int argc, char **argv, rdv_buf *out)
         if (i++ < start)
             continue;
         char ip[64];
-        b->api->out(out, "%s: ", ipblocker_ip_str(e->ip, ip, sizeof ip));
+        b->api->out(out, "%s: ", rdv_ip_str(e->ip, ip, sizeof ip));
         ipblocker_print(b, e, now, out);
     }
 }

@@ -218,12 +218,6 @@ long registry_load(registry *reg);
 int registry_persist(registry *reg, registry_peer *p);
 void registry_fill_info(registry *reg, registry_peer *p, rdv_peer_info *out);
 
-/* Compact address helpers. */
-void registry_ip_pack(const rdv_addr *a, uint8_t ip[16]);
-void registry_ip_unpack(const uint8_t ip[16], uint16_t port, rdv_addr *out);
-bool registry_ip_parse(const char *text, uint8_t ip[16]);
-char *registry_ip_str(const uint8_t ip[16], char *buf, size_t len);
-
 /* ---- registry_register.c */
 bool registry_on_listener(const registry *reg, const rdv_msg_ctx *ctx);
 int registry_on_register_peer(void *state, const rdv_msg_ctx *ctx, const void *msg);

@@ -112,7 +112,7 @@ static void registry_ipc_print(registry *reg, const registry_ipc *e, uint64_t no
     api->out(out, "%llus {", (unsigned long long)registry_secs(now, e->t));
     for (uint32_t i = 0; i < e->nips; i++) {
         char ip[64];
-        api->out(out, "%s\"%s\": %u", i ? ", " : "", registry_ip_str(e->ips[i].ip, ip, sizeof ip), e->ips[i].n);
+        api->out(out, "%s\"%s\": %u", i ? ", " : "", rdv_ip_str(e->ips[i].ip, ip, sizeof ip), e->ips[i].n);
     }
     api->out(out, "}\n");
 }

@@ -55,7 +55,7 @@ int registry_on_register_peer(void *state, const rdv_msg_ctx *ctx, const void *m
     registry_peer *p = registry_find(reg, rp->id, strlen(rp->id));
     if (p && !(p->flags & REG_F_COLD)) {
         uint8_t ip[16];
-        registry_ip_pack(ctx->peer, ip);
+        rdv_ip_pack(ctx->peer, ip);
         bool differs = p->addr_port ? memcmp(ip, p->addr_ip, 16) != 0
                                     : !(p->flags & REG_F_INFO_IP) || memcmp(ip, p->info_ip, 16) != 0;
         /* ctx->peer is normalised, so ::ffff:127.x.y.z counts as loopback too. */
@@ -65,10 +65,10 @@ int registry_on_register_peer(void *state, const rdv_msg_ctx *ctx, const void *m
             char from[RDV_ADDR_STRLEN], to[RDV_ADDR_STRLEN];
             if (p->addr_port) {
                 rdv_addr old;
-                registry_ip_unpack(p->addr_ip, p->addr_port, &old);
+                rdv_ip_unpack(p->addr_ip, p->addr_port, &old);
                 rdv_addr_str(&old, from, sizeof from);
             } else if (p->flags & REG_F_INFO_IP) {
-                registry_ip_str(p->info_ip, from, sizeof from);
+                rdv_ip_str(p->info_ip, from, sizeof from);
             } else {
                 from[0] = '\0';
             }
@@ -143,7 +143,7 @@ Hbb__RegisterPkResponse__Result registry_register_pk(registry *reg, const Hbb__R
     registry_expire(reg);
     uint64_t now = reg->api->now_ms(reg->core);
     uint8_t ip[16];
-    registry_ip_pack(from, ip);
+    rdv_ip_pack(from, ip);
 
     /* Step 4: lookup-or-create; a cold record becomes a cached one here,
      * whatever the outcome (as upstream's database read does). */

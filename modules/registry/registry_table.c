@@ -7,7 +7,6 @@
  * by last_reg_ms: a registration moves its peer to the tail in O(1) (loop
  * time never goes back, so the list stays sorted), and expiry only ever
  * looks at the head. */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,51 +17,6 @@
 #include <rdv/wire.h>
 
 #include "registry.h"
-
-/* ------------------------------------------------------------------ addresses */
-static const uint8_t registry_v4_prefix[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-
-void registry_ip_pack(const rdv_addr *a, uint8_t ip[16])
-{
-    memcpy(ip, registry_v4_prefix, 12);
-    memset(ip + 12, 0, 4);
-    if (a->u.sa.sa_family == AF_INET)
-        memcpy(ip + 12, &a->u.v4.sin_addr, 4);
-    else if (a->u.sa.sa_family == AF_INET6)
-        memcpy(ip, &a->u.v6.sin6_addr, 16);
-}
-
-void registry_ip_unpack(const uint8_t ip[16], uint16_t port, rdv_addr *out)
-{
-    if (memcmp(ip, registry_v4_prefix, 12) == 0)
-        rdv_addr_v4(out, ip + 12, port);
-    else
-        rdv_addr_v6(out, ip, port);
-}
-
-/* A stored info.ip: "1.2.3.4", "2001:db8::1" or upstream's "::ffff:1.2.3.4"
- * (normalised here, rendezvous.md §6.1 note). */
-bool registry_ip_parse(const char *text, uint8_t ip[16])
-{
-    uint8_t b[16];
-    rdv_addr a;
-    if (inet_pton(AF_INET, text, b) == 1)
-        rdv_addr_v4(&a, b, 0);
-    else if (inet_pton(AF_INET6, text, b) == 1)
-        rdv_addr_v6(&a, b, 0);
-    else
-        return false;
-    rdv_addr_normalize(&a);
-    registry_ip_pack(&a, ip);
-    return true;
-}
-
-char *registry_ip_str(const uint8_t ip[16], char *buf, size_t len)
-{
-    rdv_addr a;
-    registry_ip_unpack(ip, 0, &a);
-    return rdv_addr_ip_str(&a, buf, len);
-}
 
 /* ------------------------------------------------------------------ records */
 registry_peer *registry_find(registry *reg, const char *id, size_t id_len)
@@ -85,7 +39,9 @@ registry_peer *registry_put_record(registry *reg, registry_peer *old, const char
         *p = *old;
     } else {
         memset(p, 0, sizeof *p);
-        memcpy(p->addr_ip, registry_v4_prefix, 12); /* socket_addr 0.0.0.0:0 */
+        rdv_addr none;
+        rdv_addr_v4(&none, (const uint8_t[4]){ 0 }, 0);
+        rdv_ip_pack(&none, p->addr_ip); /* socket_addr 0.0.0.0:0 */
     }
     p->id_len = (uint8_t)id_len;
     p->uuid_len = (uint16_t)uuid_len;
@@ -123,7 +79,7 @@ bool registry_is_online(registry *reg, const registry_peer *p)
 
 void registry_touch(registry *reg, registry_peer *p, const rdv_addr *addr)
 {
-    registry_ip_pack(addr, p->addr_ip);
+    rdv_ip_pack(addr, p->addr_ip);
     p->addr_port = rdv_addr_port(addr);
     p->last_reg_ms = reg->api->now_ms(reg->core);
     if (p->flags & REG_F_ONLINE) {
@@ -158,7 +114,7 @@ void registry_expire(registry *reg)
         reg->nonline--;
         (*reg->st.went_offline)++;
         rdv_addr a;
-        registry_ip_unpack(p->addr_ip, p->addr_port, &a);
+        rdv_ip_unpack(p->addr_ip, p->addr_port, &a);
         rdv_peer_event ev = { .id = registry_peer_id(p), .addr = &a };
         reg->api->hook_run(reg->core, RDV_HOOK_PEER_OFFLINE, &ev);
     }
@@ -168,14 +124,14 @@ void registry_fill_info(registry *reg, registry_peer *p, rdv_peer_info *out)
 {
     memset(out, 0, sizeof *out);
     out->id = registry_peer_id(p);
-    registry_ip_unpack(p->addr_ip, p->addr_port, &out->addr);
+    rdv_ip_unpack(p->addr_ip, p->addr_port, &out->addr);
     out->last_reg_ms = p->last_reg_ms;
     out->online = registry_is_online(reg, p);
     out->pk = p->pk_len ? registry_peer_pk(p) : NULL;
     out->pk_len = p->pk_len;
     reg->ipbuf[0] = '\0';
     if (p->flags & REG_F_INFO_IP)
-        registry_ip_str(p->info_ip, reg->ipbuf, sizeof reg->ipbuf);
+        rdv_ip_str(p->info_ip, reg->ipbuf, sizeof reg->ipbuf);
     out->ip = reg->ipbuf;
     registry_stream *b = registry_stream_by_id(reg, p->data, p->id_len);
     out->conn = b ? b->conn : 0;
@@ -208,7 +164,7 @@ static void registry_load_row(void *ud, const rdv_peer_row *row)
     }
     memcpy(p->guid, row->guid, sizeof p->guid);
     p->flags = REG_F_COLD | REG_F_GUID;
-    if (row->info_ip && row->info_ip[0] && registry_ip_parse(row->info_ip, p->info_ip))
+    if (row->info_ip && row->info_ip[0] && rdv_ip_parse(row->info_ip, p->info_ip))
         p->flags |= REG_F_INFO_IP;
     reg->ncold++;
 }
@@ -239,7 +195,7 @@ int registry_persist(registry *reg, registry_peer *p)
     }
     char ip[64] = "";
     if (p->flags & REG_F_INFO_IP)
-        registry_ip_str(p->info_ip, ip, sizeof ip);
+        rdv_ip_str(p->info_ip, ip, sizeof ip);
     rdv_peer_row row = {
         .id = registry_peer_id(p),
         .uuid = registry_peer_uuid(p),

@@ -190,16 +190,24 @@ static unsigned udp_want(const rdv_server *s)
     return (unsigned)(s->cfg.udp_batch < RDV_UDP_BATCH_MAX ? s->cfg.udp_batch : RDV_UDP_BATCH_MAX);
 }
 
-/* Read coalescing. Each wake-up of the loop costs a context switch and, on
- * the sending side, waking the client: at tens of thousands of datagrams a
- * second arriving a few at a time, that is most of the CPU. So while
- * datagrams arrive less than core.udp_coalesce_us apart, the socket is read
- * on a timerfd tick of that period instead (one wake-up per tick, replies
- * leave in one sendmmsg); when a tick finds nothing, or a full batch (more
- * waiting), arrival-driven reading resumes. A sparse datagram is never
- * delayed. timerfd, not an ev_timer: libev's epoll backend sleeps in whole
- * milliseconds. */
-static bool udp_pause(rdv_listener *l, int64_t us)
+/* Read coalescing. Each wake-up of the loop costs a context switch (and, on
+ * loopback, the sender's wake-up of the loop): at tens of thousands of
+ * datagrams a second arriving a few at a time, that is a fifth of the CPU.
+ * So when a datagram arrives less than core.udp_coalesce_us after the
+ * previous wake-up began, the socket is next read on a periodic timerfd tick
+ * of that period, counted from when that wake-up began (not from when its
+ * work ended): a server busier than one tick per period never waits, and
+ * replies leave in one sendmmsg per tick. A tick that finds nothing resumes
+ * arrival-driven reading, so a sparse datagram is never delayed. timerfd,
+ * not an ev_timer: libev's epoll backend sleeps in whole milliseconds. */
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static bool udp_pause(rdv_listener *l, uint64_t first_us, int64_t period_us)
 {
     rdv_server *s = l->srv;
     if (l->tfd < 0) {
@@ -211,11 +219,28 @@ static bool udp_pause(rdv_listener *l, int64_t us)
         }
         ev_io_set(&l->pause, l->tfd, EV_READ);
     }
-    struct itimerspec its = { .it_value = { .tv_sec = us / 1000000, .tv_nsec = (long)(us % 1000000) * 1000 } };
-    if (timerfd_settime(l->tfd, 0, &its, NULL) < 0)
+    struct itimerspec its = {
+        .it_interval = { .tv_sec = period_us / 1000000, .tv_nsec = (long)(period_us % 1000000) * 1000 },
+        .it_value = { .tv_sec = (time_t)(first_us / 1000000u), .tv_nsec = (long)(first_us % 1000000u) * 1000 },
+    };
+    if (timerfd_settime(l->tfd, TFD_TIMER_ABSTIME, &its, NULL) < 0)
         return false;
     (*s->st.udp_pauses)++;
     return true;
+}
+
+/* Reads until the socket is drained, at most 4 batches (other watchers must
+ * run too); returns the datagrams read. */
+static int udp_drain(rdv_listener *l, unsigned want)
+{
+    int total = 0;
+    for (int i = 0; i < 4 && l->fd >= 0; i++) {
+        int n = udp_read_batch(l, want);
+        total += n;
+        if ((unsigned)n < want)
+            break;
+    }
+    return total;
 }
 
 static void udp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -223,13 +248,15 @@ static void udp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)revents;
     rdv_listener *l = w->data;
     rdv_server *s = l->srv;
+    int64_t us = s->cfg.udp_coalesce_us;
+    uint64_t t0 = us > 0 ? mono_us() : 0;
     unsigned want = udp_want(s);
     int n = udp_read_batch(l, want);
-    ev_tstamp now = ev_now(loop);
-    int64_t us = s->cfg.udp_coalesce_us;
-    bool dense = us > 0 && n > 0 && (unsigned)n < want && now - l->last_wake < (ev_tstamp)us * 1e-6;
-    l->last_wake = now;
-    if (dense && udp_pause(l, us)) {
+    if (us <= 0)
+        return;
+    bool dense = n > 0 && (unsigned)n < want && t0 - l->last_wake_us < (uint64_t)us;
+    l->last_wake_us = t0;
+    if (dense && udp_pause(l, t0 + (uint64_t)us, us)) {
         ev_io_stop(loop, &l->io);
         ev_io_start(loop, &l->pause);
     }
@@ -243,12 +270,12 @@ static void udp_pause_cb(struct ev_loop *loop, ev_io *w, int revents)
     uint64_t ticks;
     if (read(l->tfd, &ticks, sizeof ticks) < 0 && errno == EAGAIN)
         return; /* spurious */
-    unsigned want = udp_want(s);
-    int n = l->fd >= 0 ? udp_read_batch(l, want) : 0;
-    l->last_wake = ev_now(loop);
-    int64_t us = s->cfg.udp_coalesce_us;
-    if (n > 0 && (unsigned)n < want && us > 0 && udp_pause(l, us))
-        return; /* still dense: next tick */
+    l->last_wake_us = mono_us();
+    int n = udp_drain(l, udp_want(s));
+    if (n > 0 && s->cfg.udp_coalesce_us > 0)
+        return; /* still fed: the next tick reads again */
+    struct itimerspec off = { 0 };
+    timerfd_settime(l->tfd, 0, &off, NULL);
     ev_io_stop(loop, &l->pause);
     ev_io_start(loop, &l->io);
 }

@@ -83,7 +83,7 @@ struct rdv_listener {
      * socket is read on a timerfd tick instead of on every arrival. */
     ev_io pause;              /* watches tfd while l->io is stopped */
     int tfd;                  /* -1 until the first pause */
-    ev_tstamp last_wake;
+    uint64_t last_wake_us;    /* CLOCK_MONOTONIC µs when the last read began */
     rdv_listener *next;
 };
 

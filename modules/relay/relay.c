@@ -44,6 +44,8 @@ const rdv_setting relay_settings[] = {
     RDV_SETTING_INT(relay_cfg, uuid_max, 256, 1, 65535, RELOAD, "longest uuid accepted, bytes"),
     RDV_SETTING_INT(relay_cfg, pipe_size, 262144, 0, 16777216, 0,
                     "splice pipe size (F_SETPIPE_SZ), bytes; 0 = kernel default; also the chunk per splice"),
+    RDV_SETTING_INT(relay_cfg, pipe_size_max, 1048576, 0, 16777216, RELOAD,
+                    "a pipe whose flow fills it grows (x4 per step) up to this many bytes; 0 = never grows"),
     RDV_SETTING_INT(relay_cfg, pipe_pool, 64, 0, 65536, 0, "empty pipes kept for reuse (2 descriptors each)"),
     RDV_SETTING_INT(relay_cfg, refill_ms, 10, 1, 1000, 0, "period of the bandwidth refill timer while pairs wait, ms"),
     RDV_SETTING_BOOL(relay_cfg, console_loopback, 0, RELOAD,
@@ -73,6 +75,11 @@ static int relay_validate(const void *cfg_, char *err, size_t errlen)
     }
     if (cfg->pipe_size && cfg->pipe_size < 4096) {
         snprintf(err, errlen, "relay.pipe_size: 0 (kernel default) or at least 4096");
+        return -EINVAL;
+    }
+    if (cfg->pipe_size_max && cfg->pipe_size_max < cfg->pipe_size) {
+        snprintf(err, errlen, "relay.pipe_size_max: 0 (no growth) or at least pipe_size (%lld)",
+                 (long long)cfg->pipe_size);
         return -EINVAL;
     }
     if (strlen(cfg->key) >= sizeof(((relay *)0)->key)) {
@@ -136,6 +143,7 @@ static void relay_stats_init(relay *r)
     s->downgraded = counter(c, "downgraded", "pairs downgraded to limit_speed");
     s->console_sessions = counter(c, "console_sessions", "loopback console sessions");
     s->pipes_created = counter(c, "pipes_created", "splice pipes created");
+    s->pipes_grown = counter(c, "pipes_grown", "pipes grown for a flow that filled them (pipe_size_max)");
     s->pipe_failures = counter(c, "pipe_failures", "pipes that could not be created (descriptors)");
     s->list_full = counter(c, "list_full", "list entries dropped at relay.list_max");
     s->ws_sides = counter(c, "ws_sides", "WebSocket sides offered by websocket-transport");

@@ -38,7 +38,7 @@ typedef struct relay_cfg {
     int64_t first_timeout_ms, wait_timeout_ms, idle_timeout_ms, stall_timeout_ms;
     int64_t max_waiting, max_pairs;
     int64_t first_frame_max, uuid_max;
-    int64_t pipe_size, pipe_pool;
+    int64_t pipe_size, pipe_size_max, pipe_pool;
     int64_t refill_ms;
     bool console_loopback;
     bool message_mode;
@@ -157,7 +157,10 @@ typedef struct relay_dir {
     uint8_t *early;            /* bytes the core had read past the first frame */
     uint32_t early_len, early_off;
     uint32_t in_pipe;          /* bytes in the pipe, not yet written */
+    uint32_t cap;              /* the pipe's capacity (its chunk) */
     int pr, pw;                /* the pipe (-1: none held) */
+    bool filled;               /* the last read filled the pipe: a fast flow */
+    bool nogrow;               /* the kernel refused to grow this pipe */
     bool eof;                  /* source said FIN: flush, then end the pair */
     bool blocked;              /* destination said EAGAIN */
 } relay_dir;
@@ -212,8 +215,9 @@ bool relay_raw_pending(const relay_pair *p, int d);
 uint64_t relay_buffered(const relay *r);
 
 /* Pipe pool: empty pipes are shared, so idle pairs hold none. */
-int relay_pipe_get(relay *r, int *pr, int *pw);
-void relay_pipe_put(relay *r, int pr, int pw, bool empty);
+int relay_pipe_get(relay *r, int *pr, int *pw, uint32_t *cap);
+void relay_pipe_put(relay *r, int pr, int pw, uint32_t cap, bool empty);
+void relay_raw_trim(relay *r, relay_pair *p, uint64_t now);
 void relay_pipes_free(relay *r);
 
 /* ------------------------------------------------------------------ message mode
@@ -357,7 +361,8 @@ typedef struct relay_stats {
     uint64_t *closed_before_request;
     uint64_t *bytes_e2l, *bytes_l2e;
     uint64_t *end[RELAY_END_SHUTDOWN + 1];
-    uint64_t *throttle_events, *downgraded, *console_sessions, *pipes_created, *pipe_failures, *list_full;
+    uint64_t *throttle_events, *downgraded, *console_sessions, *pipes_created, *pipes_grown, *pipe_failures,
+        *list_full;
     uint64_t *ws_sides;
 } relay_stats;
 
@@ -385,8 +390,9 @@ struct relay {
     bool refill_on;
 
     int (*pipes)[2];                 /* pool of empty pipes */
-    size_t npipes, pipes_cap, pipes_in_use;
-    bool pipe_size_warned;
+    size_t npipes, pipes_cap, pipes_in_use, pipes_grown_now;
+    uint32_t pipe_base;              /* capacity of a new (and a pooled) pipe, 0 = not known yet */
+    bool pipe_size_warned, pipe_grow_warned;
 
     relay_console *consoles;
     size_t nconsoles;

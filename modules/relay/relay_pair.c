@@ -83,6 +83,8 @@ void relay_tick_cb(void *ud)
             relay_pair_end(r, p, RELAY_END_IDLE);
             continue;
         }
+        if (p->mode == RELAY_MODE_RAW)
+            relay_raw_trim(r, p, now);
         relay_pair_tick(r, p, now);
     }
 }

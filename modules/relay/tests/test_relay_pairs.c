@@ -492,3 +492,59 @@ Test(pairs, pipe_creation_failure_is_retried)
     cr_assert_eq(rt_read(b.cli, got, 3, 1000), 3);
     cr_assert_arr_eq(got, "abc", 3);
 }
+
+/* Pipe growth (relay_pipe.c): a flow that fills its pipe gets a bigger one,
+ * up to pipe_size_max; a pipe goes back to the pool at pipe_size. */
+static size_t stream_one_way(int from, int to, size_t n)
+{
+    uint8_t *src = malloc(n), *buf = malloc(1 << 20);
+    rt_fill(src, n, 21);
+    size_t sent = 0, got = 0;
+    bool same = true;
+    for (long spins = 0; got < n && spins < 200000; spins++) {
+        while (sent < n) { /* fill the socket buffer: the relay finds more than a pipe's worth */
+            ssize_t k = send(from, src + sent, n - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (k <= 0)
+                break;
+            sent += (size_t)k;
+        }
+        rt_pump(1);
+        ssize_t k;
+        while ((k = recv(to, buf, 1 << 20, MSG_DONTWAIT)) > 0) {
+            same = same && memcmp(buf, src + got, (size_t)k) == 0;
+            got += (size_t)k;
+        }
+    }
+    cr_assert(same, "bytes changed on the way");
+    free(src), free(buf);
+    return got;
+}
+
+Test(pairs, a_fast_flow_grows_its_pipe_and_the_pool_gets_it_back_small)
+{
+    cr_assert_eq(rt_reload_module("pipe_size=65536\npipe_size_max=1048576\nsingle_bandwidth=1e6\n"
+                                  "total_bandwidth=1e6\n"), 0);
+    rt_conn a, b;
+    rt_pair(&a, &b, "grow");
+    int sz = 4 << 20;
+    setsockopt(a.cli, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    cr_assert_eq(stream_one_way(a.cli, b.cli, 16u << 20), 16u << 20);
+    cr_assert_geq(rt_counter("pipes_grown"), 1, "a flow that fills its pipe gets a bigger one");
+    cr_assert_eq(rt_gauge("pipes_in_use"), 1, "the grown pipe stays with its flow");
+    fc_advance(fc, 2000); /* quiet for a second: the tick takes it back */
+    cr_assert_eq(rt_gauge("pipes_in_use"), 0);
+    cr_assert_geq(rt_gauge("pipes_pooled"), 1);
+    for (size_t i = 0; i < R->npipes; i++)
+        cr_assert_eq(fcntl(R->pipes[i][1], F_GETPIPE_SZ), 65536, "pooled pipes are back at pipe_size");
+}
+
+Test(pairs, pipe_size_max_0_never_grows_and_must_not_be_below_pipe_size)
+{
+    cr_assert_eq(rt_reload_module("pipe_size=65536\npipe_size_max=0\nsingle_bandwidth=1e6\ntotal_bandwidth=1e6\n"),
+                 0);
+    rt_conn a, b;
+    rt_pair(&a, &b, "nogrow");
+    cr_assert_eq(stream_one_way(a.cli, b.cli, 4u << 20), 4u << 20);
+    cr_assert_eq(rt_counter("pipes_grown"), 0);
+    cr_assert_neq(rt_reload_module("pipe_size=262144\npipe_size_max=65536\n"), 0);
+}

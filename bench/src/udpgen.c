@@ -48,7 +48,7 @@ static struct {
     double rate;
     double warmup_s, dur_s, behind_ms;
     uint64_t timeout_ns;
-    bool once;
+    bool once, spin;
     bn_pids pids;
     struct sockaddr_in target;
 } o = { .mode = M_REGPEER, .nsock = 1, .window = 32, .block = 10, .rcvbuf = 4 << 20,
@@ -233,7 +233,8 @@ static void usage(void)
             "usage: udpgen -t IP:PORT [-m regpeer|regpk|stun] [-s sockets] [-w window] [-n ids]\n"
             "              [-B id_base] [-r rate/s (0: closed loop)] [-W warmup_s] [-d duration_s]\n"
             "              [-o (each id once)] [-T timeout_ms] [-S src_block] [-b sockbuf] [-P pid,...]\n"
-            "              [-j ms: open loop catches up at most this far behind, default 2]\n");
+            "              [-j ms: open loop catches up at most this far behind, default 2]\n"
+            "              [-Y (open loop: poll without sleeping)]\n");
     exit(2);
 }
 
@@ -241,7 +242,7 @@ int main(int argc, char **argv)
 {
     int c;
     bool have_target = false;
-    while ((c = getopt(argc, argv, "t:m:s:w:n:B:r:W:d:oT:S:b:P:j:")) != -1) {
+    while ((c = getopt(argc, argv, "t:m:s:w:n:B:r:W:d:oT:S:b:P:j:Y")) != -1) {
         switch (c) {
         case 't': bn_parse_addr(&o.target, optarg), have_target = true; break;
         case 'm':
@@ -263,6 +264,7 @@ int main(int argc, char **argv)
         case 'b': o.rcvbuf = (int)bn_atoll(optarg, "-b", 0, 1 << 30); break;
         case 'P': bn_pids_parse(&o.pids, optarg); break;
         case 'j': o.behind_ms = bn_atof(optarg, "-j", 0.1, 1000); break;
+        case 'Y': o.spin = true; break;
         default: usage();
         }
     }
@@ -381,7 +383,7 @@ int main(int argc, char **argv)
             }
         }
 
-        int n = epoll_wait(ep, evs, 256, o.rate > 0 ? 1 : 5);
+        int n = epoll_wait(ep, evs, 256, o.rate > 0 ? (o.spin ? 0 : 1) : 5);
         for (int i = 0; i < n; i++) {
             gsock *s = &socks[evs[i].data.u32];
             uint32_t before = s->count;

@@ -390,7 +390,7 @@ struct relay {
     bool refill_on;
 
     int (*pipes)[2];                 /* pool of empty pipes */
-    size_t npipes, pipes_cap, pipes_in_use, pipes_grown_now;
+    size_t npipes, pipes_cap, pipes_in_use;
     uint32_t pipe_base;              /* capacity of a new (and a pooled) pipe, 0 = not known yet */
     bool pipe_size_warned, pipe_grow_warned;
 

@@ -14,8 +14,8 @@
  *
  * Pipe size: a pipe starts at relay.pipe_size; when a read fills it (the
  * source had more), it grows x4 up to relay.pipe_size_max, so a fast flow
- * moves up to 1 MiB per splice pair (1 MiB moved one loopback pair ~1.1-1.5x
- * faster than 256 KiB) while slow flows keep small pipes: an unprivileged
+ * moves up to 1 MiB per splice pair (one loopback pair both ways ~1.3x
+ * faster than with 256 KiB, see README) while slow flows keep small pipes: an unprivileged
  * user's pipes count against pipe-user-pages-soft (64 MiB), beyond which
  * the kernel refuses to grow them. A grown pipe stays with its direction
  * (no resize per wake-up) until the pair has been quiet for a second
@@ -68,12 +68,12 @@ int relay_pipe_get(relay *r, int *pr, int *pw, uint32_t *cap)
     return 0;
 }
 
-/* Grow the pipe of a flow that filled it; false when it cannot grow. */
-static bool relay_pipe_grow(relay *r, relay_dir *dir)
+/* Grow the pipe of a flow that filled it, if it may and can. */
+static void relay_pipe_grow(relay *r, relay_dir *dir)
 {
     int64_t max = r->cfg->pipe_size_max;
     if (max <= 0 || dir->cap >= (uint64_t)max || dir->nogrow)
-        return false;
+        return;
     uint64_t want = (uint64_t)dir->cap * 4;
     if (want > (uint64_t)max)
         want = (uint64_t)max;
@@ -86,11 +86,10 @@ static bool relay_pipe_grow(relay *r, relay_dir *dir)
                      "/proc/sys/fs/pipe-user-pages-soft, or lower relay.pipe_size_max)", (unsigned long long)want,
                      strerror(errno), dir->cap);
         }
-        return false;
+        return;
     }
     dir->cap = (uint32_t)sz;
     (*r->st.pipes_grown)++;
-    return true;
 }
 
 /* A pipe that still holds bytes is closed: they belong to a dead pair. A

@@ -383,6 +383,15 @@ void bn_src_addr(struct sockaddr_in *sa, int block, unsigned i)
     sa->sin_addr.s_addr = htonl(a);
 }
 
+long bn_src_index(struct in_addr a, int block)
+{
+    uint32_t h = ntohl(a.s_addr);
+    unsigned lo = h & 255u;
+    if (h >> 24 != 127u || ((h >> 16) & 255u) != (unsigned)(block & 255) || lo < 1 || lo > 250)
+        return -1;
+    return (long)((h >> 8) & 255u) * 250 + (long)lo - 1;
+}
+
 void bn_set_bufs(int fd, int bytes)
 {
     if (bytes <= 0)

@@ -90,6 +90,8 @@ void bn_win_print(const bn_win *w, const bn_pids *p);
 void bn_parse_addr(struct sockaddr_in *sa, const char *hostport);
 /* 127.<block>.<i/250>.<i%250 + 1>: up to 64 000 distinct sources per block. */
 void bn_src_addr(struct sockaddr_in *sa, int block, unsigned i);
+/* The inverse: the index i of a source address, or -1 if not of that block. */
+long bn_src_index(struct in_addr a, int block);
 void bn_set_bufs(int fd, int bytes);
 
 /* ---- protobuf, by hand ---- */

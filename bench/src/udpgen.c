@@ -1,12 +1,13 @@
 /* bench/src/udpgen.c — UDP request/response load generator.
  *
- * S connected UDP sockets, each bound to its own 127.<block>.x.y source,
- * keep up to W requests outstanding (closed loop) or send at a fixed total
- * rate (open loop, -r). Replies on one socket come back in order (one
- * loopback path, one server socket), so a reply is matched to the oldest
- * outstanding request of its socket; a request unanswered after the timeout
- * counts as lost. Peer ids: id index k belongs to socket k % S, so every
- * socket cycles over its own ids.
+ * S sources, each with its own 127.<block>.x.y address (its own connected
+ * socket, or with -V a kernel socket shared by several sources), keep up to
+ * W requests outstanding (closed loop) or send at a fixed total rate (open
+ * loop, -r). Replies to one source come back in order (one loopback path,
+ * one server socket), so a reply is matched to the oldest outstanding
+ * request of its source; a request unanswered after the timeout counts as
+ * lost. Peer ids: id index k belongs to source k % S, so every source cycles
+ * over its own ids.
  *
  * Payloads (-m): regpeer = RegisterPeer{id} (replies: RegisterPeerResponse,
  * or the same bytes from the echo server), regpk = RegisterPk{id, uuid, pk}
@@ -32,18 +33,32 @@
 
 enum { M_REGPEER, M_REGPK, M_STUN };
 
+/* One source address: a "socket" as the server sees it. */
 typedef struct gsock {
-    int fd;
-    uint32_t idx;        /* socket index */
-    uint32_t nids, next; /* ids of this socket: idx + j*S, j < nids */
-    uint32_t head, count;
-    uint64_t *ring; /* send times of outstanding requests, oldest at head */
-    bool done;      /* -o: every id sent once */
+    uint32_t idx;              /* source index */
+    uint32_t real;             /* the kernel socket that carries it */
+    uint32_t nids;             /* ids of this source: idx + j*S, j < nids */
+    uint64_t seq;              /* requests sent so far; the next id is seq % nids */
+    uint32_t head, count, pend; /* outstanding ring; pend: queued in the send batch */
+    uint64_t *ring;            /* send times of outstanding requests, oldest at head */
+    struct in_addr src;
 } gsock;
+
+/* A kernel socket. Plain: bound to its one source and connected. Shared
+ * (-V): bound to 0.0.0.0 and carrying S/V sources, each datagram sent from
+ * its source's address with IP_PKTINFO and its reply told apart by the
+ * address it came back to. The server sees the same S distinct sources
+ * either way; shared sockets let one sendmmsg/recvmmsg carry a batch across
+ * sources, so that with many sources and one request each outstanding the
+ * generator is not the bottleneck. */
+typedef struct rsock {
+    int fd;
+    uint32_t first, n; /* its sources: first .. first+n-1 */
+} rsock;
 
 static struct {
     int mode;
-    int nsock, window, block, rcvbuf;
+    int nsock, window, block, rcvbuf, nreal;
     uint64_t nids, id_base;
     double rate;
     double warmup_s, dur_s, behind_ms;
@@ -60,6 +75,12 @@ static struct {
     uint64_t rpk_true, rpk_false, echo, pk_ok, pk_other[16], stun_ok;
     bn_hist lat;
 } st;
+
+static gsock *socks;
+static rsock *reals;
+static int nreal;
+
+static bool done(const gsock *s) { return o.once && s->seq + s->pend >= s->nids; }
 
 static uint64_t t_meas0, t_meas1; /* measurement window [t_meas0, t_meas1) */
 static uint64_t stun_seq;
@@ -85,49 +106,79 @@ static size_t build(gsock *s, uint32_t j, uint8_t *out)
     }
 }
 
-/* Send up to k requests on s; returns how many went out. */
-static int send_some(gsock *s, int k, uint64_t now)
+#define PKTINFO_SPACE CMSG_SPACE(sizeof(struct in_pktinfo))
+
+/* The send batch: requests of sources carried by one kernel socket. */
+static struct {
+    int real; /* -1: empty */
+    unsigned n;
+    gsock *who[BATCH];
+    uint8_t data[BATCH][DGRAM_MAX];
+    struct iovec iov[BATCH];
+    struct mmsghdr mm[BATCH];
+    union { char buf[PKTINFO_SPACE]; struct cmsghdr align; } ctl[BATCH];
+} q = { .real = -1 };
+
+/* Sends the batch; returns how many went out. Only those advance their
+ * source's id cursor; the rest are sent again later (window sweep / due). */
+static int q_flush(uint64_t now)
 {
-    static uint8_t data[BATCH][DGRAM_MAX];
-    static struct iovec iov[BATCH];
-    static struct mmsghdr mm[BATCH];
-    if (k > BATCH)
-        k = BATCH;
-    if (k > o.window - (int)s->count)
-        k = o.window - (int)s->count;
-    int n = 0;
-    uint32_t next = s->next;
-    for (bool end = s->done; n < k && !end; n++) {
-        iov[n].iov_base = data[n];
-        iov[n].iov_len = build(s, next, data[n]);
-        memset(&mm[n].msg_hdr, 0, sizeof mm[n].msg_hdr);
-        mm[n].msg_hdr.msg_iov = &iov[n];
-        mm[n].msg_hdr.msg_iovlen = 1;
-        if (++next >= s->nids) {
-            next = 0;
-            end = o.once;
-        }
-    }
-    if (n == 0)
+    if (q.real < 0 || q.n == 0) {
+        q.real = -1;
         return 0;
-    int r = sendmmsg(s->fd, mm, (unsigned)n, MSG_DONTWAIT);
-    if (r <= 0) {
+    }
+    int r = sendmmsg(reals[q.real].fd, q.mm, q.n, MSG_DONTWAIT);
+    if (r < 0) {
         st.send_err++;
-        return 0;
+        r = 0;
     }
-    /* Only the r datagrams that went out advance the id cursor. */
     for (int i = 0; i < r; i++) {
+        gsock *s = q.who[i];
         s->ring[(s->head + s->count) % (uint32_t)o.window] = now;
         s->count++;
-        if (++s->next >= s->nids) {
-            s->next = 0;
-            s->done = o.once;
-        }
+        s->seq++;
     }
+    for (unsigned i = 0; i < q.n; i++)
+        q.who[i]->pend = 0;
     st.sent += (uint64_t)r;
     if (measured(now))
         st.m_sent += (uint64_t)r;
+    q.n = 0;
+    q.real = -1;
     return r;
+}
+
+/* Queues up to k requests of s (its window and -o allowing); returns how
+ * many were queued. A full batch, or one for another kernel socket, is sent
+ * first. */
+static int send_some(gsock *s, int k, uint64_t now)
+{
+    int queued = 0;
+    while (queued < k && s->count + s->pend < (uint32_t)o.window && !done(s)) {
+        if (q.real != (int)s->real || q.n == BATCH)
+            q_flush(now);
+        q.real = (int)s->real;
+        unsigned i = q.n++;
+        q.who[i] = s;
+        q.iov[i] = (struct iovec){ q.data[i], build(s, (uint32_t)((s->seq + s->pend) % s->nids), q.data[i]) };
+        s->pend++;
+        struct msghdr *h = &q.mm[i].msg_hdr;
+        *h = (struct msghdr){ .msg_iov = &q.iov[i], .msg_iovlen = 1 };
+        if (reals[s->real].n > 1) {
+            h->msg_name = &o.target;
+            h->msg_namelen = sizeof o.target;
+            h->msg_control = q.ctl[i].buf;
+            h->msg_controllen = sizeof q.ctl[i].buf;
+            struct cmsghdr *c = CMSG_FIRSTHDR(h);
+            c->cmsg_level = IPPROTO_IP;
+            c->cmsg_type = IP_PKTINFO;
+            c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
+            struct in_pktinfo pi = { .ipi_spec_dst = s->src };
+            memcpy(CMSG_DATA(c), &pi, sizeof pi);
+        }
+        queued++;
+    }
+    return queued;
 }
 
 /* Is this datagram the answer to a request, and what did it say? */
@@ -194,25 +245,53 @@ static void pop(gsock *s, uint64_t now, bool answered)
     }
 }
 
-static void on_readable(gsock *s)
+/* The source a reply came back to: the kernel socket's only one, or (shared)
+ * the one whose address the reply was sent to. NULL if none of ours. */
+static gsock *reply_source(const rsock *r, struct msghdr *h)
+{
+    if (r->n == 1)
+        return &socks[r->first];
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
+        if (c->cmsg_level != IPPROTO_IP || c->cmsg_type != IP_PKTINFO)
+            continue;
+        struct in_pktinfo pi;
+        memcpy(&pi, CMSG_DATA(c), sizeof pi);
+        long i = bn_src_index(pi.ipi_addr, o.block);
+        if (i < (long)r->first || i >= (long)(r->first + r->n))
+            return NULL;
+        return &socks[i];
+    }
+    return NULL;
+}
+
+static bool sending = true;     /* inside the send phase */
+static uint64_t t_last_recv;    /* when the last answer came */
+
+/* Reads the replies waiting on kernel socket ri; in the closed loop each
+ * answered source sends again at once (queued, one batch for the socket). */
+static void on_readable(uint32_t ri)
 {
     static uint8_t data[BATCH][DGRAM_MAX];
     static struct iovec iov[BATCH];
     static struct mmsghdr mm[BATCH];
+    static union { char buf[PKTINFO_SPACE]; struct cmsghdr align; } ctl[BATCH];
+    const rsock *r = &reals[ri];
     for (int round = 0; round < 8; round++) {
         for (int i = 0; i < BATCH; i++) {
-            iov[i].iov_base = data[i];
-            iov[i].iov_len = DGRAM_MAX;
-            memset(&mm[i].msg_hdr, 0, sizeof mm[i].msg_hdr);
-            mm[i].msg_hdr.msg_iov = &iov[i];
-            mm[i].msg_hdr.msg_iovlen = 1;
+            iov[i] = (struct iovec){ data[i], DGRAM_MAX };
+            mm[i].msg_hdr = (struct msghdr){ .msg_iov = &iov[i], .msg_iovlen = 1 };
+            if (r->n > 1) {
+                mm[i].msg_hdr.msg_control = ctl[i].buf;
+                mm[i].msg_hdr.msg_controllen = sizeof ctl[i].buf;
+            }
         }
-        int r = recvmmsg(s->fd, mm, BATCH, MSG_DONTWAIT, NULL);
-        if (r <= 0)
-            return; /* EAGAIN, or ECONNREFUSED from an ICMP error: counted as loss later */
+        int got = recvmmsg(r->fd, mm, BATCH, MSG_DONTWAIT, NULL);
+        if (got <= 0)
+            break; /* EAGAIN, or ECONNREFUSED from an ICMP error: counted as loss later */
         uint64_t now = bn_now_ns();
-        for (int i = 0; i < r; i++) {
-            if (!classify(data[i], mm[i].msg_len)) {
+        for (int i = 0; i < got; i++) {
+            gsock *s = reply_source(r, &mm[i].msg_hdr);
+            if (!s || !classify(data[i], mm[i].msg_len)) {
                 st.unexpected++;
                 continue;
             }
@@ -221,10 +300,14 @@ static void on_readable(gsock *s)
                 continue;
             }
             pop(s, now, true);
+            t_last_recv = now;
+            if (sending && o.rate <= 0)
+                send_some(s, o.window, now);
         }
-        if (r < BATCH)
-            return;
+        if (got < BATCH)
+            break;
     }
+    q_flush(bn_now_ns());
 }
 
 static void usage(void)
@@ -234,7 +317,8 @@ static void usage(void)
             "              [-B id_base] [-r rate/s (0: closed loop)] [-W warmup_s] [-d duration_s]\n"
             "              [-o (each id once)] [-T timeout_ms] [-S src_block] [-b sockbuf] [-P pid,...]\n"
             "              [-j ms: open loop catches up at most this far behind, default 2]\n"
-            "              [-Y (open loop: poll without sleeping)]\n");
+            "              [-Y (open loop: poll without sleeping)]\n"
+            "              [-V n: carry the sources on n shared kernel sockets (IP_PKTINFO)]\n");
     exit(2);
 }
 
@@ -242,7 +326,7 @@ int main(int argc, char **argv)
 {
     int c;
     bool have_target = false;
-    while ((c = getopt(argc, argv, "t:m:s:w:n:B:r:W:d:oT:S:b:P:j:Y")) != -1) {
+    while ((c = getopt(argc, argv, "t:m:s:w:n:B:r:W:d:oT:S:b:P:j:YV:")) != -1) {
         switch (c) {
         case 't': bn_parse_addr(&o.target, optarg), have_target = true; break;
         case 'm':
@@ -265,6 +349,7 @@ int main(int argc, char **argv)
         case 'P': bn_pids_parse(&o.pids, optarg); break;
         case 'j': o.behind_ms = bn_atof(optarg, "-j", 0.1, 1000); break;
         case 'Y': o.spin = true; break;
+        case 'V': o.nreal = (int)bn_atoll(optarg, "-V", 1, 16000); break;
         default: usage();
         }
     }
@@ -282,25 +367,44 @@ int main(int argc, char **argv)
         bn_die("%d sockets need more file descriptors than RLIMIT_NOFILE allows (%ld)", o.nsock, nofile);
 
     int ep = epoll_create1(EPOLL_CLOEXEC);
-    gsock *socks = calloc((size_t)o.nsock, sizeof *socks);
-    if (ep < 0 || !socks)
+    nreal = o.nreal && o.nreal < o.nsock ? o.nreal : o.nsock;
+    socks = calloc((size_t)o.nsock, sizeof *socks);
+    reals = calloc((size_t)nreal, sizeof *reals);
+    if (ep < 0 || !socks || !reals)
         bn_die("out of memory");
-    for (int i = 0; i < o.nsock; i++) {
-        gsock *s = &socks[i];
-        s->idx = (uint32_t)i;
-        s->nids = (uint32_t)((o.nids - (uint64_t)i + (uint64_t)o.nsock - 1) / (uint64_t)o.nsock);
-        s->ring = calloc((size_t)o.window, sizeof *s->ring);
-        s->fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (!s->ring || s->fd < 0)
+    /* Sources in contiguous blocks per kernel socket, so that the open loop's
+     * round robin fills a batch before it moves to the next socket. */
+    for (int ri = 0; ri < nreal; ri++) {
+        rsock *r = &reals[ri];
+        r->first = (uint32_t)((uint64_t)ri * (uint64_t)o.nsock / (uint64_t)nreal);
+        r->n = (uint32_t)((uint64_t)(ri + 1) * (uint64_t)o.nsock / (uint64_t)nreal) - r->first;
+        r->fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (r->fd < 0)
             bn_die("socket: %s", strerror(errno));
-        bn_set_bufs(s->fd, o.rcvbuf);
-        struct sockaddr_in src;
-        bn_src_addr(&src, o.block, (unsigned)i);
-        if (bind(s->fd, (struct sockaddr *)&src, sizeof src) < 0 ||
-            connect(s->fd, (struct sockaddr *)&o.target, sizeof o.target) < 0)
-            bn_die("bind/connect socket %d: %s", i, strerror(errno));
-        struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)i };
-        epoll_ctl(ep, EPOLL_CTL_ADD, s->fd, &ev);
+        bn_set_bufs(r->fd, o.rcvbuf);
+        struct sockaddr_in src = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY) };
+        int one = 1;
+        if (r->n == 1)
+            bn_src_addr(&src, o.block, r->first);
+        else if (setsockopt(r->fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one) < 0)
+            bn_die("IP_PKTINFO: %s", strerror(errno));
+        if (bind(r->fd, (struct sockaddr *)&src, sizeof src) < 0 ||
+            (r->n == 1 && connect(r->fd, (struct sockaddr *)&o.target, sizeof o.target) < 0))
+            bn_die("bind/connect socket %d: %s", ri, strerror(errno));
+        struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)ri };
+        epoll_ctl(ep, EPOLL_CTL_ADD, r->fd, &ev);
+        for (uint32_t k = r->first; k < r->first + r->n; k++) {
+            gsock *s = &socks[k];
+            s->idx = k;
+            s->real = (uint32_t)ri;
+            s->nids = (uint32_t)((o.nids - (uint64_t)k + (uint64_t)o.nsock - 1) / (uint64_t)o.nsock);
+            s->ring = calloc((size_t)o.window, sizeof *s->ring);
+            if (!s->ring)
+                bn_die("out of memory");
+            struct sockaddr_in a;
+            bn_src_addr(&a, o.block, k);
+            s->src = a.sin_addr;
+        }
     }
 
     uint64_t t0 = bn_now_ns();
@@ -312,16 +416,16 @@ int main(int argc, char **argv)
     bn_win wm;
     memset(&wm, 0, sizeof wm);
     uint64_t t_m0 = 0, t_m1 = 0;
-    bool in_window = false, sending = true;
-    uint64_t attempts = 0, last_sweep = 0, t_last_recv = 0;
+    bool in_window = false;
+    uint64_t attempts = 0, last_sweep = 0;
     uint32_t cursor = 0;
     struct epoll_event evs[256];
 
-    if (o.rate <= 0) /* closed loop: fill every window */
+    if (o.rate <= 0) { /* closed loop: fill every window */
         for (int i = 0; i < o.nsock; i++)
-            while (socks[i].count < (uint32_t)o.window && !socks[i].done)
-                if (!send_some(&socks[i], o.window, t0))
-                    break;
+            send_some(&socks[i], o.window, t0);
+        q_flush(t0);
+    }
 
     for (;;) {
         uint64_t now = bn_now_ns();
@@ -338,7 +442,7 @@ int main(int argc, char **argv)
         if (o.once && sending) {
             bool all = true;
             for (int i = 0; i < o.nsock && all; i++)
-                all = socks[i].done && !socks[i].count;
+                all = done(&socks[i]) && !socks[i].count;
             if (all) {
                 sending = false;
                 t_m1 = now;
@@ -370,8 +474,8 @@ int main(int argc, char **argv)
                 uint64_t want = (due - attempts + (uint64_t)o.nsock - 1) / (uint64_t)o.nsock;
                 if (want > due - attempts)
                     want = due - attempts;
-                int room = o.window - (int)s->count;
-                if (room <= 0 || s->done) {
+                int room = o.window - (int)(s->count + s->pend);
+                if (room <= 0 || done(s)) {
                     st.window_full++;
                     attempts++;
                     full_run++;
@@ -381,18 +485,12 @@ int main(int argc, char **argv)
                 int r = send_some(s, (int)(want < (uint64_t)room ? want : (uint64_t)room), now);
                 attempts += r > 0 ? (uint64_t)r : 1;
             }
+            q_flush(now);
         }
 
         int n = epoll_wait(ep, evs, 256, o.rate > 0 ? (o.spin ? 0 : 1) : 5);
-        for (int i = 0; i < n; i++) {
-            gsock *s = &socks[evs[i].data.u32];
-            uint32_t before = s->count;
-            on_readable(s);
-            if (s->count < before)
-                t_last_recv = bn_now_ns();
-            if (sending && o.rate <= 0)
-                send_some(s, o.window - (int)s->count, bn_now_ns());
-        }
+        for (int i = 0; i < n; i++)
+            on_readable(evs[i].data.u32);
 
         /* Requests older than the timeout are lost; the closed loop replaces
          * them (and retries sockets whose last send failed). */
@@ -403,9 +501,10 @@ int main(int argc, char **argv)
                 gsock *s = &socks[i];
                 while (s->count && now - s->ring[s->head] >= o.timeout_ns)
                     pop(s, now, false);
-                if (sending && o.rate <= 0 && s->count < (uint32_t)o.window)
+                if (sending && o.rate <= 0)
                     send_some(s, o.window, now);
             }
+            q_flush(now);
         }
     }
     for (int i = 0; i < o.nsock; i++)
@@ -419,6 +518,7 @@ int main(int argc, char **argv)
     double win = t_m1 > t_m0 ? (double)(t_m1 - t_m0) / 1e9 : 0;
     bn_kv("mode", "%s", o.mode == M_REGPEER ? "regpeer" : o.mode == M_REGPK ? "regpk" : "stun");
     bn_kv("sockets", "%d", o.nsock);
+    bn_kv("kernel_sockets", "%d", nreal);
     bn_kv("window", "%d", o.window);
     bn_kv("ids", "%llu", (unsigned long long)o.nids);
     bn_kv("target_rate", "%.0f", o.rate);
@@ -455,11 +555,12 @@ int main(int argc, char **argv)
         double srv_s = bn_win_srv_s(&wm);
         bn_kv("srv_cpu_us_per_resp", "%.3f", srv_s >= 0 && st.m_recv ? srv_s * 1e6 / (double)st.m_recv : -1);
     }
-    for (int i = 0; i < o.nsock; i++) {
-        close(socks[i].fd);
+    for (int i = 0; i < o.nsock; i++)
         free(socks[i].ring);
-    }
+    for (int i = 0; i < nreal; i++)
+        close(reals[i].fd);
     free(socks);
+    free(reals);
     close(ep);
     return 0;
 }

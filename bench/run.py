@@ -85,7 +85,7 @@ RDV_ONLY_NOTE = ("ip-blocker not loaded in the load tests (its per-IP RegisterPk
                  "generators); loaded for start-up/idle")
 # The relay's default bandwidth limits (relay.md §6: 128 Mb/s per pair,
 # 1024 Mb/s in total) would measure the limiter, not the relay: raised.
-COALESCE_US = 200  # the opt-in row of the memory section
+COALESCE_US = 500  # the opt-in row of the memory section
 UDP_COALESCE_US = 100  # the opt-in rows of the UDP section
 # Closed-loop UDP: the generator carries its sources on shared kernel sockets
 # (IP_PKTINFO) with at most this many requests outstanding on each, so that

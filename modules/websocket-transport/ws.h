@@ -1,7 +1,7 @@
 /* ws.h — websocket-transport internals shared by its source files.
  *
  * ws_http.c   request head: find its end, parse it (http-parser), validate
- *             the upgrade, build the answers (SHA-1/base64 from nettle),
+ *             the upgrade, build the answers (SHA-1 from libmd, base64 from libsodium),
  *             proxy headers and trusted-proxy CIDRs.
  * ws_conn.c   one connection: handshake, frames (wslay event API), codec,
  *             timers, close handshake, rendezvous dispatch, relay hand-over.

@@ -2,7 +2,7 @@
  * proxy-address rules of rendezvous.md §12 / relay.md §9.
  *
  * The request head is parsed by http-parser (libhttp-parser) once it is
- * complete; SHA-1 and base64 come from nettle. Pure functions: no core
+ * complete; SHA-1 comes from libmd, base64 from libsodium. Pure functions: no core
  * calls, so the fuzz target and the unit suite drive them directly. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -12,8 +12,8 @@
 #include <strings.h>
 
 #include <http_parser.h>
-#include <nettle/base64.h>
-#include <nettle/sha1.h>
+#include <sha1.h>
+#include <sodium.h>
 
 #include "ws.h"
 
@@ -184,11 +184,11 @@ static bool ws_key_valid(const ws_hval *h, const char **key, size_t *klen)
     ws_trim(h->v, h->len, key, klen);
     if (*klen != WS_KEY_B64_LEN)
         return false;
-    struct base64_decode_ctx ctx;
-    uint8_t raw[BASE64_DECODE_LENGTH(WS_KEY_B64_LEN)];
-    size_t rlen = sizeof raw;
-    base64_decode_init(&ctx);
-    return base64_decode_update(&ctx, &rlen, raw, *klen, *key) && base64_decode_final(&ctx) && rlen == 16;
+    uint8_t raw[WS_KEY_B64_LEN];
+    size_t rlen = 0;
+    /* strict: padding required, nothing skipped, no trailing bytes */
+    return sodium_base642bin(raw, sizeof raw, *key, *klen, NULL, &rlen, NULL, sodium_base64_VARIANT_ORIGINAL) == 0 &&
+           rlen == 16;
 }
 
 static bool ws_version_13(const ws_hval *h)
@@ -203,14 +203,15 @@ static bool ws_version_13(const ws_hval *h)
 
 void ws_http_accept_key(const char *key, size_t len, char out[WS_ACCEPT_LEN + 1])
 {
-    struct sha1_ctx sha;
-    uint8_t digest[SHA1_DIGEST_SIZE];
-    sha1_init(&sha);
-    sha1_update(&sha, len, (const uint8_t *)key);
-    sha1_update(&sha, sizeof WS_GUID - 1, (const uint8_t *)WS_GUID);
-    sha1_digest(&sha, sizeof digest, digest);
-    base64_encode_raw(out, sizeof digest, digest);
-    out[WS_ACCEPT_LEN] = '\0';
+    SHA1_CTX sha;
+    uint8_t digest[SHA1_DIGEST_LENGTH];
+    SHA1Init(&sha);
+    SHA1Update(&sha, (const uint8_t *)key, len);
+    SHA1Update(&sha, (const uint8_t *)WS_GUID, sizeof WS_GUID - 1);
+    SHA1Final(digest, &sha);
+    _Static_assert(sodium_base64_ENCODED_LEN(SHA1_DIGEST_LENGTH, sodium_base64_VARIANT_ORIGINAL) == WS_ACCEPT_LEN + 1,
+                   "accept key length");
+    sodium_bin2base64(out, WS_ACCEPT_LEN + 1, digest, sizeof digest, sodium_base64_VARIANT_ORIGINAL);
 }
 
 void ws_http_parse(const uint8_t *p, size_t n, ws_req *req)

@@ -103,6 +103,18 @@ Test(ws_http, refusals)
                        "Sec-WebSocket-Key: !!!!!!!!!!!!!!!!!!!!!!==\r\nSec-WebSocket-Version: 13\r\n\r\n"),
                  WS_REQ_BAD_KEY);
     cr_assert_eq(parse(HDRS("GET", "HTTP/1.1", "Sec-WebSocket-Key: " WT_KEY "\r\n")), WS_REQ_BAD_KEY);
+    /* 24 characters but not the padded base64 of 16 bytes: 18 bytes, no
+     * padding with a space inside, nonzero bits after the last byte */
+    static const char *const not16[] = { "AAAAAAAAAAAAAAAAAAAAAAAA", "dGhlIHNhbXBsZSBub25j ZQ=",
+                                         "dGhlIHNhbXBsZSBub25jZR==" };
+    for (size_t i = 0; i < sizeof not16 / sizeof *not16; i++) {
+        char req[256];
+        snprintf(req, sizeof req,
+                 "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                 not16[i]);
+        cr_assert_eq(parse(req), WS_REQ_BAD_KEY, "%s", not16[i]);
+    }
     cr_assert_eq(parse("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"), WS_REQ_MALFORMED);
     cr_assert_eq(parse("HELLO\r\n\r\n"), WS_REQ_MALFORMED);
     cr_assert_eq(parse("\r\n\r\n"), WS_REQ_MALFORMED);

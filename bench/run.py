@@ -684,13 +684,19 @@ class Bench:
             out[(s, w)] = best_of(one, "rate", self.cfg["udp_runs"], every=True)
         return out
 
-    def udp_echo(self):
-        p = spawn([self.tool("udpecho"), "-l", "127.0.0.1:%d" % self.port_echo, "-L", "600"],
-                  log=os.path.join(self.tmp, "udpecho.log"), cpu=SERVER_CPU)
-        try:
-            if not udp_probe(self.port_echo, b"\x32\x00", 5):
-                raise BenchError("echo server does not answer")
+    def echo_start(self, log, limit_s=600):
+        """The reference echo server on port_echo, pinned like a server under
+        test, answering; its process (stop it with stop())."""
+        p = spawn([self.tool("udpecho"), "-l", "127.0.0.1:%d" % self.port_echo, "-L", str(limit_s)],
+                  log=os.path.join(self.tmp, log), cpu=SERVER_CPU)
+        if not udp_probe(self.port_echo, b"\x32\x00", 5):
+            stop(p)
+            raise BenchError("echo server does not answer")
+        return p
 
+    def udp_echo(self):
+        p = self.echo_start("udpecho.log")
+        try:
             def check(k, s, w):
                 if int(k["m_recv"]) == 0 or int(k["echo"]) == 0:
                     raise BenchError("echo %dx%d: no answers" % (s, w))
@@ -1074,11 +1080,8 @@ class Bench:
     def sustain_echo(self, n):
         """The same load answered by the echo server: what this machine's
         kernel and a minimal epoll/mmsg loop cost for it (the limit)."""
-        p = spawn([self.tool("udpecho"), "-l", "127.0.0.1:%d" % self.port_echo, "-L", "600"],
-                  log=os.path.join(self.tmp, "udpecho-sustain.log"), cpu=SERVER_CPU)
+        p = self.echo_start("udpecho-sustain.log")
         try:
-            if not udp_probe(self.port_echo, b"\x32\x00", 5):
-                raise BenchError("echo server does not answer")
             return self.sustain_load(self.port_echo, p.pid, n, 1)
         finally:
             stop(p)
@@ -1184,12 +1187,10 @@ class Bench:
         background rate. A punch is about three such trips plus a TCP
         connect, so this is the floor the machine sets."""
         c = self.cfg
-        p = spawn([self.tool("udpecho"), "-l", "127.0.0.1:%d" % self.port_echo, "-L", "120"],
-                  log=os.path.join(self.tmp, "udpecho-floor.log"), cpu=SERVER_CPU)
+        p = None
         rows = []
         try:
-            if not udp_probe(self.port_echo, b"\x32\x00", 5):
-                raise BenchError("echo server does not answer")
+            p = self.echo_start("udpecho-floor.log", 120)
             for rate in (c["punch_rate"], c["punch_bg_rate"]):
                 wait_quiet()
                 k = run_tool([self.tool("udpgen"), "-t", "127.0.0.1:%d" % self.port_echo, "-m", "regpeer",
@@ -1200,7 +1201,8 @@ class Bench:
         except BenchError as e:
             self.r.error("punch latency floor", e)
         finally:
-            stop(p)
+            if p:
+                stop(p)
         rows.append(["punch through rdvd (from the table above)", punch["ok"], punch["lat_p50_us"],
                      punch["lat_p99_us"], punch["lat_p999_us"], punch["lat_max_us"], waits(punch)])
         self.r.out("")

@@ -263,9 +263,9 @@ void rdvt_cleanup(rdvt_server *s)
     }
 }
 
-bool rdvt_log_contains(rdvt_server *s, const char *needle)
+bool rdvt_file_contains(const char *path, const char *needle)
 {
-    FILE *f = fopen(s->log, "r");
+    FILE *f = fopen(path, "r");
     if (!f)
         return false;
     char line[4096];
@@ -274,6 +274,11 @@ bool rdvt_log_contains(rdvt_server *s, const char *needle)
         found = strstr(line, needle) != NULL;
     fclose(f);
     return found;
+}
+
+bool rdvt_log_contains(rdvt_server *s, const char *needle)
+{
+    return rdvt_file_contains(s->log, needle);
 }
 
 bool rdvt_wait_log(rdvt_server *s, const char *needle, int ms)

@@ -45,6 +45,8 @@ int rdvt_wait_exit(rdvt_server *s, int ms);
 int rdvt_stop(rdvt_server *s);
 /* Remove the working directory. */
 void rdvt_cleanup(rdvt_server *s);
+/* Does a line of the file (or of the server's log) contain needle? */
+bool rdvt_file_contains(const char *path, const char *needle);
 bool rdvt_log_contains(rdvt_server *s, const char *needle);
 /* Wait (max ms) until the log contains needle. */
 bool rdvt_wait_log(rdvt_server *s, const char *needle, int ms);

@@ -166,15 +166,7 @@ static const char *header(const Hbb__HttpProxyResponse *r, const char *name)
 
 static bool upstream_saw(const char *needle)
 {
-    FILE *f = fopen(up_log, "r");
-    if (!f)
-        return false;
-    char line[1024];
-    bool found = false;
-    while (!found && fgets(line, sizeof line, f))
-        found = strstr(line, needle) != NULL;
-    fclose(f);
-    return found;
+    return rdvt_file_contains(up_log, needle);
 }
 
 /* ------------------------------------------------------------------ tests */

@@ -327,3 +327,57 @@ Test(coalesce, reload_turns_it_off)
     cr_assert_eq(rdvt_stat(&srv, "core.udp_pauses"), 0);
     close(u);
 }
+
+/* ------------------------------------------------------------------ UDP listeners of both families */
+/* The receive slots are shared by every UDP listener. The dual-stack
+ * listener's source addresses are 28-byte IPv6 ones (IPv4 mapped), an
+ * IPv4-only listener's 16-byte ones, and the kernel copies at most the name
+ * length a slot offers: if a slot kept the 16 an IPv4 datagram left in it,
+ * the next IPv6 source would be cut after 16 bytes and the rest of it would
+ * be an earlier datagram's address. So: an answer to 127.0.0.6, then a
+ * datagram on the IPv4 listener, then a request from 127.0.0.5 must be
+ * answered to 127.0.0.5. */
+static const char *const families_files[] = {
+    "00-core.conf",
+    "core: {\n"
+    "  modules = [ \"example\" ];\n"
+    "  module_path = \"@MODDIR@\";\n"
+    "  listeners = ( { name = \"example\"; port = @PORT@; udp = true; tcp = false; },\n"
+    "                { name = \"v4only\"; bind = \"127.0.0.1\"; port = @NAT@; udp = true; tcp = false; } );\n"
+    "};\n",
+    NULL,
+};
+
+static void setup_families(void)
+{
+    cr_assert_eq(rdvt_prepare(&srv, families_files), 0);
+    cr_assert_eq(rdvt_start(&srv), 0, "rdvd did not start");
+}
+
+TestSuite(families, .init = setup_families, .fini = teardown, .timeout = 120);
+
+static void wait_udp_in(uint64_t n)
+{
+    for (int i = 0; i < 300 && rdvt_stat(&srv, "core.udp_in") < n; i++)
+        usleep(10000);
+    cr_assert_geq(rdvt_stat(&srv, "core.udp_in"), n);
+}
+
+Test(families, ipv4_listener_between_dual_stack_datagrams_keeps_sources_whole)
+{
+    int six = rdvt_udp("127.0.0.6"), five = rdvt_udp("127.0.0.5"), other = rdvt_udp("127.0.0.7");
+    uint64_t in = 0;
+    for (int round = 0; round < 5; round++) {
+        send_nat_udp(six);
+        expect_udp_answer(six);
+        wait_udp_in(++in);
+        cr_assert_eq(rdvt_udp_send_raw(other, srv.port - 1, nat_req, sizeof nat_req), 0); /* "v4only": no handler */
+        wait_udp_in(++in);
+        send_nat_udp(five);
+        expect_udp_answer(five);
+        wait_udp_in(++in);
+    }
+    close(six);
+    close(five);
+    close(other);
+}

@@ -39,14 +39,6 @@ int rdc_read_exact(int fd, uint8_t *p, size_t n, uint64_t deadline)
     return 0;
 }
 
-uint16_t rdc_local_port(int fd)
-{
-    struct sockaddr_in a;
-    socklen_t l = sizeof a;
-    getsockname(fd, (struct sockaddr *)&a, &l);
-    return ntohs(a.sin_port);
-}
-
 rdv_addr rdc_local_addr(int fd)
 {
     struct sockaddr_storage ss;
@@ -55,6 +47,12 @@ rdv_addr rdc_local_addr(int fd)
     rdv_addr a;
     rdv_addr_from_sockaddr(&a, (struct sockaddr *)&ss, l);
     return a;
+}
+
+uint16_t rdc_local_port(int fd) /* IPv4 or IPv6 socket */
+{
+    rdv_addr a = rdc_local_addr(fd);
+    return rdv_addr_port(&a);
 }
 
 int rdc_connect(const char *ip, int port)

@@ -31,11 +31,14 @@ static const char *const conf_files[] = {
     NULL,
 };
 
-static void setup(void)
+/* Each suite starts rdvd with its own conf.d. */
+static void start_with(const char *const *files)
 {
-    cr_assert_eq(rdvt_prepare(&srv, conf_files), 0);
+    cr_assert_eq(rdvt_prepare(&srv, files), 0);
     cr_assert_eq(rdvt_start(&srv), 0, "rdvd did not start");
 }
+
+static void setup(void) { start_with(conf_files); }
 
 static void teardown(void)
 {
@@ -268,11 +271,7 @@ static const char *const coalesce_files[] = {
     NULL,
 };
 
-static void setup_coalesce(void)
-{
-    cr_assert_eq(rdvt_prepare(&srv, coalesce_files), 0);
-    cr_assert_eq(rdvt_start(&srv), 0, "rdvd did not start");
-}
+static void setup_coalesce(void) { start_with(coalesce_files); }
 
 TestSuite(coalesce, .init = setup_coalesce, .fini = teardown, .timeout = 120);
 
@@ -348,11 +347,7 @@ static const char *const families_files[] = {
     NULL,
 };
 
-static void setup_families(void)
-{
-    cr_assert_eq(rdvt_prepare(&srv, families_files), 0);
-    cr_assert_eq(rdvt_start(&srv), 0, "rdvd did not start");
-}
+static void setup_families(void) { start_with(families_files); }
 
 TestSuite(families, .init = setup_families, .fini = teardown, .timeout = 120);
 

@@ -315,7 +315,9 @@ static bool deliver_frame(rdv_conn *c, const uint8_t *p, size_t n)
     (*s->st.tcp_frames)++;
     uint8_t *plain = NULL;
     if (c->secure && n > 1) {
-        plain = malloc(n - RDV_SECURE_MACBYTES);
+        /* 2..15 bytes cannot hold a record's tag: refused before the
+         * plaintext is sized from them (+1: a sealed empty message is 16) */
+        plain = n >= RDV_SECURE_MACBYTES ? malloc(n - RDV_SECURE_MACBYTES + 1) : NULL;
         if (!plain || rdv_secure_open(c->key, &c->recv_seq, p, n, plain) < 0) {
             free(plain);
             (*s->st.record_bad)++;

@@ -20,6 +20,10 @@ size_t rdv_frame_header(size_t n, uint8_t out[RDV_FRAME_HDR_MAX])
 rdv_frame_status rdv_frame_parse(const uint8_t *buf, size_t avail, size_t max_payload,
                                  size_t *hdr_len, size_t *payload_len)
 {
+    /* NEED with an incomplete header reports 0 / 0: callers size their
+     * buffer from these (conn.c), so they must never be left unset. */
+    *hdr_len = 0;
+    *payload_len = 0;
     if (avail == 0)
         return RDV_FRAME_NEED;
     size_t hlen = (size_t)(buf[0] & 3) + 1;

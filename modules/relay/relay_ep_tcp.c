@@ -97,8 +97,10 @@ static int relay_tcp_read(relay_ep_tcp *t)
 {
     relay *r = t->base.r;
     size_t hl = 0, pl = 0, want = RELAY_EP_READ_CHUNK;
-    /* Grow to the declared frame (already known to be within message_max). */
-    if (rdv_frame_parse(t->rbuf + t->roff, t->rlen, (size_t)r->cfg->message_max, &hl, &pl) == RDV_FRAME_NEED && hl &&
+    /* Grow to the declared frame (already known to be within message_max).
+     * With nothing held there may be no buffer yet: NULL + 0 is not C. */
+    if (t->rlen &&
+        rdv_frame_parse(t->rbuf + t->roff, t->rlen, (size_t)r->cfg->message_max, &hl, &pl) == RDV_FRAME_NEED && hl &&
         hl + pl - t->rlen > want)
         want = hl + pl - t->rlen;
     if (relay_tcp_reserve(t, want) < 0)

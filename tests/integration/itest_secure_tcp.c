@@ -300,6 +300,31 @@ Test(secure_tcp, decryption_failure_closes_R208)
     liveness();
 }
 
+/* A record of 2..15 bytes cannot even hold the 16-byte tag: closed silently
+ * like any record that fails to open (it once sized the plaintext as n - 16,
+ * which wrapped; found by fuzz_node). A sealed empty message (16 bytes)
+ * opens: it is then an empty payload, which closes the connection too
+ * (rendezvous.md §4.2), but not as a bad record. */
+Test(secure_tcp, records_shorter_than_a_tag_close_R208)
+{
+    static const size_t sizes[] = { 2, 15 };
+    for (size_t i = 0; i < 2; i++) {
+        client c = keyed_client("127.0.0.2");
+        uint8_t junk[15] = { 0 };
+        cr_assert_eq(rdvt_tcp_send_frame(c.fd, junk, sizes[i]), 0);
+        expect_closed_silently(c.fd);
+        cr_assert_eq(rdvt_stat(&srv, "core.record_bad"), i + 1);
+    }
+    client c = keyed_client("127.0.0.2");
+    uint8_t empty[1], sealed[RDV_SECURE_MACBYTES];
+    cr_assert_eq(rdv_secure_seal(c.key, &c.tx, empty, 0, sealed), 0);
+    cr_assert_eq(rdvt_tcp_send_frame(c.fd, sealed, sizeof sealed), 0);
+    expect_closed_silently(c.fd);
+    cr_assert_eq(rdvt_stat(&srv, "core.record_bad"), 2);
+    cr_assert_eq(rdvt_stat(&srv, "core.tcp_unhandled"), 1);
+    liveness();
+}
+
 /* ------------------------------------------------------------------ R225: HttpProxyRequest */
 Test(secure_tcp, http_proxy_without_api_is_answered_sealed_R225)
 {

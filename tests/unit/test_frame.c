@@ -185,6 +185,30 @@ Test(frame, zero_length)
     cr_assert_eq(rdv_frame_parse(f_empty, 1, 0, &hl, &pl), RDV_FRAME_OK);
 }
 
+/* While the header itself is incomplete, NEED says so with 0 / 0 whatever the
+ * outputs held before: the core sizes its read buffer from them (a partial
+ * 3-byte header once left them unset and made conn.c ask realloc for
+ * garbage; found by fuzz_node). */
+Test(frame, incomplete_header_reports_zero)
+{
+    const uint8_t h3[] = { 0x0a, 0x09, 0x00 }, h4[] = { 0xff, 0xff, 0xff, 0xff }, h2[] = { 0x05, 0x01 };
+    struct { const uint8_t *p; size_t have; } rows[] = { { h3, 1 }, { h3, 2 }, { h4, 1 }, { h4, 3 }, { h2, 1 } };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        size_t hl = 12345, pl = 67890;
+        cr_assert_eq(rdv_frame_parse(rows[i].p, rows[i].have, MAXP, &hl, &pl), RDV_FRAME_NEED, "row %zu", i);
+        cr_assert_eq(hl, 0, "row %zu: hdr_len %zu", i, hl);
+        cr_assert_eq(pl, 0, "row %zu: payload_len %zu", i, pl);
+    }
+    size_t hl = 1, pl = 1;
+    cr_assert_eq(rdv_frame_parse(NULL, 0, MAXP, &hl, &pl), RDV_FRAME_NEED);
+    cr_assert_eq(hl, 0);
+    cr_assert_eq(pl, 0);
+    /* A complete header still reports the declared frame while its payload is missing. */
+    cr_assert_eq(rdv_frame_parse(h2, 2, MAXP, &hl, &pl), RDV_FRAME_NEED);
+    cr_assert_eq(hl, 2);
+    cr_assert_eq(pl, (0x0105u >> 2));
+}
+
 /* Oversize is reported as soon as the header is complete: no payload needed. */
 Test(frame, oversize_detected_on_header)
 {

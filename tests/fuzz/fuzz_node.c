@@ -1,7 +1,8 @@
 /* libFuzzer: the whole node as conf.d ships it (all ten modules, the default
  * ports) driven through real sockets the way clients on the network reach
  * it — UDP datagrams to the rendezvous port, TCP connections to the
- * rendezvous, NAT-test, relay and both WebSocket ports. Where fuzz_dispatch
+ * rendezvous, NAT-test, relay and both WebSocket ports, and the API server
+ * api-proxy forwards to answering with fuzzed bytes. Where fuzz_dispatch
  * calls the dispatcher directly, this one goes through the listeners, the
  * connection read path, the secure-TCP record layer, the WebSocket transport
  * and the modules' stream handlers, close hooks and pairing.
@@ -18,6 +19,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -34,10 +37,12 @@
 #include "rdv/wire.h"
 #include "server.h"
 
-enum { OP_UDP, OP_OPEN, OP_SEND, OP_WS, OP_UPGRADE, OP_KEYX, OP_FIN, OP_CLOSE, OP_COUNT };
+enum { OP_UDP, OP_OPEN, OP_SEND, OP_WS, OP_UPGRADE, OP_KEYX, OP_FIN, OP_CLOSE, OP_API, OP_COUNT };
 #define SLOTS 4
-#define SOURCES 8        /* 0..6 IPv4 127.x.y.(1+k), 7 = ::1 */
+#define SOURCES 8        /* see source() */
 #define MAX_OPS 256      /* per input: keeps an input under a few ms */
+#define API_PORT 18080  /* the API server api-proxy forwards to: played by us */
+#define API_CONNS 4
 #define RX_KEEP 4096     /* bytes of server output kept per slot (the offer) */
 #define FRAME_MAX 65535  /* a length field of 16 bits cannot say more */
 
@@ -63,11 +68,47 @@ static rdv_server srv;
 static slot slots[SLOTS];
 static int udp_fd[SOURCES];
 static uint32_t round_no;
+static int api_listen = -1, api_conn[API_CONNS] = { -1, -1, -1, -1 };
 
 static void die(const char *what)
 {
     fprintf(stderr, "fuzz_node: %s: %s\n", what, strerror(errno));
     abort();
+}
+
+/* "ip route add local <dst>/<len> dev lo": every address of the range is
+ * this host's (so sources outside 127/8 exist without configuring each). */
+static void local_route(int family, const void *dst, size_t dlen, int prefix)
+{
+    struct {
+        struct nlmsghdr h;
+        struct rtmsg r;
+        char attrs[64];
+    } req = { 0 };
+    req.h.nlmsg_len = NLMSG_LENGTH(sizeof req.r);
+    req.h.nlmsg_type = RTM_NEWROUTE;
+    req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK;
+    req.r = (struct rtmsg){ .rtm_family = (unsigned char)family, .rtm_dst_len = (unsigned char)prefix,
+                            .rtm_table = RT_TABLE_LOCAL, .rtm_protocol = RTPROT_BOOT,
+                            .rtm_scope = RT_SCOPE_HOST, .rtm_type = RTN_LOCAL };
+    int lo = (int)if_nametoindex("lo");
+    struct { unsigned short type; const void *p; size_t n; } a[] = { { RTA_DST, dst, dlen }, { RTA_OIF, &lo, sizeof lo } };
+    for (size_t i = 0; i < 2; i++) {
+        struct rtattr *rta = (struct rtattr *)((char *)&req + NLMSG_ALIGN(req.h.nlmsg_len));
+        rta->rta_type = a[i].type;
+        rta->rta_len = (unsigned short)RTA_LENGTH(a[i].n);
+        memcpy(RTA_DATA(rta), a[i].p, a[i].n);
+        req.h.nlmsg_len = NLMSG_ALIGN(req.h.nlmsg_len) + RTA_ALIGN(rta->rta_len);
+    }
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    struct { struct nlmsghdr h; struct nlmsgerr e; } ack;
+    if (fd < 0 || send(fd, &req, req.h.nlmsg_len, 0) < 0 || recv(fd, &ack, sizeof ack, 0) < (ssize_t)sizeof ack)
+        die("netlink");
+    if (ack.h.nlmsg_type == NLMSG_ERROR && ack.e.error) {
+        errno = -ack.e.error;
+        die("RTM_NEWROUTE local");
+    }
+    close(fd);
 }
 
 /* A network namespace with only loopback, up. */
@@ -88,7 +129,12 @@ static void isolate(void)
     if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0)
         die("SIOCSIFFLAGS lo up");
     close(s);
+    uint8_t v4[4] = { 198, 18, 0, 0 }, v6[16] = { 0x20, 0x01, 0x0d, 0xb8 };
+    local_route(AF_INET, v4, sizeof v4, 15);
+    local_route(AF_INET6, v6, sizeof v6, 64);
 }
+
+static socklen_t server_addr(int k, int port, struct sockaddr_storage *ss);
 
 static void boot(void)
 {
@@ -107,49 +153,72 @@ static void boot(void)
         "  admin_socket = \"\"; log_level = \"%s\"; };\n"
         "keys: { key = \"" SERVER_SK "\"; };\n"
         "relay: { key = \"" LICENCE "\"; };\n"
-        "punch-coordinator: { relay_servers = [ \"127.0.0.1\" ]; local_ip = \"127.0.0.1\"; };\n", level);
+        "punch-coordinator: { relay_servers = [ \"127.0.0.1\" ]; local_ip = \"127.0.0.1\"; };\n"
+        "api-proxy: { api_base_url = \"http://127.0.0.1:%d\"; timeout_ms = 1000; };\n", level, API_PORT);
     rdv_boot b = { .conf_text = conf, .conf_text_name = "fuzz_node" };
     if (rdv_server_init(&srv, &b) != 0) {
         fprintf(stderr, "fuzz_node: start-up failed: %s\n", srv.err);
         abort();
     }
+    struct sockaddr_storage ss;
+    socklen_t len = server_addr(0, API_PORT, &ss);
+    api_listen = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (api_listen < 0 || bind(api_listen, (struct sockaddr *)&ss, len) != 0 || listen(api_listen, 64) != 0)
+        die("API server socket");
     for (int i = 0; i < SLOTS; i++)
         slots[i].fd = -1;
     for (int i = 0; i < SOURCES; i++)
         udp_fd[i] = -1;
 }
 
-/* Source k of this input: fresh IPv4 addresses per input, so the
- * ip-blocker's per-address limits start over (within an input they apply). */
+/* Sources, per input (fresh, so the ip-blocker's per-address limits start
+ * over; within an input they apply): 0-2 loopback 127.a.b.(1+k), 3-5 the
+ * routed 198.18.a.b range, 6 one of 2001:db8::/64, 7 ::1. Loopback sources
+ * reach the server at 127.0.0.1 / ::1, the others at 198.18.0.1 /
+ * 2001:db8::1 (both ranges are local routes of this namespace: isolate()). */
+static bool source_v6(int k) { return k >= 6; }
+
 static socklen_t source(int k, struct sockaddr_storage *ss)
 {
     memset(ss, 0, sizeof *ss);
-    if (k == SOURCES - 1) {
+    uint32_t r = round_no;
+    if (source_v6(k)) {
         struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
         a->sin6_family = AF_INET6;
-        a->sin6_addr = in6addr_loopback;
+        if (k == 7) {
+            a->sin6_addr = in6addr_loopback;
+        } else {
+            inet_pton(AF_INET6, "2001:db8::", &a->sin6_addr);
+            memcpy(&a->sin6_addr.s6_addr[12], &r, 4);
+            a->sin6_addr.s6_addr[11] = 1; /* never ::1 of the range (the server's) */
+        }
         return sizeof *a;
     }
     struct sockaddr_in *a = (struct sockaddr_in *)ss;
     a->sin_family = AF_INET;
-    a->sin_addr.s_addr = htonl(0x7f000000u | ((1 + (round_no >> 8) % 250) << 16) | ((round_no & 0xff) << 8) |
-                               (uint32_t)(1 + k));
+    if (k < 3)
+        a->sin_addr.s_addr = htonl(0x7f000000u | ((1 + (r >> 8) % 250) << 16) | ((r & 0xff) << 8) | (uint32_t)(1 + k));
+    else /* 198.18.0.0/15 without .0.x (the server's 198.18.0.1) */
+        a->sin_addr.s_addr = htonl(0xc6120000u | ((3u * r + (uint32_t)(k - 3)) % 131000u + 256u));
     return sizeof *a;
 }
 
-static socklen_t server_addr(int family, int port, struct sockaddr_storage *ss)
+static socklen_t server_addr(int k, int port, struct sockaddr_storage *ss)
 {
     memset(ss, 0, sizeof *ss);
-    if (family == AF_INET6) {
+    if (source_v6(k)) {
         struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
         a->sin6_family = AF_INET6;
-        a->sin6_addr = in6addr_loopback;
+        if (k == 7)
+            a->sin6_addr = in6addr_loopback;
+        else
+            inet_pton(AF_INET6, "2001:db8::1", &a->sin6_addr);
         a->sin6_port = htons((uint16_t)port);
         return sizeof *a;
     }
     struct sockaddr_in *a = (struct sockaddr_in *)ss;
     a->sin_family = AF_INET;
-    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a->sin_addr.s_addr = htonl(k < 3 ? INADDR_LOOPBACK : 0xc6120001u);
     a->sin_port = htons((uint16_t)port);
     return sizeof *a;
 }
@@ -161,6 +230,8 @@ static int bound_socket(int type, int k)
     int fd = socket(ss.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         die("socket");
+    int one = 1; /* IPv6 binds only to assigned addresses otherwise, not to a local route */
+    setsockopt(fd, SOL_IP, IP_FREEBIND, &one, sizeof one);
     if (bind(fd, (struct sockaddr *)&ss, len) != 0)
         die("bind source");
     return fd;
@@ -183,6 +254,26 @@ static void drain(void)
     for (int i = 0; i < SOURCES; i++)
         while (udp_fd[i] >= 0 && recv(udp_fd[i], buf, sizeof buf, 0) > 0)
             ;
+    for (int i = 0; i < API_CONNS; i++)
+        while (api_conn[i] >= 0 && recv(api_conn[i], buf, sizeof buf, 0) > 0)
+            ;
+}
+
+/* The API server's turn: take the connections api-proxy opened, answer on
+ * one of them with the data (a response head and body, or anything), and
+ * close it if asked. */
+static void api_answer(unsigned arg, const uint8_t *p, size_t n)
+{
+    for (int i = 0; i < API_CONNS; i++)
+        if (api_conn[i] < 0)
+            api_conn[i] = accept4(api_listen, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int *fd = &api_conn[arg % API_CONNS];
+    if (*fd < 0)
+        return;
+    if (n)
+        (void)!send(*fd, p, n, MSG_NOSIGNAL);
+    if (arg & 4)
+        close(*fd), *fd = -1;
 }
 
 static void pump(void)
@@ -313,7 +404,7 @@ static void open_slot(slot *s, unsigned arg)
     int one = 1;
     setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct sockaddr_storage to;
-    socklen_t len = server_addr(k == SOURCES - 1 ? AF_INET6 : AF_INET, ports[(arg >> 2) % 5], &to);
+    socklen_t len = server_addr(k, ports[(arg >> 2) % 5], &to);
     if (connect(s->fd, (struct sockaddr *)&to, len) != 0 && errno != EINPROGRESS)
         slot_close(s, false);
 }
@@ -324,7 +415,7 @@ static void udp_send(unsigned arg, const uint8_t *p, size_t n)
     if (udp_fd[k] < 0)
         udp_fd[k] = bound_socket(SOCK_DGRAM, k);
     struct sockaddr_storage to;
-    socklen_t len = server_addr(k == SOURCES - 1 ? AF_INET6 : AF_INET, ports[0], &to);
+    socklen_t len = server_addr(k, ports[0], &to);
     sendto(udp_fd[k], p, n, 0, (struct sockaddr *)&to, len);
 }
 
@@ -355,6 +446,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 shutdown(s->fd, SHUT_WR);
             break;
         case OP_CLOSE: slot_close(s, arg & 4); break;
+        case OP_API: api_answer(arg, p, n); break;
         }
         pump();
     }
@@ -366,6 +458,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int i = 0; i < SOURCES; i++)
         if (udp_fd[i] >= 0)
             close(udp_fd[i]), udp_fd[i] = -1;
+    for (int i = 0; i < API_CONNS; i++)
+        if (api_conn[i] >= 0)
+            close(api_conn[i]), api_conn[i] = -1;
     pump();
     rdv_conns_close_all(&srv, false);
     pump();

@@ -11,7 +11,7 @@ import struct
 import sys
 
 LICENCE = "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg="  # fuzz_node.c: LICENCE
-UDP, OPEN, SEND, WS, UPGRADE, KEYX, FIN, CLOSE = range(8)
+UDP, OPEN, SEND, WS, UPGRADE, KEYX, FIN, CLOSE, API = range(9)
 MAIN, NAT, RELAY, WS_RDV, WS_RELAY = range(5)
 
 
@@ -73,20 +73,28 @@ hc = msg(26, fld(1, "token"))
 http = msg(27, fld(1, "GET"), fld(2, "/api/login-options"), fld(3, fld(1, "Accept") + fld(2, "*/*")))
 
 SEEDS = {
-    "udp_register": [op(UDP, 0, register_peer()), op(UDP, 0, register_pk()), op(UDP, 0, register_peer()),
-                     op(UDP, 1, test_nat), op(UDP, 1, register_pk())],
+    # sources (fuzz_node.c source()): 0-2 127/8, 3-5 198.18/15, 6 2001:db8::/64, 7 ::1
+    "udp_register": [op(UDP, 3, register_peer()), op(UDP, 3, register_pk()), op(UDP, 3, register_peer()),
+                     op(UDP, 4, test_nat), op(UDP, 4, register_pk()), op(UDP, 6, register_peer(PEER)),
+                     op(UDP, 6, register_pk(PEER))],
+    "config_update": [op(UDP, 0, msg(14, fld(1, 7), fld(2, "127.0.0.1:21116"))), op(UDP, 5, msg(14, fld(1, 8)))],
     "tcp_plain": [op(OPEN, open_arg(0, MAIN, 1)), op(SEND, 4, register_pk(PEER)),
                   op(SEND, 4, online), op(SEND, 4, test_nat), op(FIN, 0)],
     "nat_port": [op(OPEN, open_arg(1, NAT, 2)), op(SEND, 5, test_nat), op(SEND, 5, online)],
-    "punch": [op(UDP, 0, register_peer()), op(UDP, 0, register_pk()),
-              op(OPEN, open_arg(0, MAIN, 1)), op(KEYX, 0), op(SEND, 0, punch_req),
-              op(UDP, 0, punch_sent), op(UDP, 0, local_addr), op(SEND, 0, request_relay("u-1")),
-              op(UDP, 0, relay_resp), op(CLOSE, 0)],
+    "punch": [op(UDP, 3, register_peer()), op(UDP, 3, register_pk()),
+              op(OPEN, open_arg(0, MAIN, 6)), op(KEYX, 0), op(SEND, 0, punch_req),
+              op(UDP, 3, punch_sent), op(UDP, 3, local_addr), op(SEND, 0, request_relay("u-1")),
+              op(UDP, 3, relay_resp), op(CLOSE, 0)],
     "stream_register": [op(OPEN, open_arg(2, MAIN, 3)), op(KEYX, 2), op(SEND, 2, register_pk(PEER)),
                         op(SEND, 2, register_peer(PEER)), op(SEND, 2, b""), op(SEND, 2, hc)],
-    "http_proxy": [op(OPEN, open_arg(3, MAIN, 4)), op(KEYX, 3), op(SEND, 3, http), op(CLOSE, 7)],
-    "relay_pair": [op(OPEN, open_arg(0, RELAY, 0)), op(SEND, 4, request_relay("u-2")),
-                   op(OPEN, open_arg(1, RELAY, 1)), op(SEND, 5, request_relay("u-2")),
+    "http_proxy": [op(OPEN, open_arg(3, MAIN, 4)), op(KEYX, 3), op(SEND, 3, http),
+                   op(API, 4, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n"
+                               b"{\"ok\":true}"), op(CLOSE, 7)],
+    "http_proxy_chunked": [op(OPEN, open_arg(1, MAIN, 2)), op(KEYX, 1), op(SEND, 1, http),
+                           op(API, 0, b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n4\r\nab"),
+                           op(API, 4, b"cd\r\n0\r\n\r\n"), op(SEND, 1, hc)],
+    "relay_pair": [op(OPEN, open_arg(0, RELAY, 3)), op(SEND, 4, request_relay("u-2")),
+                   op(OPEN, open_arg(1, RELAY, 6)), op(SEND, 5, request_relay("u-2")),
                    op(SEND, 0, b"hello"), op(SEND, 1, b"world"), op(FIN, 0), op(CLOSE, 5)],
     "ws_rendezvous": [op(OPEN, open_arg(0, WS_RDV, 0)), op(UPGRADE, 0, b"X-Real-IP: 127.9.9.9\r\n"),
                       op(WS, 0, register_pk()), op(WS, 0, online), op(WS, 0, punch_req), op(WS, 8, b"ping"),

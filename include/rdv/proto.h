@@ -44,7 +44,8 @@ rdv_msg *rdv_msg_unpack(rdv_arena *a, const uint8_t *p, size_t n);
 bool rdv_msg_strings_valid(const ProtobufCMessage *m);
 /* Pack into buf; returns the length (0 for an unset message), or
  * RDV_MSG_TOO_BIG if it does not fit in cap. Works for messages built with
- * any copy of the generated code (each module links its own): on messages
+ * any copy of the generated code (librdvwire's, or one an out-of-tree module
+ * compiled itself): on messages
  * you did not create, use the generic protobuf_c_message_* calls, never the
  * generated hbb__*__pack wrappers, which assert descriptor identity. */
 #define RDV_MSG_TOO_BIG ((size_t)-1)

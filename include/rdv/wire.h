@@ -84,9 +84,10 @@ int rdv_secure_seal(const uint8_t key[32], uint64_t *seq, const uint8_t *p, size
 int rdv_secure_open(const uint8_t key[32], uint64_t *seq, const uint8_t *e, size_t n, uint8_t *out);
 
 /* ---- Keyed hash ---- */
-/* SipHash-2-4 of p[0..n) with a random key drawn once per process (per copy
- * of librdvwire: each module links its own), for hash tables keyed by bytes
- * a client chooses. Not thread-safe on first use: call it from the loop. */
+/* SipHash-2-4 of p[0..n) with a random key drawn once per process (the
+ * shared librdvwire holds it for the core and every module), for hash tables
+ * keyed by bytes a client chooses. Not thread-safe on first use: call it
+ * from the loop. */
 uint64_t rdv_keyed_hash(const void *p, size_t n);
 
 /* ---- Text ---- */

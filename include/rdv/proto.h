@@ -45,9 +45,9 @@ bool rdv_msg_strings_valid(const ProtobufCMessage *m);
 /* Pack into buf; returns the length (0 for an unset message), or
  * RDV_MSG_TOO_BIG if it does not fit in cap. Works for messages built with
  * any copy of the generated code (librdvwire's, or one an out-of-tree module
- * compiled itself): on messages
- * you did not create, use the generic protobuf_c_message_* calls, never the
- * generated hbb__*__pack wrappers, which assert descriptor identity. */
+ * compiled itself): on messages you did not create, use the generic
+ * protobuf_c_message_* calls, never the generated hbb__*__pack wrappers,
+ * which assert descriptor identity. */
 #define RDV_MSG_TOO_BIG ((size_t)-1)
 size_t rdv_msg_pack(const rdv_msg *m, uint8_t *buf, size_t cap);
 /* Name of a oneof case ("register_peer"), "unset" for 0, else "unknown". */

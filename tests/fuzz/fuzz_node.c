@@ -37,7 +37,7 @@
 #include "rdv/wire.h"
 #include "server.h"
 
-enum { OP_UDP, OP_OPEN, OP_SEND, OP_WS, OP_UPGRADE, OP_KEYX, OP_FIN, OP_CLOSE, OP_API, OP_COUNT };
+enum { OP_UDP, OP_OPEN, OP_SEND, OP_WS, OP_UPGRADE, OP_KEYX, OP_FIN, OP_CLOSE, OP_API, OP_WAIT, OP_COUNT };
 #define SLOTS 4
 #define SOURCES 8        /* see source() */
 #define MAX_OPS 256      /* per input: keeps an input under a few ms */
@@ -152,9 +152,13 @@ static void boot(void)
         "                { name = \"nat\"; port = 21115; tcp = true; } );\n"
         "  admin_socket = \"\"; log_level = \"%s\"; };\n"
         "keys: { key = \"" SERVER_SK "\"; };\n"
-        "relay: { key = \"" LICENCE "\"; };\n"
+        "relay: { key = \"" LICENCE "\"; first_timeout_ms = 100; wait_timeout_ms = 100; };\n"
         "punch-coordinator: { relay_servers = [ \"127.0.0.1\" ]; local_ip = \"127.0.0.1\"; };\n"
-        "api-proxy: { api_base_url = \"http://127.0.0.1:%d\"; timeout_ms = 1000; };\n", level, API_PORT);
+        "api-proxy: { api_base_url = \"http://127.0.0.1:%d\"; timeout_ms = 100; connect_timeout_ms = 100;\n"
+        "  heartbeat_ms = 100; };\n"
+        /* the shortest timeouts the settings allow, so OP_WAIT reaches them */
+        "websocket-transport: { handshake_timeout_ms = 100; close_timeout_ms = 100; };\n"
+        "registry: { stream_heartbeat_ms = 100; sweep_ms = 10; };\n", level, API_PORT);
     rdv_boot b = { .conf_text = conf, .conf_text_name = "fuzz_node" };
     if (rdv_server_init(&srv, &b) != 0) {
         fprintf(stderr, "fuzz_node: start-up failed: %s\n", srv.err);
@@ -281,6 +285,16 @@ static void pump(void)
     for (int i = 0; i < 3; i++) {
         ev_run(srv.loop, EVRUN_NOWAIT);
         drain();
+    }
+}
+
+/* Let real time pass (the loop's timers are real): 40..160 ms reach the
+ * 100 ms timeouts set in boot(). Costly, so the fuzzer uses it sparingly. */
+static void wait_ms(int ms)
+{
+    for (int t = 0; t < ms; t += 10) {
+        usleep(10000);
+        pump();
     }
 }
 
@@ -447,6 +461,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         case OP_CLOSE: slot_close(s, arg & 4); break;
         case OP_API: api_answer(arg, p, n); break;
+        case OP_WAIT: wait_ms(40 * (1 + arg % 4)); break;
         }
         pump();
     }

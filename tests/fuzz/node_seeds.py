@@ -11,7 +11,7 @@ import struct
 import sys
 
 LICENCE = "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg="  # fuzz_node.c: LICENCE
-UDP, OPEN, SEND, WS, UPGRADE, KEYX, FIN, CLOSE, API = range(9)
+UDP, OPEN, SEND, WS, UPGRADE, KEYX, FIN, CLOSE, API, WAIT = range(10)
 MAIN, NAT, RELAY, WS_RDV, WS_RELAY = range(5)
 
 
@@ -102,6 +102,12 @@ SEEDS = {
     "ws_relay": [op(OPEN, open_arg(2, WS_RELAY, 2)), op(UPGRADE, 2), op(WS, 2, request_relay("u-3")),
                  op(OPEN, open_arg(3, RELAY, 3)), op(SEND, 7, request_relay("u-3")),
                  op(WS, 2, b"data"), op(SEND, 7, b"back"), op(WS, 0x12, b"part"), op(WS, 6, b"end")],
+    # OP_WAIT 3 = 160 ms: the relay's wait, the WebSocket handshake, api-proxy's
+    # request timeouts and HealthCheck heartbeats (all 100 ms in fuzz_node)
+    "timeouts": [op(OPEN, open_arg(0, RELAY, 3)), op(SEND, 4, request_relay("u-9")), op(WAIT, 3),
+                 op(OPEN, open_arg(1, WS_RDV, 4)), op(WAIT, 3),
+                 op(OPEN, open_arg(2, MAIN, 5)), op(KEYX, 2), op(SEND, 2, hc), op(WAIT, 3),
+                 op(SEND, 2, http), op(WAIT, 3)],
 }
 
 

@@ -5,17 +5,31 @@
  * api-proxy forwards to answering with fuzzed bytes. Where fuzz_dispatch
  * calls the dispatcher directly, this one goes through the listeners, the
  * connection read path, the secure-TCP record layer, the WebSocket transport
- * and the modules' stream handlers, close hooks and pairing.
+ * and the modules' stream handlers, timers, close hooks and pairing.
  *
- * The process moves into a network namespace of its own first (loopback
- * only): modules send datagrams to addresses taken from messages
- * (PunchHoleSent carries one), and none of them may leave the machine. That
- * needs root (CAP_SYS_ADMIN), as CI has.
+ * The process moves into a network namespace of its own first (loopback,
+ * plus two test ranges routed to it): modules send datagrams to addresses
+ * taken from messages (PunchHoleSent carries one), and none of them may
+ * leave the machine. That needs root (CAP_SYS_ADMIN), as CI has.
  *
  * Input: a sequence of operations, each  op:u8 arg:u8 len:u16le data[len]
- * (len is cut to what is left). After every operation the loop runs without
- * blocking and every client socket is drained. RDV_FUZZ_LOG=debug (or info,
- * ...) and RDV_FUZZ_STATS=1 show what the node made of an input. */
+ * (len is cut to what is left; op is taken modulo the count):
+ *   0 UDP      datagram data from source arg%8 to the rendezvous port
+ *   1 OPEN     slot arg%4: connect from source (arg>>5)%8 to port (arg>>2)%5
+ *   2 SEND     data on slot arg%4: sealed frame once keyed, else one frame
+ *              if arg&4, else raw bytes
+ *   3 WS       a masked WebSocket frame: opcode (arg>>2)&3 of binary,
+ *              continuation, ping, close; FIN unless arg&0x10
+ *   4 UPGRADE  a valid WebSocket upgrade request, data as extra header lines
+ *   5 KEYX     answer the server's secure-TCP offer on slot arg%4
+ *   6 FIN      half-close slot arg%4;   7 CLOSE  close it (reset if arg&4)
+ *   8 API      the API server answers data on its connection arg%4 (closes
+ *              it if arg&4)
+ *   9 WAIT     let 40..160 ms pass (timers)
+ * After every operation the loop runs without blocking and every client
+ * socket is drained. tests/fuzz/node_seeds.py writes the seeds.
+ * RDV_FUZZ_LOG=debug (or info, ...) and RDV_FUZZ_STATS=1 show what the node
+ * made of an input. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -40,7 +54,7 @@
 enum { OP_UDP, OP_OPEN, OP_SEND, OP_WS, OP_UPGRADE, OP_KEYX, OP_FIN, OP_CLOSE, OP_API, OP_WAIT, OP_COUNT };
 #define SLOTS 4
 #define SOURCES 8        /* see source() */
-#define MAX_OPS 256      /* per input: keeps an input under a few ms */
+#define MAX_OPS 256      /* per input: keeps one (without WAIT) under a few ms */
 #define API_PORT 18080  /* the API server api-proxy forwards to: played by us */
 #define API_CONNS 4
 #define RX_KEEP 4096     /* bytes of server output kept per slot (the offer) */

@@ -16,6 +16,7 @@
  * (len is cut to what is left; op is taken modulo the count):
  *   0 UDP      datagram data from source arg%8 to the rendezvous port
  *   1 OPEN     slot arg%4: connect from source (arg>>5)%8 to port (arg>>2)%5
+ *              (loopback sources reach the NAT and relay consoles there)
  *   2 SEND     data on slot arg%4: sealed frame once keyed, else one frame
  *              if arg&4, else raw bytes
  *   3 WS       a masked WebSocket frame: opcode (arg>>2)&3 of binary,
@@ -162,11 +163,15 @@ static void boot(void)
     snprintf(conf, sizeof conf,
         "core: { modules = [ \"keys\", \"storage-sqlite\", \"ip-blocker\", \"registry\", \"nat-test\",\n"
         "  \"punch-coordinator\", \"secure-tcp\", \"api-proxy\", \"websocket-transport\", \"relay\" ];\n"
-        "  listeners = ( { name = \"main\"; port = 21116; udp = true; tcp = true; },\n"
-        "                { name = \"nat\"; port = 21115; tcp = true; } );\n"
+        "  listeners = ( { name = \"main\"; port = 21116; udp = true; tcp = true; } );\n"
         "  admin_socket = \"\"; log_level = \"%s\"; };\n"
         "keys: { key = \"" SERVER_SK "\"; };\n"
-        "relay: { key = \"" LICENCE "\"; first_timeout_ms = 100; wait_timeout_ms = 100; };\n"
+        "relay: { key = \"" LICENCE "\"; first_timeout_ms = 100; wait_timeout_ms = 100;\n"
+        "  console_loopback = true; };\n"
+        /* upstream's loopback consoles on the NAT and relay ports: loopback
+         * sources reach them, the routed ones the protocol (nat-test then
+         * owns the NAT port: no core "nat" listener) */
+        "nat-test: { compat_console = true; };\n"
         "punch-coordinator: { relay_servers = [ \"127.0.0.1\" ]; local_ip = \"127.0.0.1\"; };\n"
         "api-proxy: { api_base_url = \"http://127.0.0.1:%d\"; timeout_ms = 100; connect_timeout_ms = 100;\n"
         "  heartbeat_ms = 100; };\n"

@@ -26,7 +26,7 @@
  *   6 FIN      half-close slot arg%4;   7 CLOSE  close it (reset if arg&4)
  *   8 API      the API server answers data on its connection arg%4 (closes
  *              it if arg&4)
- *   9 WAIT     let 40..160 ms pass (timers)
+ *   9 WAIT     let 40..160 ms pass (timers; twice per input at most)
  * After every operation the loop runs without blocking and every client
  * socket is drained. tests/fuzz/node_seeds.py writes the seeds.
  * RDV_FUZZ_LOG=debug (or info, ...) and RDV_FUZZ_STATS=1 show what the node
@@ -56,6 +56,7 @@ enum { OP_UDP, OP_OPEN, OP_SEND, OP_WS, OP_UPGRADE, OP_KEYX, OP_FIN, OP_CLOSE, O
 #define SLOTS 4
 #define SOURCES 8        /* see source() */
 #define MAX_OPS 256      /* per input: keeps one (without WAIT) under a few ms */
+#define MAX_WAITS 2      /* per input: at most 320 ms of waiting */
 #define API_PORT 18080  /* the API server api-proxy forwards to: played by us */
 #define API_CONNS 4
 #define RX_KEEP 4096     /* bytes of server output kept per slot (the offer) */
@@ -458,6 +459,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         boot();
     round_no++;
     size_t off = 0;
+    int waits = 0;
     for (int ops = 0; ops < MAX_OPS && size - off >= 4; ops++) {
         unsigned op = data[off] % OP_COUNT, arg = data[off + 1];
         size_t n = (size_t)data[off + 2] | (size_t)data[off + 3] << 8;
@@ -480,7 +482,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         case OP_CLOSE: slot_close(s, arg & 4); break;
         case OP_API: api_answer(arg, p, n); break;
-        case OP_WAIT: wait_ms(40 * (1 + arg % 4)); break;
+        case OP_WAIT:
+            if (waits++ < MAX_WAITS)
+                wait_ms(40 * (1 + arg % 4));
+            break;
         }
         pump();
     }

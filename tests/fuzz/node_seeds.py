@@ -87,7 +87,7 @@ SEEDS = {
                  op(OPEN, open_arg(1, NAT, 1)), op(SEND, 1, b"ib"), op(OPEN, open_arg(2, NAT, 7)), op(SEND, 2, b"aur"),
                  op(OPEN, open_arg(0, RELAY, 0)), op(SEND, 0, b"ba 198.18.0.9|198.18.0.10"),
                  op(OPEN, open_arg(1, RELAY, 2)), op(SEND, 1, b"u"), op(OPEN, open_arg(2, RELAY, 7)),
-                 op(SEND, 2, b"sb 128"), op(WAIT, 0)],
+                 op(SEND, 2, b"sb 128"), op(WAIT, 0xf0)],
     "punch": [op(UDP, 3, register_peer()), op(UDP, 3, register_pk()),
               op(OPEN, open_arg(0, MAIN, 6)), op(KEYX, 0), op(SEND, 0, punch_req),
               op(UDP, 3, punch_sent), op(UDP, 3, local_addr), op(SEND, 0, request_relay("u-1")),
@@ -109,12 +109,13 @@ SEEDS = {
     "ws_relay": [op(OPEN, open_arg(2, WS_RELAY, 2)), op(UPGRADE, 2), op(WS, 2, request_relay("u-3")),
                  op(OPEN, open_arg(3, RELAY, 3)), op(SEND, 7, request_relay("u-3")),
                  op(WS, 2, b"data"), op(SEND, 7, b"back"), op(WS, 0x12, b"part"), op(WS, 6, b"end")],
-    # OP_WAIT 3 = 160 ms: the relay's wait, the WebSocket handshake, api-proxy's
-    # request timeouts and HealthCheck heartbeats (all 100 ms in fuzz_node)
-    "timeouts": [op(OPEN, open_arg(0, RELAY, 3)), op(SEND, 4, request_relay("u-9")), op(WAIT, 3),
-                 op(OPEN, open_arg(1, WS_RDV, 4)), op(WAIT, 3),
-                 op(OPEN, open_arg(2, MAIN, 5)), op(KEYX, 2), op(SEND, 2, hc), op(WAIT, 3),
-                 op(SEND, 2, http), op(WAIT, 3)],
+    # OP_WAIT 0xf3 = 160 ms (at most two per input): the relay's wait, the
+    # WebSocket handshake, api-proxy's request timeout and HealthCheck
+    # heartbeats (all 100 ms in fuzz_node)
+    "timeouts": [op(OPEN, open_arg(0, RELAY, 3)), op(SEND, 4, request_relay("u-9")),
+                 op(OPEN, open_arg(1, WS_RDV, 4)),
+                 op(OPEN, open_arg(2, MAIN, 5)), op(KEYX, 2), op(SEND, 2, hc), op(SEND, 2, http), op(WAIT, 0xf3),
+                 op(WAIT, 0xf3)],
 }
 
 

@@ -1,8 +1,9 @@
 /* libFuzzer: the operator's text inputs — a conf.d file (libconfig plus our
  * integer-literal check) filled into the core's settings and listener
- * tables, "group.key=value" overrides, and the .env / hbbs config INI files
- * the hbbs/hbbr launchers read. Input: the conf text, then after the first
- * NUL byte one override per line, then after the next NUL byte the INI text.
+ * tables, "group.key=value" overrides, the .env / hbbs config INI files and
+ * the command line and environment of the hbbs/hbbr launchers. Input, in
+ * NUL-separated parts: the conf text; overrides, one per line; the INI text;
+ * command-line words, one per line; environment entries, one per line.
  * Bad input must give an error message, never a crash, leak or hang. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,13 +31,50 @@ static char *part(const uint8_t **p, const uint8_t *end)
     return s;
 }
 
+/* Split s at newlines into v (at most max - 1 words, NULL-terminated) after
+ * `first` if given; returns the count. */
+static int words(char *s, const char *first, char **v, int max)
+{
+    int n = 0;
+    if (first)
+        v[n++] = (char *)first;
+    char *save = NULL;
+    for (char *w = strtok_r(s, "\n", &save); w && n < max - 1; w = strtok_r(NULL, "\n", &save))
+        v[n++] = w;
+    v[n] = NULL;
+    return n;
+}
+
+/* The launchers' option parsing: flags, environment spellings, precedence. */
+static void launcher(compat_kind kind, const char *args, const char *env)
+{
+    char *a = strdup(args), *e = strdup(env), *argv[64], *envp[64];
+    int argc = words(a, kind == COMPAT_HBBS ? "hbbs" : "hbbr", argv, 64);
+    words(e, NULL, envp, 64);
+    compat_opts *o = compat_opts_new(kind, envp);
+    char err[512];
+    if (o && compat_parse_argv(o, argc, argv, err, sizeof err) == 0) {
+        static const char *const names[] = { "CONFIG", "BIND", "PORT", "SERIAL", "RENDEZVOUS-SERVERS",
+                                             "SOFTWARE-URL", "RELAY-SERVERS", "RMEM", "MASK", "KEY" };
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+            const char *flag = compat_flag(o, names[i]), *v = compat_get(o, names[i]);
+            if (flag && (!v || strcmp(flag, v) != 0))
+                abort(); /* the command line wins over every other layer (config-compat.md §2) */
+        }
+    }
+    compat_opts_free(o);
+    free(a);
+    free(e);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static FILE *sink;
     if (!sink)
         sink = fopen("/dev/null", "w");
     const uint8_t *p = data, *end = data + size;
-    char *text = part(&p, end), *overrides = part(&p, end), *ini = part(&p, end);
+    char *text = part(&p, end), *overrides = part(&p, end), *ini = part(&p, end), *args = part(&p, end),
+         *env = part(&p, end);
     char err[1024];
 
     rdv_conf *c = rdv_conf_new();
@@ -70,8 +108,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     size_t kvs = 0;
     compat_parse_ini(ini, count_kv, &kvs);
+    launcher(COMPAT_HBBS, args, env);
+    launcher(COMPAT_HBBR, args, env);
     free(text);
     free(overrides);
     free(ini);
+    free(args);
+    free(env);
     return 0;
 }

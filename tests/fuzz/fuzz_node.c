@@ -28,6 +28,8 @@
  *              it if arg&4)
  *   9 WAIT     if arg >= 0xf0, let 40 * (1 + arg%4) ms pass (timers; twice
  *              per input at most)
+ *  10 ADMIN    data as one command line on the admin socket (the core's and
+ *              every module's commands, reload included; not log-level)
  * After every operation the loop runs without blocking and every client
  * socket is drained. tests/fuzz/node_seeds.py writes the seeds.
  * RDV_FUZZ_LOG=debug (or info, ...) and RDV_FUZZ_STATS=1 show what the node
@@ -47,13 +49,14 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "rdv/proto.h"
 #include "rdv/wire.h"
 #include "server.h"
 
-enum { OP_UDP, OP_OPEN, OP_SEND, OP_WS, OP_UPGRADE, OP_KEYX, OP_FIN, OP_CLOSE, OP_API, OP_WAIT, OP_COUNT };
+enum { OP_UDP, OP_OPEN, OP_SEND, OP_WS, OP_UPGRADE, OP_KEYX, OP_FIN, OP_CLOSE, OP_API, OP_WAIT, OP_ADMIN, OP_COUNT };
 #define SLOTS 4
 #define SOURCES 8        /* see source() */
 #define MAX_OPS 256      /* per input: keeps one (without WAIT) under a few ms */
@@ -166,7 +169,7 @@ static void boot(void)
         "core: { modules = [ \"keys\", \"storage-sqlite\", \"ip-blocker\", \"registry\", \"nat-test\",\n"
         "  \"punch-coordinator\", \"secure-tcp\", \"api-proxy\", \"websocket-transport\", \"relay\" ];\n"
         "  listeners = ( { name = \"main\"; port = 21116; udp = true; tcp = true; } );\n"
-        "  admin_socket = \"\"; log_level = \"%s\"; };\n"
+        "  admin_socket = \"rdvd.sock\"; log_level = \"%s\"; };\n"
         "keys: { key = \"" SERVER_SK "\"; };\n"
         "relay: { key = \"" LICENCE "\"; first_timeout_ms = 100; wait_timeout_ms = 100;\n"
         "  console_loopback = true; };\n"
@@ -317,6 +320,32 @@ static void wait_ms(int ms)
         usleep(10000);
         pump();
     }
+}
+
+/* One command on the admin socket, its answer read to EOF (bounded). A
+ * command that raises the log level would slow every later input down, and
+ * the fuzzer finds it: it is left out. */
+static void admin(const uint8_t *p, size_t n)
+{
+    if (n >= 9 && memcmp(p, "log-level", 9) == 0)
+        return;
+    struct sockaddr_un sa = { .sun_family = AF_UNIX, .sun_path = "rdvd.sock" };
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    (void)!send(fd, p, n, MSG_NOSIGNAL);
+    (void)!send(fd, "\n", 1, MSG_NOSIGNAL);
+    uint8_t buf[4096];
+    for (int i = 0; i < 64; i++) {
+        pump();
+        ssize_t r = recv(fd, buf, sizeof buf, 0);
+        if (r == 0 || (r < 0 && errno != EAGAIN))
+            break;
+    }
+    close(fd);
 }
 
 static void slot_close(slot *s, bool reset)
@@ -483,6 +512,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         case OP_CLOSE: slot_close(s, arg & 4); break;
         case OP_API: api_answer(arg, p, n); break;
+        case OP_ADMIN: admin(p, n); break;
         case OP_WAIT:
             /* only with arg >= 0xf0: mutations must not make most inputs slow */
             if (arg >= 0xf0 && waits++ < MAX_WAITS)

@@ -11,7 +11,7 @@ import struct
 import sys
 
 LICENCE = "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg="  # fuzz_node.c: LICENCE
-UDP, OPEN, SEND, WS, UPGRADE, KEYX, FIN, CLOSE, API, WAIT = range(10)
+UDP, OPEN, SEND, WS, UPGRADE, KEYX, FIN, CLOSE, API, WAIT, ADMIN = range(11)
 MAIN, NAT, RELAY, WS_RDV, WS_RELAY = range(5)
 
 
@@ -116,6 +116,12 @@ SEEDS = {
                  op(OPEN, open_arg(1, WS_RDV, 4)),
                  op(OPEN, open_arg(2, MAIN, 5)), op(KEYX, 2), op(SEND, 2, hc), op(SEND, 2, http), op(WAIT, 0xf3),
                  op(WAIT, 0xf3)],
+    # the admin socket: a reload while a pair and a stream registration are live
+    "admin": [op(UDP, 3, register_peer()), op(UDP, 3, register_pk()), op(ADMIN, 0, b"help"),
+              op(ADMIN, 0, b"stats registry"), op(OPEN, open_arg(0, RELAY, 3)), op(SEND, 4, request_relay("u-7")),
+              op(OPEN, open_arg(1, RELAY, 6)), op(SEND, 5, request_relay("u-7")), op(OPEN, open_arg(2, MAIN, 4)),
+              op(KEYX, 2), op(SEND, 2, register_pk(PEER)), op(ADMIN, 0, b"reload"), op(SEND, 0, b"after"),
+              op(ADMIN, 0, b"modules"), op(ADMIN, 0, b"conns")],
 }
 
 

@@ -131,7 +131,8 @@ static void local_route(int family, const void *dst, size_t dlen, int prefix)
     close(fd);
 }
 
-/* A network namespace with only loopback, up. */
+/* A network namespace of our own: loopback, up, and the two test ranges of
+ * source() routed to it. */
 static void isolate(void)
 {
     if (unshare(CLONE_NEWNET) != 0) {

@@ -2,7 +2,11 @@
  *
  * Binding follows upstream (wire.md §4): "[::]" with IPV6_V6ONLY off (dual
  * stack), falling back to 0.0.0.0 when the host has no IPv6; SO_REUSEADDR
- * (and SO_REUSEPORT) set. A bind address restricts to that address only. */
+ * set. A bind address restricts to that address only. Unlike upstream, no
+ * SO_REUSEPORT: with it a second rdvd on the same ports starts without a
+ * word and takes a share of the datagrams and connections into a registry
+ * of its own (relay.md §2 leaves it out); without it, it is refused with
+ * "port in use". */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
@@ -26,7 +30,6 @@ static int sock_open(int family, int type, const struct sockaddr *sa, socklen_t 
         return -errno;
     int one = 1, zero = 0;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (family == AF_INET6 && v6only_off)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
     if (rcvbuf > 0)

@@ -15,8 +15,7 @@
  *     api->conn_dispatch (listener name "nat", so the same handlers
  *     answer), then the connection closes (one request per connection).
  * The operator must then not list "nat" in core.listeners (checked at
- * start: two sockets on one port with SO_REUSEPORT would split the
- * connections between them). */
+ * start, with that advice, before the bind would fail as "port in use"). */
 #include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>

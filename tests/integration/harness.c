@@ -92,19 +92,10 @@ static char *expand(rdvt_server *s, const char *text)
     return cur;
 }
 
-int rdvt_prepare(rdvt_server *s, const char *const *files)
+/* conf.d/<name> = expanded text for each (name, text) pair. */
+static int write_files(rdvt_server *s, const char *const *files)
 {
-    memset(s, 0, sizeof *s);
-    s->pid = -1;
-    s->port = rdvt_base_port();
-    snprintf(s->dir, sizeof s->dir, "/tmp/rdvt-XXXXXX");
-    if (!mkdtemp(s->dir))
-        return -1;
-    snprintf(s->log, sizeof s->log, "%s/rdvd.log", s->dir);
-    snprintf(s->sock, sizeof s->sock, "%s/rdvd.sock", s->dir);
     char path[512];
-    snprintf(path, sizeof path, "%s/conf.d", s->dir);
-    mkdir(path, 0700);
     for (size_t i = 0; files && files[i]; i += 2) {
         snprintf(path, sizeof path, "%s/conf.d/%s", s->dir, files[i]);
         char *text = expand(s, files[i + 1]);
@@ -119,8 +110,38 @@ int rdvt_prepare(rdvt_server *s, const char *const *files)
         fclose(f);
         free(text);
     }
-    s->valgrind = getenv("RDV_VALGRIND") && strcmp(getenv("RDV_VALGRIND"), "1") == 0;
     return 0;
+}
+
+static void free_files(rdvt_server *s)
+{
+    for (size_t i = 0; s->files && s->files[i]; i++)
+        free(s->files[i]);
+    free(s->files);
+    s->files = NULL;
+}
+
+int rdvt_prepare(rdvt_server *s, const char *const *files)
+{
+    memset(s, 0, sizeof *s);
+    s->pid = -1;
+    s->port = rdvt_base_port();
+    snprintf(s->dir, sizeof s->dir, "/tmp/rdvt-XXXXXX");
+    if (!mkdtemp(s->dir))
+        return -1;
+    snprintf(s->log, sizeof s->log, "%s/rdvd.log", s->dir);
+    snprintf(s->sock, sizeof s->sock, "%s/rdvd.sock", s->dir);
+    char path[512];
+    snprintf(path, sizeof path, "%s/conf.d", s->dir);
+    mkdir(path, 0700);
+    size_t n = 0;
+    while (files && files[n])
+        n++;
+    s->files = calloc(n + 1, sizeof *s->files);
+    for (size_t i = 0; s->files && i < n; i++)
+        s->files[i] = strdup(files[i]);
+    s->valgrind = getenv("RDV_VALGRIND") && strcmp(getenv("RDV_VALGRIND"), "1") == 0;
+    return write_files(s, files);
 }
 
 static void print_log(rdvt_server *s)
@@ -199,7 +220,19 @@ int rdvt_start_exe(rdvt_server *s, const char *exe, const char *const *args, boo
     return -1;
 }
 
-int rdvt_start(rdvt_server *s) { return rdvt_start_exe(s, "rdvd", NULL, true); }
+int rdvt_start(rdvt_server *s)
+{
+    for (int tries = 0;; tries++) {
+        if (rdvt_start_exe(s, "rdvd", NULL, true) == 0)
+            return 0;
+        if (tries == 5 || !s->files || !rdvt_log_contains(s, "another process uses this port"))
+            return -1;
+        fprintf(stderr, "rdvt: ports %d.. in use; trying a fresh block\n", s->port - 1);
+        s->port = rdvt_base_port();
+        if (truncate(s->log, 0) != 0 || write_files(s, (const char *const *)s->files) != 0)
+            return -1;
+    }
+}
 
 bool rdvt_alive(rdvt_server *s)
 {
@@ -279,6 +312,7 @@ void rdvt_cleanup(rdvt_server *s)
 {
     if (s->pid > 0)
         rdvt_stop(s);
+    free_files(s);
     if (s->dir[0] && strncmp(s->dir, "/tmp/rdvt-", 10) == 0) {
         char cmd[400];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", s->dir);

@@ -24,6 +24,7 @@ typedef struct rdvt_server {
     char sock[300];     /* admin socket */
     int port;           /* base port: main = port, nat = port - 1, relay = port + 1, ... */
     bool valgrind;
+    char **files;       /* copy of rdvt_prepare's (name, text) pairs, for a retry on new ports */
 } rdvt_server;
 
 /* A fresh base port for this process (each call moves on by 10). */
@@ -37,7 +38,9 @@ int rdvt_base_port(void);
 int rdvt_prepare(rdvt_server *s, const char *const *files);
 /* Start build/rdvd (or argv[0] = exe, e.g. "hbbs", with extra args) and wait
  * until it answers on its admin socket (max 15 s; 60 s under valgrind).
- * Returns 0 or -1 (the log is printed). */
+ * Returns 0 or -1 (the log is printed). rdvt_start moves to a fresh block
+ * of ports and tries again (up to 5 times) when rdvd reports one of its
+ * ports in use: another test run on this machine may hold them. */
 int rdvt_start(rdvt_server *s);
 int rdvt_start_exe(rdvt_server *s, const char *exe, const char *const *args, bool wait_admin);
 /* Wait for the server to exit by itself (start-up errors); exit status, or

@@ -48,6 +48,54 @@ Test(startup, port_in_use_names_the_port)
     close(busy);
 }
 
+/* A second rdvd on the ports of a running one is refused like any other
+ * process there (relay.md §2: upstream's SO_REUSEPORT lets a second instance
+ * start and take part of the traffic — a second registry, half the
+ * registrations — which "we do not need to copy"). Both the UDP and the TCP
+ * socket of the port are checked: the running one holds both. */
+Test(startup, second_rdvd_on_the_same_ports_is_refused)
+{
+    static rdvt_server first;
+    char conf[256];
+    int port = rdvt_base_port() + 7;
+    snprintf(conf, sizeof conf,
+             "core: { modules = []; listeners = ( { name = \"main\"; port = %d; udp = true; tcp = true; } ); };\n",
+             port);
+    const char *const files[] = { "00-core.conf", conf, NULL };
+    cr_assert_eq(rdvt_prepare(&first, files), 0);
+    cr_assert_eq(rdvt_start(&first), 0, "the first rdvd did not start");
+    run_expect_failure(files, NULL, "another process uses this port");
+    int st = rdvt_stop(&first);
+    rdvt_cleanup(&first);
+    cr_assert_eq(st, 0);
+}
+
+/* The harness itself: when another process holds the ports a test server
+ * was given, rdvt_start moves to a fresh block (concurrent test runs on one
+ * machine). The next block is the current one + 10 (rdvt_base_port). */
+Test(startup, harness_moves_to_free_ports_when_its_own_are_taken)
+{
+    int taken = rdvt_base_port() + 10;
+    int busy = socket(AF_INET6, SOCK_DGRAM, 0);
+    struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_ANY_INIT, .sin6_port = htons((uint16_t)taken) };
+    int zero = 0;
+    setsockopt(busy, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+    cr_assert_eq(bind(busy, (struct sockaddr *)&a, sizeof a), 0);
+    const char *const files[] = {
+        "00-core.conf", "core: { modules = []; listeners = ( { name = \"main\"; port = @PORT@; udp = true; } ); };\n",
+        NULL,
+    };
+    cr_assert_eq(rdvt_prepare(&srv, files), 0);
+    cr_assert_eq(srv.port, taken);
+    cr_assert_eq(rdvt_start(&srv), 0, "no retry on fresh ports");
+    cr_assert_neq(srv.port, taken);
+    cr_assert(rdvt_log_contains(&srv, "ready:"));
+    int st = rdvt_stop(&srv);
+    rdvt_cleanup(&srv);
+    close(busy);
+    cr_assert_eq(st, 0);
+}
+
 Test(startup, unknown_key_names_file_line_and_setting)
 {
     const char *const files[] = { "00-core.conf", "core: {\n  modules = [];\n  max_frame_size = 5;\n};\n", NULL };

@@ -70,8 +70,12 @@ static void launcher(compat_kind kind, const char *args, const char *env)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static FILE *sink;
-    if (!sink)
+    if (!sink) {
         sink = fopen("/dev/null", "w");
+        /* -h / -V print usage and version on stdout: expected, not news */
+        if (!sink || !freopen("/dev/null", "w", stdout))
+            abort();
+    }
     const uint8_t *p = data, *end = data + size;
     char *text = part(&p, end), *overrides = part(&p, end), *ini = part(&p, end), *args = part(&p, end),
          *env = part(&p, end);

@@ -40,7 +40,9 @@ for f in build-fuzz/fuzz/fuzz_*; do
   work=$(mktemp -d)
   [ -d "$corpus" ] && cp -r "$corpus"/. "$work"/
   echo "fuzzing $name"
-  if ! UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 LSAN_OPTIONS=suppressions="$PWD/tests/fuzz/lsan.supp":print_suppressions=0 "$f" -max_total_time="$FUZZ_SECONDS" -max_len=70000 -rss_limit_mb=2048 -artifact_prefix="$work.crash-" \
+  if ! UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+      LSAN_OPTIONS=suppressions="$PWD/tests/fuzz/lsan.supp":print_suppressions=0 \
+      "$f" -max_total_time="$FUZZ_SECONDS" -max_len=70000 -rss_limit_mb=2048 -artifact_prefix="$work.crash-" \
       "$work" >"$work.log" 2>&1; then
     tail -n 40 "$work.log"
     echo "fuzz: $name found a failure; input: $(ls "$work".crash-* 2>/dev/null) (replay: $f <input>)"

@@ -34,9 +34,7 @@
  * socket is drained. tests/fuzz/node_seeds.py writes the seeds.
  * RDV_FUZZ_LOG=debug (or info, ...) and RDV_FUZZ_STATS=1 show what the node
  * made of an input. */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
@@ -205,51 +203,42 @@ static void boot(void)
  * routed 198.18.a.b range, 6 one of 2001:db8::/64, 7 ::1. Loopback sources
  * reach the server at 127.0.0.1 / ::1, the others at 198.18.0.1 /
  * 2001:db8::1 (both ranges are local routes of this namespace: isolate()). */
-static bool source_v6(int k) { return k >= 6; }
+static socklen_t to_sockaddr(const rdv_addr *a, struct sockaddr_storage *ss)
+{
+    return rdv_addr_to_sockaddr(a, rdv_addr_is_v4(a) ? AF_INET : AF_INET6, ss);
+}
 
 static socklen_t source(int k, struct sockaddr_storage *ss)
 {
-    memset(ss, 0, sizeof *ss);
     uint32_t r = round_no;
-    if (source_v6(k)) {
-        struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
-        a->sin6_family = AF_INET6;
-        if (k == 7) {
-            a->sin6_addr = in6addr_loopback;
-        } else {
-            inet_pton(AF_INET6, "2001:db8::", &a->sin6_addr);
-            memcpy(&a->sin6_addr.s6_addr[12], &r, 4);
-            a->sin6_addr.s6_addr[11] = 1; /* never ::1 of the range (the server's) */
-        }
-        return sizeof *a;
+    rdv_addr a;
+    if (k == 7) {
+        rdv_addr_v6(&a, in6addr_loopback.s6_addr, 0);
+    } else if (k == 6) {
+        uint8_t ip[16] = { 0x20, 0x01, 0x0d, 0xb8, [11] = 1 }; /* never ::1 of the range (the server's) */
+        memcpy(ip + 12, &r, 4);
+        rdv_addr_v6(&a, ip, 0);
+    } else if (k < 3) {
+        uint8_t ip[4] = { 127, (uint8_t)(1 + (r >> 8) % 250), (uint8_t)r, (uint8_t)(1 + k) };
+        rdv_addr_v4(&a, ip, 0);
+    } else { /* 198.18.0.0/15 without .0.x (the server's 198.18.0.1) */
+        uint32_t h = (3u * r + (uint32_t)(k - 3)) % (131072u - 256u) + 256u;
+        uint8_t ip[4] = { 198, (uint8_t)(18 + (h >> 16)), (uint8_t)(h >> 8), (uint8_t)h };
+        rdv_addr_v4(&a, ip, 0);
     }
-    struct sockaddr_in *a = (struct sockaddr_in *)ss;
-    a->sin_family = AF_INET;
-    if (k < 3)
-        a->sin_addr.s_addr = htonl(0x7f000000u | ((1 + (r >> 8) % 250) << 16) | ((r & 0xff) << 8) | (uint32_t)(1 + k));
-    else /* 198.18.0.0/15 without .0.x (the server's 198.18.0.1) */
-        a->sin_addr.s_addr = htonl(0xc6120000u | ((3u * r + (uint32_t)(k - 3)) % 131000u + 256u));
-    return sizeof *a;
+    return to_sockaddr(&a, ss);
 }
 
 static socklen_t server_addr(int k, int port, struct sockaddr_storage *ss)
 {
-    memset(ss, 0, sizeof *ss);
-    if (source_v6(k)) {
-        struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
-        a->sin6_family = AF_INET6;
-        if (k == 7)
-            a->sin6_addr = in6addr_loopback;
-        else
-            inet_pton(AF_INET6, "2001:db8::1", &a->sin6_addr);
-        a->sin6_port = htons((uint16_t)port);
-        return sizeof *a;
-    }
-    struct sockaddr_in *a = (struct sockaddr_in *)ss;
-    a->sin_family = AF_INET;
-    a->sin_addr.s_addr = htonl(k < 3 ? INADDR_LOOPBACK : 0xc6120001u);
-    a->sin_port = htons((uint16_t)port);
-    return sizeof *a;
+    static const uint8_t lo4[4] = { 127, 0, 0, 1 }, test4[4] = { 198, 18, 0, 1 },
+                         test6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 1 };
+    rdv_addr a;
+    if (k < 6)
+        rdv_addr_v4(&a, k < 3 ? lo4 : test4, (uint16_t)port);
+    else
+        rdv_addr_v6(&a, k == 7 ? in6addr_loopback.s6_addr : test6, (uint16_t)port);
+    return to_sockaddr(&a, ss);
 }
 
 static int bound_socket(int type, int k)
@@ -264,6 +253,12 @@ static int bound_socket(int type, int k)
     if (bind(fd, (struct sockaddr *)&ss, len) != 0)
         die("bind source");
     return fd;
+}
+
+static void discard(int fd, uint8_t *buf, size_t cap)
+{
+    while (fd >= 0 && recv(fd, buf, cap, 0) > 0)
+        ;
 }
 
 static void drain(void)
@@ -281,11 +276,9 @@ static void drain(void)
         }
     }
     for (int i = 0; i < SOURCES; i++)
-        while (udp_fd[i] >= 0 && recv(udp_fd[i], buf, sizeof buf, 0) > 0)
-            ;
+        discard(udp_fd[i], buf, sizeof buf);
     for (int i = 0; i < API_CONNS; i++)
-        while (api_conn[i] >= 0 && recv(api_conn[i], buf, sizeof buf, 0) > 0)
-            ;
+        discard(api_conn[i], buf, sizeof buf);
 }
 
 /* The API server's turn: take the connections api-proxy opened, answer on

@@ -240,6 +240,7 @@ int rdv_server_init(rdv_server *s, const rdv_boot *boot)
     warn_unknown_groups(s);
     if (dry)
         return 0;
+    rdv_fit_nofile(s);
     if (rdv_init_modules(s, err, sizeof err) < 0)
         goto fail;
     if (open_dispatch_listeners(s) < 0) {

@@ -209,6 +209,8 @@ void rdv_listeners_free(rdv_server *s);
 int rdv_udp_send(rdv_server *s, rdv_listener *l, const rdv_addr *to, const uint8_t *p, size_t n);
 #define RDV_UDP_BATCH_MAX 64
 int rdv_udp_batch_init(rdv_server *s);
+/* Raise the soft RLIMIT_NOFILE toward core.max_connections (nofile.c). */
+void rdv_fit_nofile(rdv_server *s);
 void rdv_udp_batch_free(rdv_server *s);
 
 /* conn.c */

@@ -156,7 +156,8 @@ Test(startup, print_config_shows_defaults)
     cr_assert_eq(rdvt_prepare(&srv, files), 0);
     cr_assert_eq(rdvt_start_exe(&srv, "rdvd", args, false), 0);
     int st = rdvt_wait_exit(&srv, 10000);
-    bool core_ok = rdvt_log_contains(&srv, "max_frame = 1048576");
+    /* R9: the TCP idle limit is upstream's 30 s unless configured */
+    bool core_ok = rdvt_log_contains(&srv, "max_frame = 1048576") && rdvt_log_contains(&srv, "idle_ms = 30000");
     bool mod_ok = rdvt_log_contains(&srv, "greeting = \"hello\"");
     bool lst_ok = rdvt_log_contains(&srv, "name = \"example\"");
     rdvt_cleanup(&srv);

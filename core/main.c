@@ -13,7 +13,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: rdvd [options]\n"
-            "  -c, --conf-dir DIR     configuration directory (default: ./conf.d, else /etc/rdvd/conf.d)\n"
+            "  -c, --conf-dir DIR     configuration directory (default: ./conf.d, else " RDV_SYSCONF_CONF_DIR ")\n"
             "  -o, --set GROUP.KEY=V  override one setting (repeatable)\n"
             "      --print-config     print the effective configuration and exit\n"
             "      --check            load everything, then exit 0 (configuration test)\n"
@@ -24,7 +24,7 @@ static void usage(FILE *f)
 
 static const char *default_conf_dir(void)
 {
-    return access("conf.d", F_OK) == 0 ? "conf.d" : "/etc/rdvd/conf.d";
+    return access("conf.d", F_OK) == 0 ? "conf.d" : RDV_SYSCONF_CONF_DIR;
 }
 
 /* Run a server from a boot description. Shared with the launchers. */

@@ -55,6 +55,9 @@ done
 step "out-of-tree module build against the installed headers"
 sh tests/out-of-tree.sh
 
+step "install layout: launchers, conf.d (kept on reinstall), systemd unit"
+sh tests/install.sh
+
 step "benchmark smoke (tiny sizes; the full run is sh bench/run.sh)"
 sh bench/run.sh --smoke --no-build
 

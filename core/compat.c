@@ -177,9 +177,22 @@ static int hbbs_conf(compat_opts *o, sbuf *b, char *err, size_t errlen)
     if (!parse_int(compat_get(o, "SERIAL"), &serial))
         serial = 0; /* numbers that fail to parse fall back to the default (§2.4) */
     const char *aur = compat_get(o, "ALWAYS-USE-RELAY");
+    /* Login enforcement as the lejianwen fork configures it (rendezvous.md
+     * §15.10): login-gate is loaded when either variable is given, so its
+     * console command can turn it on later, as there. */
+    const char *ml = compat_get(o, "MUST-LOGIN"), *jwt = compat_get(o, "RUSTDESK-API-JWT-KEY");
+    bool must_login = ml && strcasecmp(ml, "Y") == 0, login = must_login || (jwt && *jwt);
+    if (login && !module_available("login-gate")) {
+        if (must_login) {
+            snprintf(err, errlen, "MUST_LOGIN=Y needs the login-gate module, which is not installed (build it with "
+                                  "libjwt-dev present)");
+            return -1;
+        }
+        login = false;
+    }
 
-    sb_printf(b, "core: {\n  modules = [ \"keys\", \"storage-sqlite\", \"ip-blocker\", \"registry\", \"nat-test\", \"punch-coordinator\"%s ];\n",
-              module_available("websocket-transport") ? ", \"websocket-transport\"" : "");
+    sb_printf(b, "core: {\n  modules = [ \"keys\", \"storage-sqlite\", \"ip-blocker\", \"registry\", \"nat-test\", \"punch-coordinator\"%s%s ];\n",
+              login ? ", \"login-gate\"" : "", module_available("websocket-transport") ? ", \"websocket-transport\"" : "");
     sb_printf(b, "  log_level = \"%s\";\n  admin_socket = \"hbbs.sock\";\n  udp_rcvbuf = %lld;\n", log_level_of(getenv("RUST_LOG")), rmem);
     /* The NAT port (PORT-1) is owned by nat-test, which serves upstream's
      * loopback console there as hbbs does (compat_console below). */
@@ -208,6 +221,11 @@ static int hbbs_conf(compat_opts *o, sbuf *b, char *err, size_t errlen)
     sb_printf(b, "; local_ip = ");
     sb_str(b, compat_get(o, "LOCAL-IP") ? compat_get(o, "LOCAL-IP") : "");
     sb_printf(b, "; };\n");
+    if (login) {
+        sb_printf(b, "login-gate: { must_login = %s; jwt_key = ", must_login ? "true" : "false");
+        sb_str(b, jwt ? jwt : "");
+        sb_printf(b, "; };\n");
+    }
     if (module_available("websocket-transport"))
         sb_printf(b, "websocket-transport: { rendezvous_port = %lld; relay_port = 0; bind = \"%s\"; };\n", port + 2, bind);
     return 0;

@@ -45,6 +45,7 @@ static const flag_def hbbs_flags[] = {
     { 'M', "rmem", "RMEM" },
     { 0, "mask", "MASK" },
     { 'k', "key", "KEY" },
+    { 0, "must-login", "MUST-LOGIN" }, /* the lejianwen fork's login enforcement (§15.10) */
     { 0, NULL, NULL },
 };
 
@@ -178,7 +179,7 @@ const char *compat_usage(compat_opts *o)
 {
     if (o->kind == COMPAT_HBBS)
         return "usage: hbbs [-c FILE] [-b IP] [-p PORT] [-s SERIAL] [-R LIST] [-u URL] [-r LIST] [-M RMEM]\n"
-               "            [--mask CIDR] [-k KEY] [-h] [-V]\n";
+               "            [--mask CIDR] [-k KEY] [--must-login Y|N] [-h] [-V]\n";
     return "usage: hbbr [-b IP] [-p PORT] [-k KEY] [-h] [-V]\n";
 }
 

@@ -17,6 +17,7 @@
 #include <rdv/core.h>
 #include <rdv/proto.h>
 #include <rdv/svc/keys.h>
+#include <rdv/svc/login.h>
 #include <rdv/svc/registry.h>
 #include <rdv/wire.h>
 #include <uthash.h>
@@ -153,6 +154,8 @@ typedef struct pc {
     void *keys_self;
     const rdv_registry_api *reg;
     void *reg_self;
+    const rdv_login_api *login; /* NULL unless login-gate is loaded (§15.10) */
+    void *login_self;
     rdv_listener *udp;          /* the "main" UDP listener pushes go out of */
 
     bool always_use_relay;      /* runtime flag (setting, `aur`) */
@@ -166,7 +169,7 @@ typedef struct pc {
     pc_punchlog log;
 
     struct {
-        uint64_t *punch_requests, *licence_mismatch, *id_not_exist, *offline;
+        uint64_t *punch_requests, *licence_mismatch, *login_refused, *id_not_exist, *offline;
         uint64_t *punch_hole, *fetch_local_addr, *push_fail;
         uint64_t *punch_hole_sent, *local_addr, *relay_response, *request_relay, *request_relay_unknown;
         uint64_t *delivered, *undeliverable, *deliver_fail;

@@ -95,6 +95,14 @@ static void pc_fail(pc *p, const rdv_addr *a, Hbb__PunchHoleResponse__Failure f)
     pc_answer(p, a, &r);
 }
 
+/* A refusal the client shows as text (other_failure, §15.10). */
+static void pc_fail_text(pc *p, const rdv_addr *a, const char *text)
+{
+    Hbb__PunchHoleResponse r = HBB__PUNCH_HOLE_RESPONSE__INIT;
+    r.other_failure = (char *)text;
+    pc_answer(p, a, &r);
+}
+
 /* ------------------------------------------------------------------ EXT fields */
 /* A port a client may act on, else 0 (counted when set but out of range). */
 static int32_t pc_port_field(pc *p, int32_t v)
@@ -143,6 +151,14 @@ static int pc_on_punch_hole_request(void *state, const rdv_msg_ctx *ctx, const v
     if (lk && lk[0] && strcmp(req->licence_key ? req->licence_key : "", lk) != 0) {
         (*p->st.licence_mismatch)++;
         pc_fail(p, a, HBB__PUNCH_HOLE_RESPONSE__FAILURE__LICENSE_MISMATCH);
+        return RDV_OK;
+    }
+
+    /* 2b. login (§15.10): only when a login-gate is loaded. */
+    const char *refusal = p->login ? p->login->punch_refusal(p->login_self, req->token ? req->token : "") : NULL;
+    if (refusal) {
+        (*p->st.login_refused)++;
+        pc_fail_text(p, a, refusal);
         return RDV_OK;
     }
 

@@ -69,6 +69,7 @@ static int pc_stats(pc *p)
     struct { uint64_t **v; const char *name, *help; } cs[] = {
         { &p->st.punch_requests, "punch_requests", "PunchHoleRequests on TCP/WS" },
         { &p->st.licence_mismatch, "licence_mismatch", "answered LICENSE_MISMATCH" },
+        { &p->st.login_refused, "login_refused", "refused by login-gate (other_failure)" },
         { &p->st.id_not_exist, "id_not_exist", "answered ID_NOT_EXIST" },
         { &p->st.offline, "offline", "answered OFFLINE" },
         { &p->st.punch_hole, "punch_hole", "PunchHole pushed to a target" },
@@ -124,6 +125,7 @@ static int pc_init(rdv_core *core, const void *cfg, void **state)
     const rdv_core_api *api = core->api;
     p->keys = api->service_get(core, RDV_SVC_KEYS, RDV_SVC_KEYS_VERSION, &p->keys_self);
     p->reg = api->service_get(core, RDV_SVC_REGISTRY, RDV_SVC_REGISTRY_VERSION, &p->reg_self);
+    p->login = api->service_get(core, RDV_SVC_LOGIN, RDV_SVC_LOGIN_VERSION, &p->login_self); /* optional */
     if (!p->keys || !p->reg) {
         RDV_ERR(core, "needs the \"%s\" service (add its module to core.modules)",
                 !p->keys ? RDV_SVC_KEYS : RDV_SVC_REGISTRY);
@@ -211,6 +213,7 @@ static void pc_destroy(void *state)
 static const rdv_dep pc_requires[] = {
     { .name = RDV_SVC_REGISTRY, .version = RDV_SVC_REGISTRY_VERSION },
     { .name = RDV_SVC_KEYS, .version = RDV_SVC_KEYS_VERSION },
+    { .name = RDV_SVC_LOGIN, .version = RDV_SVC_LOGIN_VERSION, .optional = true },
     { .name = NULL },
 };
 

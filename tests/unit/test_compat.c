@@ -92,6 +92,15 @@ Test(compat, argv_forms)
     cr_assert_str_eq(compat_get(o, "RENDEZVOUS-SERVERS"), "x");
     compat_opts_free(o);
 
+    /* the lejianwen fork's --must-login (§15.10), and its variable spelling */
+    char *fenv[] = { "RUSTDESK_API_JWT_KEY=k1", NULL };
+    o = compat_opts_new(COMPAT_HBBS, fenv);
+    char *ml[] = { "hbbs", "--must-login=Y", NULL };
+    cr_assert_eq(parse(o, 2, ml), 0);
+    cr_assert_str_eq(compat_get(o, "MUST-LOGIN"), "Y");
+    cr_assert_str_eq(compat_get(o, "RUSTDESK-API-JWT-KEY"), "k1");
+    compat_opts_free(o);
+
     o = compat_opts_new(COMPAT_HBBS, env);
     char *bad[] = { "hbbs", "--nope", NULL };
     cr_assert_eq(parse(o, 2, bad), 1, "unknown flag is a usage error");

@@ -80,12 +80,26 @@ static const rdv_keys_api keys_api = {
     .public_key = keys_pk, .sign = keys_sign,
 };
 
+/* ------------------------------------------------------------------ login */
+fake_login LOGIN;
+
+static const char *login_refusal(void *self, const char *token)
+{
+    fake_login *l = self;
+    l->asked++;
+    snprintf(l->last_token, sizeof l->last_token, "%s", token);
+    return l->refusal && (!token[0] || strcmp(token, "bad") == 0) ? l->refusal : NULL;
+}
+
+static const rdv_login_api login_api = { .punch_refusal = login_refusal };
+
 /* ------------------------------------------------------------------ setup */
 void pct_setup_conf(const char *conf)
 {
     cr_assert_geq(sodium_init(), 0);
     memset(&REG, 0, sizeof REG);
     memset(&KEYS, 0, sizeof KEYS);
+    memset(&LOGIN, 0, sizeof LOGIN);
     /* The test-vector server key of wire.md §6.6 (seed 11 x 32). */
     uint8_t seed[32];
     memset(seed, 0x11, sizeof seed);
@@ -100,6 +114,8 @@ void pct_setup_conf(const char *conf)
     rdv_core *rh = fc_handle(fc, "registry"), *kh = fc_handle(fc, "keys");
     cr_assert_eq(rh->api->service_publish(rh, RDV_SVC_REGISTRY, RDV_SVC_REGISTRY_VERSION, &reg_api, &REG), 0);
     cr_assert_eq(kh->api->service_publish(kh, RDV_SVC_KEYS, RDV_SVC_KEYS_VERSION, &keys_api, &KEYS), 0);
+    rdv_core *lh = fc_handle(fc, "login-gate"); /* lets everything through unless a test sets LOGIN.refusal */
+    cr_assert_eq(lh->api->service_publish(lh, RDV_SVC_LOGIN, RDV_SVC_LOGIN_VERSION, &login_api, &LOGIN), 0);
     void *st = NULL;
     cr_assert_eq(fc_load(fc, rdv_module_get(), conf, &st), 0, "module did not load");
     P = st;

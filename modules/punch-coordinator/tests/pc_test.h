@@ -38,7 +38,16 @@ typedef struct fake_keys {
     uint8_t pk[32], sk[64];
 } fake_keys;
 
+/* ---- fake login service (login-gate, §15.10): refuses with `refusal`
+ * when set and the token is empty or "bad"; records what it was asked. */
+typedef struct fake_login {
+    const char *refusal;
+    char last_token[64];
+    unsigned asked;
+} fake_login;
+
 extern fc_core *fc;
+extern fake_login LOGIN;
 extern pc *P;                 /* the module's state */
 extern fake_registry REG;
 extern fake_keys KEYS;

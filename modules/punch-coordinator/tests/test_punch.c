@@ -59,6 +59,37 @@ Test(punch, R63_R164_no_licence_key_accepts_anything)
     pct_expect_nothing();
 }
 
+/* R230: with a login service, after the licence check and before the
+ * lookup; the refusal is other_failure text, no socket_addr. */
+Test(punch, R230_login_refusal_is_other_failure_after_the_licence_check)
+{
+    pct_peer(B_ID, B_ADDR, true, 0xb1);
+    LOGIN.refusal = "Please log in";
+    rdv_conn_id a = pct_open(A_ADDR);
+    cr_assert_eq(fc_conn_msg(fc, a, pct_phr(B_ID, 1, KEYS.licence)), RDV_OK);
+    const fc_sent *s = pct_expect_conn(a, HBB__RENDEZVOUS_MESSAGE__UNION_PUNCH_HOLE_RESPONSE);
+    const Hbb__PunchHoleResponse *r = s->msg->punch_hole_response;
+    cr_assert_str_eq(r->other_failure, "Please log in");
+    cr_assert_eq(r->socket_addr.len, 0);
+    cr_assert_eq(r->failure, HBB__PUNCH_HOLE_RESPONSE__FAILURE__ID_NOT_EXIST, "failure left at its default");
+    pct_expect_nothing();
+    cr_assert(fc_conn_alive(fc, a));
+    cr_assert_eq(REG.lookups_stored + REG.lookups_memory, 0, "refused before the lookup");
+    cr_assert_eq(fc_counter(fc, "punch-coordinator.login_refused"), 1);
+    /* the token is handed over as sent; an accepted one goes on to B */
+    Hbb__RendezvousMessage *m = pct_phr(B_ID, 1, KEYS.licence);
+    m->punch_hole_request->token = "good-token";
+    cr_assert_eq(fc_conn_msg(fc, a, m), RDV_OK);
+    cr_assert_str_eq(LOGIN.last_token, "good-token");
+    pct_expect_push(B_ADDR, HBB__RENDEZVOUS_MESSAGE__UNION_PUNCH_HOLE);
+    /* a wrong licence is answered as such whatever the token */
+    rdv_conn_id a2 = pct_open(A_ADDR);
+    unsigned asked = LOGIN.asked;
+    cr_assert_eq(fc_conn_msg(fc, a2, pct_phr(B_ID, 1, "wrong")), RDV_OK);
+    pct_expect_bytes(pct_expect_conn(a2, HBB__RENDEZVOUS_MESSAGE__UNION_PUNCH_HOLE_RESPONSE), "5a 02 18 03");
+    cr_assert_eq(LOGIN.asked, asked, "login is asked after the licence check");
+}
+
 Test(punch, R43_offline_peer_is_5a_02_18_02)
 {
     pct_peer(B_ID, B_ADDR, false, 0xb1);

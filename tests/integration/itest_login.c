@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "jwt_hs256.h"
 #include "rdclient.h"
 
 typedef Hbb__RendezvousMessage msg_t;
@@ -64,30 +65,7 @@ static void teardown(void)
     cr_assert_eq(st, 0, "rdvd did not exit cleanly (status %d)", st);
 }
 
-static void b64url(const void *p, size_t n, char *out, size_t cap)
-{
-    cr_assert_not_null(sodium_bin2base64(out, cap, p, n, sodium_base64_VARIANT_URLSAFE_NO_PADDING));
-}
-
-/* {"user_id":1,"exp":exp} signed HS256 with key. */
-static void make_token(char *tok, size_t cap, long long exp, const char *key)
-{
-    const char *hdr = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
-    char payload[96], h[128], p[192];
-    snprintf(payload, sizeof payload, "{\"user_id\":1,\"exp\":%lld}", exp);
-    b64url(hdr, strlen(hdr), h, sizeof h);
-    b64url(payload, strlen(payload), p, sizeof p);
-    snprintf(tok, cap, "%s.%s", h, p);
-    unsigned char mac[crypto_auth_hmacsha256_BYTES];
-    crypto_auth_hmacsha256_state s;
-    crypto_auth_hmacsha256_init(&s, (const unsigned char *)key, strlen(key));
-    crypto_auth_hmacsha256_update(&s, (const unsigned char *)tok, strlen(tok));
-    crypto_auth_hmacsha256_final(&s, mac);
-    char sig[64];
-    b64url(mac, sizeof mac, sig, sizeof sig);
-    strncat(tok, ".", cap - strlen(tok) - 1);
-    strncat(tok, sig, cap - strlen(tok) - 1);
-}
+static void make_token(char *tok, size_t cap, long long exp, const char *key) { test_jwt_exp(tok, cap, exp, key); }
 
 /* A controller asks for id with token over TCP; the PunchHoleResponse. */
 static msg_t *punch(int port, const char *id, const char *token)

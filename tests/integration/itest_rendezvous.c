@@ -86,15 +86,7 @@ static void teardown(void)
     cr_assert_eq(st, 0, "rdvd did not exit cleanly (status %d)", st);
 }
 
-/* Close a TCP client with RST: a client-side TIME_WAIT would hold its
- * (odd, ephemeral) port, and a later test server whose NAT port (main - 1,
- * odd too) is that number could not bind it. */
-static void tclose(int fd)
-{
-    struct linger lg = { .l_onoff = 1, .l_linger = 0 };
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-    close(fd);
-}
+static void tclose(int fd) { rdc_close_rst(fd); }
 
 /* Send m by UDP and return the decoded reply (main port, no amplification).
  * Like a real client (client-flows.md §2.3): resend once when no answer

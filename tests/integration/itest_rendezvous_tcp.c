@@ -77,13 +77,7 @@ static void teardown(void)
     cr_assert_eq(st, 0, "rdvd did not exit cleanly (status %d)", st);
 }
 
-/* RST on close: no TIME_WAIT holding this side's port (see itest_rendezvous). */
-static void tclose(int fd)
-{
-    struct linger lg = { .l_onoff = 1, .l_linger = 0 };
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-    close(fd);
-}
+static void tclose(int fd) { rdc_close_rst(fd); }
 
 static void expect_test_nat_response(int fd)
 {

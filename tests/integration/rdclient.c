@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "rdv/wire.h"
 
@@ -60,6 +61,13 @@ int rdc_connect(const char *ip, int port)
     int fd = rdvt_tcp(ip, port);
     cr_assert_geq(fd, 0, "cannot connect from %s", ip);
     return fd;
+}
+
+void rdc_close_rst(int fd)
+{
+    struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(fd);
 }
 
 /* ------------------------------------------------------------------ messages */

@@ -26,6 +26,10 @@ uint16_t rdc_local_port(int fd);
 rdv_addr rdc_local_addr(int fd);
 /* TCP connection from ip to the server's port (must succeed). */
 int rdc_connect(const char *ip, int port);
+/* Close with RST: a client-side TIME_WAIT would hold its (odd, ephemeral)
+ * port, and a later test server whose NAT port (main - 1, odd too) is that
+ * number could not bind it. */
+void rdc_close_rst(int fd);
 
 /* ---- messages */
 /* Pack m into buf (m must fit in cap); returns the length. */

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "fakecore.h"
+#include "jwt_hs256.h"
 #include "login_jwt.h"
 #include "rdv/svc/login.h"
 
@@ -34,41 +35,21 @@ static void teardown(void) { fc_free(fc); }
 
 static const char *refusal(const char *token) { return api->punch_refusal(self, token); }
 
-static void b64url(const void *p, size_t n, char *outb, size_t cap)
-{
-    cr_assert_not_null(sodium_bin2base64(outb, cap, p, n, sodium_base64_VARIANT_URLSAFE_NO_PADDING));
-}
-
-/* header.payload.signature with HMAC-SHA-256 over "header.payload" under key
- * (sig_len 0: no signature, as alg "none" tokens have). */
+/* header.payload.signature (tests/common/jwt_hs256.h); one shared buffer. */
 static char *token_with(const char *header, const char *payload, const char *key, size_t sig_len)
 {
     static char tok[2048];
-    char h[512], p[1024];
-    b64url(header, strlen(header), h, sizeof h);
-    b64url(payload, strlen(payload), p, sizeof p);
-    snprintf(tok, sizeof tok, "%s.%s.", h, p);
-    if (sig_len) {
-        unsigned char mac[crypto_auth_hmacsha256_BYTES];
-        crypto_auth_hmacsha256_state s;
-        crypto_auth_hmacsha256_init(&s, (const unsigned char *)key, strlen(key));
-        crypto_auth_hmacsha256_update(&s, (const unsigned char *)tok, strlen(tok) - 1);
-        crypto_auth_hmacsha256_final(&s, mac);
-        char sig[128];
-        b64url(mac, sig_len < sizeof mac ? sig_len : sizeof mac, sig, sizeof sig);
-        strncat(tok, sig, sizeof tok - strlen(tok) - 1);
-    }
+    test_jwt(tok, sizeof tok, header, payload, key, sig_len);
     return tok;
 }
 
 static const char *HS256 = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
 
-/* As rustdesk-api issues them: {"user_id":…, "exp":…}. */
 static char *token_exp(long long exp, const char *key)
 {
-    char payload[128];
-    snprintf(payload, sizeof payload, "{\"user_id\":7,\"exp\":%lld}", exp);
-    return token_with(HS256, payload, key, 32);
+    static char tok[2048];
+    test_jwt_exp(tok, sizeof tok, exp, key);
+    return tok;
 }
 
 static void setup_sodium(void) { cr_assert_geq(sodium_init(), 0); }
@@ -156,18 +137,16 @@ Test(login, another_algorithm_with_the_same_key_is_refused)
 {
     load("must_login = true\njwt_key = \"" KEY "\"\n");
     /* HS512 over the same bytes: a valid signature for a different alg */
-    char h[128], p[128], tok[1024];
     const char *hdr = "{\"alg\":\"HS512\",\"typ\":\"JWT\"}", *pl = "{\"user_id\":7,\"exp\":9999999999}";
-    b64url(hdr, strlen(hdr), h, sizeof h);
-    b64url(pl, strlen(pl), p, sizeof p);
-    snprintf(tok, sizeof tok, "%s.%s", h, p);
+    char tok[1024], sig[160];
+    test_jwt(tok, sizeof tok, hdr, pl, KEY, 0); /* "header.payload." */
+    tok[strlen(tok) - 1] = 0;
     unsigned char mac[crypto_auth_hmacsha512_BYTES];
     crypto_auth_hmacsha512_state s;
     crypto_auth_hmacsha512_init(&s, (const unsigned char *)KEY, strlen(KEY));
     crypto_auth_hmacsha512_update(&s, (const unsigned char *)tok, strlen(tok));
     crypto_auth_hmacsha512_final(&s, mac);
-    char sig[160];
-    b64url(mac, sizeof mac, sig, sizeof sig);
+    cr_assert_not_null(sodium_bin2base64(sig, sizeof sig, mac, sizeof mac, sodium_base64_VARIANT_URLSAFE_NO_PADDING));
     strcat(tok, ".");
     strcat(tok, sig);
     cr_assert_not_null(refusal(tok));

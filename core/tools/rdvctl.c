@@ -14,7 +14,18 @@
 
 #include <sodium.h>
 
-#define DEFAULT_SOCKET "rdvd.sock"
+/* Without -s or RDVD_SOCKET: the first of these that exists — rdvd's and
+ * the launchers' sockets in the working directory, then the installed
+ * service's (scripts/systemd/rdvd.service runs in /var/lib/rdvd). */
+static const char *const default_sockets[] = { "rdvd.sock", "hbbs.sock", "hbbr.sock", "/var/lib/rdvd/rdvd.sock" };
+
+static const char *default_socket(void)
+{
+    for (size_t i = 0; i < sizeof default_sockets / sizeof default_sockets[0]; i++)
+        if (access(default_sockets[i], F_OK) == 0)
+            return default_sockets[i];
+    return default_sockets[0];
+}
 
 static int run_command(const char *path, const char *line)
 {
@@ -52,7 +63,9 @@ static void usage(FILE *f)
                "       rdvctl [-s SOCKET] cmd WORDS...      run one admin command (e.g. rdvctl cmd stats)\n"
                "       rdvctl genkeypair                    generate a new key pair\n"
                "       rdvctl validatekeypair PUBLIC SECRET check an existing key pair\n"
-               "       rdvctl --version\n");
+               "       rdvctl --version\n"
+               "SOCKET: -s, else $RDVD_SOCKET, else the first that exists of ./rdvd.sock, ./hbbs.sock,\n"
+               "./hbbr.sock and /var/lib/rdvd/rdvd.sock\n");
 }
 
 /* ---- key pairs, as rustdesk-utils: libsodium Ed25519, standard base64 */
@@ -122,7 +135,7 @@ static int validatekeypair(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    const char *sock = getenv("RDVD_SOCKET") ? getenv("RDVD_SOCKET") : DEFAULT_SOCKET;
+    const char *sock = getenv("RDVD_SOCKET") ? getenv("RDVD_SOCKET") : default_socket();
     int i = 1;
     if (i + 1 < argc && strcmp(argv[i], "-s") == 0) {
         sock = argv[i + 1];

@@ -318,3 +318,22 @@ Test(rdvctl, console_commands_still_work)
     cr_assert_eq(run("--version", out, sizeof out), 0);
     cr_assert_eq(strncmp(out, "rdvctl ", 7), 0);
 }
+
+/* Without -s, rdvctl finds the launchers' sockets in the working directory
+ * (hbbs.sock here), as an operator in the server's directory expects. */
+Test(rdvctl, finds_the_hbbs_socket_without_dash_s, .fini = cleanup, .timeout = 60)
+{
+    cr_assert_eq(rdvt_prepare(&srv, NULL), 0);
+    char port[16], cmd[1024], out[2048];
+    snprintf(port, sizeof port, "%d", srv.port);
+    const char *const hargs[] = { "-p", port, NULL };
+    cr_assert_eq(rdvt_start_exe(&srv, "hbbs", hargs, true), 0);
+    snprintf(cmd, sizeof cmd, "cd '%s' && env -u RDVD_SOCKET '%s/rdvctl' cmd always-use-relay 2>&1", srv.dir,
+             RDV_BUILD_DIR);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    pclose(p);
+    cr_assert_str_eq(out, "ALWAYS_USE_RELAY: false\n");
+}

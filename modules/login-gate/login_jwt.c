@@ -16,12 +16,8 @@ login_verdict login_jwt_check(const char *token, const char *key, int64_t now_s)
     jwt_t *j = NULL;
     int r = jwt_decode(&j, token, (const unsigned char *)key, (int)kl);
     if (r != 0 || !j) {
-        jwt_free(j);
-        /* libjwt says EINVAL both for a bad signature and for bytes that
-         * are no JWT; a token with three parts was at least shaped like one. */
-        const char *d1 = strchr(token, '.');
-        const char *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
-        return d2 && !strchr(d2 + 1, '.') ? LOGIN_BAD_SIGNATURE : LOGIN_MALFORMED;
+        jwt_free(j); /* libjwt says EINVAL alike for a bad signature and for bytes that are no JWT */
+        return LOGIN_BAD_SIGNATURE;
     }
     login_verdict v = LOGIN_OK;
     if (jwt_get_alg(j) != JWT_ALG_HS256) {
@@ -43,7 +39,7 @@ const char *login_verdict_name(login_verdict v)
     switch (v) {
     case LOGIN_OK: return "ok";
     case LOGIN_MALFORMED: return "malformed";
-    case LOGIN_BAD_SIGNATURE: return "bad signature";
+    case LOGIN_BAD_SIGNATURE: return "not verified with jwt_key";
     case LOGIN_NO_EXP: return "no exp claim";
     case LOGIN_EXPIRED: return "expired";
     }

@@ -7,8 +7,8 @@
 
 typedef enum login_verdict {
     LOGIN_OK = 0,
-    LOGIN_MALFORMED,   /* not a JWT, or not one libjwt can parse */
-    LOGIN_BAD_SIGNATURE, /* not signed with the key (or not HS256) */
+    LOGIN_MALFORMED,     /* empty, or no '.' at all (not even shaped like a JWT) */
+    LOGIN_BAD_SIGNATURE, /* libjwt does not verify it with the key, or not HS256 */
     LOGIN_NO_EXP,      /* no integer "exp" claim */
     LOGIN_EXPIRED,     /* exp <= now */
 } login_verdict;

@@ -17,6 +17,19 @@
 
 #include "rdv/proto.h"
 
+/* 1 when the suite is built with AddressSanitizer (the server is then
+ * slower: suites stretch their time limits). */
+#if defined(__SANITIZE_ADDRESS__)
+#define RDVT_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RDVT_SANITIZED 1
+#endif
+#endif
+#ifndef RDVT_SANITIZED
+#define RDVT_SANITIZED 0
+#endif
+
 typedef struct rdvt_server {
     pid_t pid;
     char dir[256];      /* working directory, conf.d is dir/conf.d */

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "rdv/wire.h"
 
 static rdvt_server srv;
 
@@ -40,26 +41,26 @@ static bool port_open(int port)
     return true;
 }
 
+/* A TCP connection to ip ("1.2.3.4" or "[::1]"), or -1 if refused. */
+static int connect_to(const char *ip, int port)
+{
+    rdv_addr a;
+    struct sockaddr_storage ss;
+    cr_assert_eq(rdv_addr_parse(&a, ip, (uint16_t)port), 0, "not an address: %s", ip);
+    int fam = rdv_addr_is_v4(&a) ? AF_INET : AF_INET6;
+    socklen_t len = rdv_addr_to_sockaddr(&a, fam, &ss);
+    int fd = socket(fam, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&ss, len) != 0)
+        fd = (close(fd), -1);
+    return fd;
+}
+
 static bool port_open_at(const char *ip, int port)
 {
-    int fd = -1;
-    if (strchr(ip, ':')) {
-        fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        struct sockaddr_in6 d = { .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port) };
-        inet_pton(AF_INET6, ip, &d.sin6_addr);
-        if (connect(fd, (struct sockaddr *)&d, sizeof d) != 0)
-            fd = (close(fd), -1);
-    } else {
-        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        struct sockaddr_in d = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-        inet_pton(AF_INET, ip, &d.sin_addr);
-        if (connect(fd, (struct sockaddr *)&d, sizeof d) != 0)
-            fd = (close(fd), -1);
-    }
-    if (fd < 0)
-        return false;
-    close(fd);
-    return true;
+    int fd = connect_to(ip, port);
+    if (fd >= 0)
+        close(fd);
+    return fd >= 0;
 }
 
 /* Sockets of a family in this network namespace (/proc/net/<file> minus
@@ -115,7 +116,7 @@ Test(hbbr, L1_no_arguments_listens_on_21117_and_21119, .fini = teardown, .timeou
     cr_assert_eq(sockets_in("udp") + sockets_in("udp6"), 0);
     cr_assert_eq(rdvt_prepare(&srv, NULL), 0);
     cr_assert_eq(rdvt_start_exe(&srv, "hbbr", NULL, true), 0);
-    const char *const addrs[] = { "127.0.0.1", "127.0.0.2", "::1" };
+    const char *const addrs[] = { "127.0.0.1", "127.0.0.2", "[::1]" };
     for (size_t i = 0; i < 3; i++) {
         cr_assert(port_open_at(addrs[i], 21117), "no relay listener on %s:21117", addrs[i]);
         cr_assert(port_open_at(addrs[i], 21119), "no WebSocket relay listener on %s:21119", addrs[i]);
@@ -199,10 +200,8 @@ static bool key_accepted(int port, const char *key)
     Hbb__RendezvousMessage m = HBB__RENDEZVOUS_MESSAGE__INIT;
     m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_REQUEST_RELAY;
     m.request_relay = &rr;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in d = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-    inet_pton(AF_INET, OUTSIDE, &d.sin_addr);
-    cr_assert_eq(connect(fd, (struct sockaddr *)&d, sizeof d), 0);
+    int fd = connect_to(OUTSIDE, port);
+    cr_assert_geq(fd, 0);
     cr_assert_eq(rdvt_tcp_send(fd, &m), 0);
     bool closed = rdvt_tcp_closed(fd, srv.valgrind ? 3000 : 700);
     close(fd);

@@ -32,16 +32,6 @@ static int relay_port;
 /* Under valgrind (RDV_VALGRIND=1) and sanitizers the server is slower and
  * bigger: time limits stretch by this factor and memory bounds are not
  * checked (the relay's own bounds are unit-tested). */
-#if defined(__SANITIZE_ADDRESS__)
-#define RDVT_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define RDVT_SANITIZED 1
-#endif
-#endif
-#ifndef RDVT_SANITIZED
-#define RDVT_SANITIZED 0
-#endif
 static int slowf(void) { return srv.valgrind ? 10 : RDVT_SANITIZED ? 2 : 1; }
 static bool check_memory(void) { return !srv.valgrind && !RDVT_SANITIZED; }
 

@@ -38,17 +38,7 @@ static const uint8_t TEST_NAT[] = { 0xa2, 0x01, 0x00 };
 
 /* Under valgrind and the sanitizers the server is slower: time limits
  * stretch by this factor. */
-#if defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
-static int slowf(void) { return srv.valgrind ? 10 : SANITIZED ? 3 : 1; }
+static int slowf(void) { return srv.valgrind ? 10 : RDVT_SANITIZED ? 3 : 1; }
 
 static void start_with(const char *const *files)
 {

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <sodium.h>
 #include <uthash.h>
@@ -17,6 +18,7 @@
 
 #define READ_CHUNK 65536
 #define RBUF_INITIAL 4096
+#define WBUF_KEEP 65536 /* a drained write queue keeps at most this much buffer */
 
 struct rdv_conn {
     rdv_conn_id id;
@@ -97,14 +99,15 @@ static int flush_queue(rdv_conn *c)
         c->woff += (size_t)n, c->wlen -= (size_t)n, c->bytes_out += (uint64_t)n;
     }
     c->woff = 0;
+    if (c->wcap > WBUF_KEEP) { /* a burst's buffer is not kept for the connection's life */
+        free(c->wbuf);
+        c->wbuf = NULL, c->wcap = 0;
+    }
     return 0;
 }
 
 static int queue_reserve(rdv_conn *c, size_t extra)
 {
-    rdv_server *s = c->srv;
-    if (c->wlen + extra > (size_t)s->cfg.write_queue_max)
-        return -ENOBUFS;
     if (c->woff && c->woff + c->wlen + extra > c->wcap) {
         memmove(c->wbuf, c->wbuf + c->woff, c->wlen);
         c->woff = 0;
@@ -129,31 +132,65 @@ static void queue_append(rdv_conn *c, const uint8_t *p, size_t n)
     c->wlen += n;
 }
 
-/* Queue header+body and try to write at once. On overflow or socket error
- * the connection is closed (a peer that never reads cannot grow us). */
+/* Send header+body: straight to the socket while nothing is queued, the
+ * rest (or all of it, when sealing) through the queue.
+ *
+ * core.write_queue_max bounds what a reader that does not keep up can make
+ * us hold: a write onto a queue that already holds that much closes the
+ * connection. A single write is never refused for its own size (its sender
+ * bounded it: relay.message_max, core.max_frame), so the queue peaks at the
+ * limit plus one message, and a 5 MiB WebSocket message to a reader that
+ * keeps up goes through with the default 4 MiB limit. */
 static int conn_write(rdv_conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *body, size_t blen,
                       bool seal)
 {
     rdv_server *s = c->srv;
     if (c->dead || c->closing)
         return -ENOTCONN;
-    size_t total = hlen + blen + (seal ? RDV_SECURE_MACBYTES : 0);
-    int r = queue_reserve(c, total);
-    if (r < 0) {
+    if (c->wlen >= (size_t)s->cfg.write_queue_max) {
         (*s->st.closed_overflow)++;
-        RDV_LOG_RL(&s->core_mod.handle, RDV_LOG_WARN, "conn %llu: write queue over core.write_queue_max; closing",
-                   (unsigned long long)c->id);
+        RDV_LOG_RL(&s->core_mod.handle, RDV_LOG_WARN,
+                   "conn %llu: %zu bytes queued for a reader that does not keep up (core.write_queue_max); closing",
+                   (unsigned long long)c->id, c->wlen);
         rdv_conn_close(s, c, RDV_CLOSE_OVERFLOW, false);
-        return r;
+        return -ENOBUFS;
     }
-    queue_append(c, hdr, hlen);
+    size_t done = 0; /* bytes of hdr+body already on the socket */
+    if (!c->wlen && !seal) {
+        struct iovec iov[2] = { { (void *)hdr, hlen }, { (void *)body, blen } };
+        struct msghdr mh = { .msg_iov = hlen ? iov : iov + 1, .msg_iovlen = hlen ? 2 : 1 };
+        ssize_t n;
+        do
+            n = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        while (n < 0 && errno == EINTR);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            int e = -errno;
+            rdv_conn_close(s, c, RDV_CLOSE_ERROR, false);
+            return e;
+        }
+        if (n > 0)
+            done = (size_t)n, c->bytes_out += (uint64_t)n;
+        if (done == hlen + blen)
+            return 0;
+    }
+    size_t total = hlen + blen + (seal ? RDV_SECURE_MACBYTES : 0) - done;
+    if (queue_reserve(c, total) < 0) {
+        RDV_LOG_RL(&s->core_mod.handle, RDV_LOG_ERR, "conn %llu: out of memory queueing %zu bytes; closing",
+                   (unsigned long long)c->id, total);
+        rdv_conn_close(s, c, RDV_CLOSE_ERROR, false);
+        return -ENOMEM;
+    }
+    if (done < hlen)
+        queue_append(c, hdr + done, hlen - done);
     if (seal) {
         rdv_secure_seal(c->key, &c->send_seq, body, blen, c->wbuf + c->woff + c->wlen);
         c->wlen += blen + RDV_SECURE_MACBYTES;
-    } else if (blen) {
-        queue_append(c, body, blen);
+    } else {
+        size_t skip = done > hlen ? done - hlen : 0;
+        if (blen > skip) /* body may be NULL when blen is 0 */
+            queue_append(c, body + skip, blen - skip);
     }
-    r = flush_queue(c);
+    int r = flush_queue(c);
     if (r < 0) {
         rdv_conn_close(s, c, RDV_CLOSE_ERROR, false);
         return r;

@@ -183,8 +183,10 @@ struct rdv_core_api {
     /* Sending. msg is a const Hbb__RendezvousMessage * (rdv/proto.h); it is
      * packed at once, the caller keeps it. send() frames it for the
      * connection's codec and encrypts it if a key is installed. Return 0,
-     * -ENOTCONN (connection gone), -EMSGSIZE, or -ENOBUFS (queue full: the
-     * connection is closed). */
+     * -ENOTCONN (connection gone), -EMSGSIZE, or -ENOBUFS (core.write_queue_max
+     * bytes were already queued: the connection is closed). The queue takes
+     * any one message whole (framed ones up to core.max_frame, else
+     * -EMSGSIZE), so bound what you send and watch conn_info's wqueue. */
     int (*send_udp)(rdv_core *c, rdv_listener *via, const rdv_addr *to, const void *msg);
     int (*send_udp_raw)(rdv_core *c, rdv_listener *via, const rdv_addr *to, const uint8_t *p, size_t n);
     int (*send)(rdv_core *c, rdv_conn_id id, const void *msg);

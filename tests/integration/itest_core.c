@@ -3,6 +3,7 @@
  * over UDP and TCP (issue #2: the core's transports, codec, dispatch, bad
  * input handling, reload and shutdown). */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <criterion/criterion.h>
 #include <signal.h>
 #include <stdio.h>
@@ -396,4 +397,75 @@ Test(families, ipv4_listener_between_dual_stack_datagrams_keeps_sources_whole)
     close(six);
     close(five);
     close(other);
+}
+
+/* ------------------------------------------------------------------ a reader that never reads */
+/* core.write_queue_max bounds what one connection that does not read its
+ * answers can make rdvd hold (ARCHITECTURE.md, limits): the connection is
+ * closed on the first write onto a queue already at the limit, so the queue
+ * peaks at the limit plus one message; the node and other clients go on. */
+static const char *const wqueue_files[] = {
+    "00-core.conf",
+    "core: {\n"
+    "  modules = [ \"example\" ];\n"
+    "  module_path = \"@MODDIR@\";\n"
+    "  write_queue_max = 4096;\n"
+    "  listeners = ( { name = \"example\"; port = @PORT@; udp = true; tcp = true; } );\n"
+    "};\n",
+    NULL,
+};
+
+static void setup_wqueue(void) { start_with(wqueue_files); }
+
+TestSuite(wqueue, .init = setup_wqueue, .fini = teardown, .timeout = 240);
+
+Test(wqueue, reader_that_never_reads_is_closed_with_a_bounded_queue)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    int small = 2048; /* a small window, so rdvd's queue fills early */
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    struct sockaddr_in src = { .sin_family = AF_INET }, dst = { .sin_family = AF_INET };
+    inet_pton(AF_INET, "127.0.0.23", &src.sin_addr);
+    inet_pton(AF_INET, "127.0.0.1", &dst.sin_addr);
+    dst.sin_port = htons((uint16_t)srv.port);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&src, sizeof src), 0);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&dst, sizeof dst), 0);
+
+    static const uint8_t framed[] = { 0x0c, 0xa2, 0x01, 0x00 }; /* 1-byte header (wire.md §3) + nat_req */
+    static uint8_t batch[2048 * sizeof framed];
+    for (size_t i = 0; i < 2048; i++)
+        memcpy(batch + i * sizeof framed, framed, sizeof framed);
+    /* Requests, never reading an answer, until rdvd closes the connection
+     * (bounded in time, and in count far beyond any kernel buffer). */
+    uint64_t sent = 0, deadline = rdc_now_ms() + 180000;
+    bool closed = false;
+    while (!closed && sent < 1000000000ull / sizeof framed && rdc_now_ms() < deadline) {
+        ssize_t n = send(fd, batch, sizeof batch, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0)
+            sent += (uint64_t)n / sizeof framed;
+        else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            closed = rdvt_stat(&srv, "core.closed_write_overflow") > 0; /* rdvd stopped reading? */
+        else
+            closed = true;
+    }
+    cr_assert(closed, "rdvd kept a connection that never reads (%llu requests)", (unsigned long long)sent);
+    cr_assert_eq(rdvt_stat(&srv, "core.closed_write_overflow"), 1);
+    /* The log names the setting and the queue: at the limit, under limit + one answer. */
+    FILE *f = fopen(srv.log, "r");
+    cr_assert_not_null(f);
+    char line[512];
+    long queued = -1;
+    while (fgets(line, sizeof line, f)) {
+        char *p = strstr(line, " bytes queued for a reader that does not keep up (core.write_queue_max)");
+        if (p) {
+            while (p > line && p[-1] >= '0' && p[-1] <= '9')
+                p--;
+            queued = strtol(p, NULL, 10);
+        }
+    }
+    fclose(f);
+    cr_assert(queued >= 4096 && queued < 4096 + 16, "queue at close: %ld bytes", queued);
+    close(fd);
+    check_alive();
 }

@@ -848,3 +848,63 @@ Test(ws_relay, L22_L23_websocket_tcp_pair)
     free(got), free(p);
     close(w), close(t);
 }
+
+/* relay.md §4.4: WebSocket messages up to 64 MiB (frames up to 16 MiB) MUST
+ * be accepted. 12 MiB is three times core.write_queue_max (4 MiB): the
+ * message crosses TCP -> WS, WS -> WS and WS -> TCP whole, with the default
+ * limits. (The limit bounds what a reader that stops can make us hold; it
+ * is not a message size limit.) */
+Test(ws_relay, L23_L30_messages_over_the_write_queue_limit_cross_whole, .timeout = 240)
+{
+    need_relay_ws();
+    const size_t big = 12u << 20;
+    uint8_t *p = malloc(big), *got;
+    unsigned op;
+    size_t n;
+    uint8_t rq[128];
+
+    /* TCP -> WS and WS -> TCP */
+    size_t rn = request_relay("1b4e28ba-2fa1-11d2-883f-0016d3cca427", rq, sizeof rq);
+    int w = rws_open("127.0.22.1");
+    rdc_ws_send_frame(w, true, 2, true, rq, rn);
+    usleep(200000);
+    int t = rdvt_tcp("127.0.22.2", rsrv.port + 1);
+    cr_assert_geq(t, 0);
+    cr_assert_eq(rdvt_tcp_send_frame(t, rq, rn), 0);
+    usleep(200000);
+    fill(p, big, 5);
+    cr_assert_eq(rdvt_tcp_send_frame(t, p, big), 0);
+    cr_assert_eq(rdc_ws_recv(w, &op, &got, &n, 60000), 0, "12 MiB frame not relayed to the WebSocket side");
+    cr_assert_eq(op, 2);
+    cr_assert_eq(n, big);
+    cr_assert(memcmp(got, p, big) == 0);
+    free(got);
+    fill(p, big, 6);
+    rdc_ws_send_frame(w, true, 2, true, p, big);
+    uint8_t h[4];
+    cr_assert_eq(rdc_read_exact(t, h, 4, rdc_now_ms() + 60000), 0, "12 MiB message not relayed to the TCP side");
+    cr_assert_eq(((size_t)h[0] | (size_t)h[1] << 8 | (size_t)h[2] << 16 | (size_t)h[3] << 24) >> 2, big);
+    got = malloc(big);
+    cr_assert_eq(rdc_read_exact(t, got, big, rdc_now_ms() + 60000), 0);
+    cr_assert(memcmp(got, p, big) == 0);
+    free(got);
+    close(w), close(t);
+
+    /* WS -> WS, both ways */
+    rn = request_relay("6fa459ea-ee8a-3ca4-894e-db77e160355e", rq, sizeof rq);
+    int a = rws_open("127.0.22.3"), b = rws_open("127.0.22.4");
+    rdc_ws_send_frame(a, true, 2, true, rq, rn);
+    usleep(200000);
+    rdc_ws_send_frame(b, true, 2, true, rq, rn);
+    for (int dir = 0; dir < 2; dir++) {
+        int from = dir ? b : a, to = dir ? a : b;
+        fill(p, big, (unsigned)(7 + dir));
+        rdc_ws_send_frame(from, true, 2, true, p, big);
+        cr_assert_eq(rdc_ws_recv(to, &op, &got, &n, 60000), 0, "12 MiB message not relayed between WebSocket sides");
+        cr_assert_eq(n, big);
+        cr_assert(memcmp(got, p, big) == 0);
+        free(got);
+    }
+    close(a), close(b);
+    free(p);
+}

@@ -19,6 +19,7 @@
 #define READ_CHUNK 65536
 #define RBUF_INITIAL 4096
 #define WBUF_KEEP 65536 /* a drained write queue keeps at most this much buffer */
+#define RBUF_KEEP 65536 /* likewise the read buffer once every byte is consumed */
 
 struct rdv_conn {
     rdv_conn_id id;
@@ -466,6 +467,12 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
             process_raw(c);
         } else {
             process_frames(c);
+        }
+        /* One large frame must not pin its buffer for the connection's life
+         * (max_connections x max_frame would be the node's footprint). */
+        if (!c->dead && c->rlen == 0 && c->rcap > RBUF_KEEP) {
+            free(c->rbuf);
+            c->rbuf = NULL, c->rcap = 0, c->roff = 0;
         }
     }
     conn_release(c);

@@ -595,3 +595,17 @@ void rdvt_msg_free(Hbb__RendezvousMessage *m)
     if (m)
         hbb__rendezvous_message__free_unpacked(m, NULL);
 }
+
+long rdvt_vmrss_kib(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kib = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "VmRSS:", 6) == 0)
+            kib = strtol(line + 6, NULL, 10);
+    if (f)
+        fclose(f);
+    return kib;
+}

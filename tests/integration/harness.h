@@ -74,6 +74,8 @@ bool rdvt_alive(rdvt_server *s);
 char *rdvt_admin(rdvt_server *s, const char *cmd);
 /* Value of a counter/gauge from "stats" (0 if absent). */
 uint64_t rdvt_stat(rdvt_server *s, const char *name);
+/* VmRSS of a process in KiB (-1 if unknown). */
+long rdvt_vmrss_kib(pid_t pid);
 
 /* ---- clients ---- */
 /* UDP socket bound to src_ip (e.g. "127.0.0.2"), any port. */

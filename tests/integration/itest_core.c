@@ -204,6 +204,50 @@ Test(core, truncated_frame_is_never_answered_and_idles_out)
     check_alive();
 }
 
+/* A TestNatRequest in a frame of ~1 MB (core.max_frame is 1 MiB): the
+ * request plus an unknown field of 1,000,000 bytes, which decoders skip. */
+static void send_big_request(int fd)
+{
+    const size_t pad = 1000000;
+    uint8_t *p = malloc(pad + 8);
+    size_t n = 0;
+    p[n++] = 0xc2, p[n++] = 0x3e;                   /* field 1000, length-delimited */
+    p[n++] = 0xc0, p[n++] = 0x84, p[n++] = 0x3d;    /* varint 1,000,000 */
+    memset(p + n, 0x5a, pad), n += pad;
+    memcpy(p + n, nat_req, sizeof nat_req), n += sizeof nat_req;
+    cr_assert_eq(rdvt_tcp_send_frame(fd, p, n), 0);
+    free(p);
+}
+
+/* Bounded memory: a connection that once carried a large frame and then
+ * idles does not keep a frame-sized buffer (else max_connections x
+ * max_frame is what an attacker can pin with one frame per connection). */
+Test(core, large_frames_do_not_pin_their_buffers)
+{
+    int warm = rdvt_tcp("127.0.0.24", srv.port);
+    cr_assert_geq(warm, 0);
+    send_big_request(warm);
+    expect_tcp_answer(warm);
+    long rss0 = rdvt_vmrss_kib(srv.pid);
+    enum { N = 40 };
+    int fd[N];
+    for (int i = 0; i < N; i++) {
+        fd[i] = rdvt_tcp("127.0.0.24", srv.port);
+        cr_assert_geq(fd[i], 0);
+        send_big_request(fd[i]);
+        expect_tcp_answer(fd[i]);
+    }
+    long grew = rdvt_vmrss_kib(srv.pid) - rss0;
+    cr_assert(srv.valgrind || RDVT_SANITIZED || grew < 8 * 1024,
+              "%d open connections after one 1 MB frame each: VmRSS grew by %ld KiB", N, grew);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(rdvt_tcp_send_frame(fd[i], nat_req, sizeof nat_req), 0);
+        expect_tcp_answer(fd[i]); /* still served after the buffer went */
+        close(fd[i]);
+    }
+    close(warm);
+}
+
 /* A header may arrive split across reads (wire.md §3; a 4-byte one is legal
  * for any length, §3.1): byte by byte, the frame is still answered. While
  * the header was incomplete the core once sized its buffer from lengths the

@@ -240,20 +240,6 @@ static void check_alive(void)
     close(a), close(b);
 }
 
-static long vmrss_kib(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long kib = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, "VmRSS:", 6) == 0)
-            kib = strtol(line + 6, NULL, 10);
-    if (f)
-        fclose(f);
-    return kib;
-}
-
 static int open_fds(pid_t pid)
 {
     char path[64];
@@ -409,7 +395,7 @@ Test(relay, L19_thousand_concurrent_pairs_intact, .timeout = 150)
         stream_init(&s[2 * i + 1], b[i], a[i], 128u << 10, (uint64_t)(2 * i + 2));
     }
     run_streams(s, 2 * N, 120000);
-    long rss = vmrss_kib(srv.pid);
+    long rss = rdvt_vmrss_kib(srv.pid);
     cr_assert(!check_memory() || rss < 64 * 1024, "server VmRSS %ld KiB with %d pairs", rss, N);
     for (int i = 0; i < N; i++)
         close(a[i]), close(b[i]);
@@ -633,7 +619,7 @@ Test(relay, L61_reader_that_stops_keeps_memory_bounded, .timeout = 90)
     start_with(sets, NULL);
     int a, b;
     pair("127.0.8.1", "127.0.8.2", "slow-reader", &a, &b);
-    long rss0 = vmrss_kib(srv.pid);
+    long rss0 = rdvt_vmrss_kib(srv.pid);
     fcntl(a, F_SETFL, fcntl(a, F_GETFL) | O_NONBLOCK);
     crypto_hash_sha256_state hs, hr;
     crypto_hash_sha256_init(&hs), crypto_hash_sha256_init(&hr);
@@ -651,7 +637,7 @@ Test(relay, L61_reader_that_stops_keeps_memory_bounded, .timeout = 90)
         } else {
             usleep(20000);
         }
-        long r = vmrss_kib(srv.pid);
+        long r = rdvt_vmrss_kib(srv.pid);
         peak = r > peak ? r : peak;
     }
     cr_assert_lt(sent, 256u << 20, "A's writes block (sent %zu)", sent);
@@ -734,7 +720,7 @@ Test(relay, L48_ten_thousand_waiting_do_not_slow_new_pairs, .timeout = 120)
     long t0 = now_ms();
     check_alive();
     cr_assert_lt(now_ms() - t0, 1000 * slowf(), "a new pair formed in %ld ms", now_ms() - t0);
-    long rss = vmrss_kib(srv.pid);
+    long rss = rdvt_vmrss_kib(srv.pid);
     cr_assert(!check_memory() || rss < 48 * 1024, "VmRSS %ld KiB with %d waiting", rss, N);
     for (int i = 0; i < N; i++)
         close(w[i]);

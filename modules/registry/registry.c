@@ -174,7 +174,7 @@ static int registry_stats(registry *reg)
     C(stored, "peer writes queued to storage");
     C(store_put_failed, "peer writes the storage refused (kept in memory)");
     C(store_errors, "peer write attempts that failed in storage (retried by it)");
-    C(load_skipped, "stored rows not loaded (over max_peers, duplicate, oversize)");
+    C(load_skipped, "stored rows not loaded (duplicate id, empty or oversize fields)");
     C(ip_changes, "IP changes recorded (rendezvous.md 11.3)");
     C(ip_change_dropped, "IP changes not recorded: entry full");
     C(ip_change_evicted, "IP-change entries evicted: log full");
@@ -211,7 +211,12 @@ static void registry_on_sweep(void *ud)
 static void registry_store_done(void *ud, const char *id, int status)
 {
     registry *reg = ud;
-    if (status < 0) {
+    if (status == -EINVAL) { /* a row error: retrying cannot help */
+        (*reg->st.store_errors)++;
+        RDV_LOG_RL(reg->core, RDV_LOG_WARN,
+                   "the database refused peer %s (another stored row holds the id, or a field is invalid): "
+                   "served from memory, not stored", id);
+    } else if (status < 0) {
         (*reg->st.store_errors)++;
         RDV_LOG_RL(reg->core, RDV_LOG_WARN, "storing peer %s failed: %s (storage retries)", id, strerror(-status));
     }

@@ -152,8 +152,11 @@ static void registry_load_row(void *ud, const rdv_peer_row *row)
 {
     registry *reg = ud;
     size_t id_len = row->id ? strlen(row->id) : 0;
+    /* Every stored row is loaded, whatever max_peers says: a stored peer
+     * left out would be unknown (ID_NOT_EXIST instead of OFFLINE, R53) and
+     * its id free for another device to take. max_peers bounds new ids. */
     if (!id_len || id_len > REGISTRY_ID_CAP || row->uuid_len > REGISTRY_UUID_CAP || row->pk_len > REGISTRY_PK_CAP ||
-        registry_find(reg, row->id, id_len) || reg->npeers >= (size_t)reg->cfg->max_peers) {
+        registry_find(reg, row->id, id_len)) {
         (*reg->st.load_skipped)++;
         return;
     }
@@ -177,8 +180,13 @@ long registry_load(registry *reg)
         return n;
     }
     if (*reg->st.load_skipped)
-        RDV_WARN(reg->core, "%llu stored peers skipped (over max_peers = %lld, duplicate or oversize rows)",
-                 (unsigned long long)*reg->st.load_skipped, (long long)reg->cfg->max_peers);
+        RDV_WARN(reg->core, "%llu stored rows skipped (duplicate id, empty or oversize fields)",
+                 (unsigned long long)*reg->st.load_skipped);
+    if (reg->npeers >= (size_t)reg->cfg->max_peers)
+        RDV_WARN(reg->core,
+                 "%zu stored peers, registry.max_peers = %lld: all stored peers are served, but new ids are refused "
+                 "until max_peers is raised above the stored count",
+                 reg->npeers, (long long)reg->cfg->max_peers);
     RDV_INFO(reg->core, "%zu stored peers loaded (cold until first looked up)", reg->ncold);
     return n;
 }

@@ -37,15 +37,16 @@ static const char sdb_sql_load[] =
     "select guid, id, uuid, pk, "
     "case when json_valid(info) and json_type(info, '$.ip') = 'text' "
     "then json_extract(info, '$.ip') end from peer";
-/* Upstream inserts with "or replace": a stale row holding the same id
- * gives way to the new registration. */
+/* Plain insert, as upstream (§13.3): a row already holding the id is
+ * another device's (its uuid, pk, and a Pro server's user/note), and is never
+ * replaced; the conflicting write is refused as a row error and logged. */
 static const char sdb_sql_insert[] =
-    "insert or replace into peer (guid, id, uuid, pk, info) values (?1, ?2, ?3, ?4, json_object('ip', ?5))";
+    "insert into peer (guid, id, uuid, pk, info) values (?1, ?2, ?3, ?4, json_object('ip', ?5))";
 /* uuid never changes (§13.3). Other keys a Pro server put into info stay;
- * an unparsable info is replaced. The in-memory record is the truth, so a
- * stale row holding the new id gives way, as on insert. */
+ * an unparsable info is replaced. An id change onto an id another row holds
+ * is refused like a conflicting insert. */
 static const char sdb_sql_update[] =
-    "update or replace peer set id = ?2, pk = ?4, "
+    "update peer set id = ?2, pk = ?4, "
     "info = json_set(case when json_valid(info) and json_type(info) = 'object' then info else '{}' end, "
     "'$.ip', ?5) where guid = ?1";
 

@@ -25,8 +25,9 @@ typedef struct rdv_peer_row {
 
 /* Called for each stored row; everything is borrowed for the call. */
 typedef void (*rdv_storage_row_fn)(void *ud, const rdv_peer_row *row);
-/* Completion of a queued write, on the loop thread: 0 written, <0 still
- * queued for retry after an error (logged by the provider). */
+/* Completion of a queued write, on the loop thread: 0 written; -EINVAL the
+ * row was refused (e.g. its id is held by another guid's row) and dropped;
+ * other <0 still queued for retry after an error (logged by the provider). */
 typedef void (*rdv_storage_done_fn)(void *ud, const char *id, int status);
 
 typedef struct rdv_storage_api {

@@ -134,13 +134,14 @@ Test(stored, load_bounds_and_bad_rows)
     fake_storage_add(&rt.fs, "400000002", "u", 1, P9, 32, "not an ip"); /* info parse failure -> empty */
     fake_storage_add(&rt.fs, "400000003", "u", 1, P9, 32, "");
     cr_assert_eq(rt_load("max_peers = 2\n"), 0);
-    cr_assert_eq(rt_gauge("peers"), 2);
-    cr_assert_eq(rt_counter("load_skipped"), 4);
-    cr_assert(fc_log_contains(rt.fc, "stored peers skipped"));
+    cr_assert_eq(rt_gauge("peers"), 3, "every valid stored row, even over max_peers (R53)");
+    cr_assert_eq(rt_counter("load_skipped"), 3);
+    cr_assert(fc_log_contains(rt.fc, "stored rows skipped"));
+    cr_assert(fc_log_contains(rt.fc, "new ids are refused until max_peers is raised"));
     rdv_peer_info pi;
     cr_assert_eq(rt_lookup("400000002", RDV_LOOKUP_STORED, &pi), 0);
     cr_assert_str_eq(pi.ip, "");
-    cr_assert_eq(rt_lookup("400000003", RDV_LOOKUP_STORED, NULL), -ENOENT, "over max_peers");
+    cr_assert_eq(rt_lookup("400000003", RDV_LOOKUP_STORED, NULL), 0, "stored beyond max_peers: still known");
 }
 
 Test(stored, load_failure_fails_the_start)

@@ -334,14 +334,23 @@ Test(storage, empty_uuid_and_pk_are_stored_as_empty_blobs)
                      "blob0blob0{\"ip\":\"\"}");
 }
 
-/* Upstream inserts "or replace": a stale row with the same id gives way. */
-Test(storage, insert_replaces_a_stale_row_with_the_same_id)
+/* §13.3, R35: a plain insert, as upstream. A row already holding the id is
+ * another device's and is never replaced: the conflicting insert (and an
+ * update that would move a row onto that id) is refused and counted, the
+ * stored uuid and pk stay. */
+Test(storage, a_write_never_replaces_the_row_of_another_guid)
 {
     cr_assert_eq(load(NULL), 0);
     cr_assert_eq(put(1, "200000001", "u1", "P1", "1.1.1.1", true), 0);
-    cr_assert_eq(put(2, "200000001", "u2", "P2", "2.2.2.2", true), 0);
     cr_assert_eq(flush(5000), 0);
-    cr_assert_str_eq(db_text("select count(*) || hex(uuid) from peer"), "17532");
+    cr_assert_eq(put(2, "200000001", "u2", "P2", "2.2.2.2", true), 0);
+    cr_assert_eq(put(3, "200000003", "u3", "P3", "3.3.3.3", true), 0);
+    cr_assert_eq(flush(5000), 0);
+    cr_assert_eq(put(3, "200000001", NULL, "P4", "4.4.4.4", false), 0); /* id change onto 200000001 */
+    cr_assert_eq(flush(5000), 0);
+    cr_assert_str_eq(db_text("select count(*) || '|' || uuid || '|' || pk from peer where id = '200000001'"), "1|u1|P1");
+    cr_assert_str_eq(db_text("select id || '|' || pk from peer where cast(uuid as text) = 'u3'"), "200000003|P3");
+    cr_assert_eq(gauge("rejected"), 2);
 }
 
 /* ---- queue: coalescing and bounds */

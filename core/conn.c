@@ -249,16 +249,21 @@ static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
 }
 
 /* ------------------------------------------------------------------ closing */
+static void arm_idle(rdv_conn *c);
+
 void rdv_conn_close(rdv_server *s, rdv_conn *c, rdv_close_reason why, bool flush)
 {
     if (c->dead)
         return;
-    if (flush && c->wlen) {
+    if (flush && c->wlen && s->cfg.shutdown_ms > 0) {
         /* Stop reading; the write watcher closes once the queue is empty or
-         * the idle timer (set to the shutdown bound) fires. */
+         * the idle timer, armed here with the shutdown bound, fires. (A
+         * module may have turned the idle timer off; a reader that never
+         * reads must not keep a closing connection forever.) */
         c->closing = true;
         c->idle_ms = (uint64_t)s->cfg.shutdown_ms;
         c->last_ms = rdv_now_ms(s);
+        arm_idle(c);
         update_watchers(c);
         return;
     }
@@ -570,10 +575,11 @@ int rdv_conn_set_peer(rdv_conn *c, const rdv_addr *peer)
 
 int rdv_conn_set_idle(rdv_server *s, rdv_conn *c, uint64_t ms)
 {
+    if (c->closing) /* the shutdown bound of a flushing close stays */
+        return 0;
     c->idle_ms = ms;
     c->last_ms = rdv_now_ms(s);
-    if (!c->closing)
-        arm_idle(c);
+    arm_idle(c);
     return 0;
 }
 

@@ -35,6 +35,7 @@ static const char *const node_files[] = {
     "  modules = [ \"keys\", \"storage-sqlite\", \"ip-blocker\", \"registry\", \"nat-test\",\n"
     "              \"punch-coordinator\", \"secure-tcp\", \"websocket-transport\" ];\n"
     "  module_path = \"@MODDIR@\";\n"
+    "  write_queue_max = 16777216;\n"
     "  listeners = ( { name = \"main\"; port = @PORT@; udp = true; tcp = true; },\n"
     "                { name = \"nat\"; port = @NAT@; tcp = true; } );\n"
     "};\n",
@@ -703,6 +704,41 @@ Test(ws, chromium_headless_browser, .timeout = 180)
 }
 
 /* ------------------------------------------------------------------ admin and stats */
+/* A client that upgrades, never reads, fills rdvd's write queue with pongs
+ * and then says goodbye: the closing connection flushes for at most
+ * core.shutdown_ms (5 s), then goes, with its queue, its descriptor and its
+ * slot. (The module turns the core's idle timer off; the close once waited
+ * for a reader that never comes, for ever.) The suite's write_queue_max of
+ * 16 MiB keeps the overflow close out of the way. */
+Test(ws, closing_connection_with_an_unread_queue_is_closed_within_the_bound)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    int small = 4096; /* a small window from the SYN on: the pongs stay in rdvd */
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    struct sockaddr_in src = { .sin_family = AF_INET }, dst = { .sin_family = AF_INET };
+    inet_pton(AF_INET, "127.0.0.31", &src.sin_addr);
+    inet_pton(AF_INET, "127.0.0.1", &dst.sin_addr);
+    dst.sin_port = htons((uint16_t)ws_port());
+    cr_assert_eq(bind(fd, (struct sockaddr *)&src, sizeof src), 0);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&dst, sizeof dst), 0);
+    char head[1024];
+    cr_assert_eq(rdc_ws_upgrade(fd, "/", "r", head, sizeof head), 0);
+    cr_assert(strncmp(head, "HTTP/1.1 101 ", 13) == 0, "%s", head);
+    uint8_t ping[125];
+    memset(ping, 'p', sizeof ping);
+    for (int i = 0; i < 40000; i++) /* ~5 MB of pongs */
+        rdc_ws_send_frame(fd, true, 9, true, ping, sizeof ping);
+    rdc_ws_send_frame(fd, true, 8, true, "\x03\xe8", 2);
+    uint64_t deadline = rdc_now_ms() + (srv.valgrind ? 60000 : 20000);
+    while (rdvt_stat(&srv, "core.connections") > 0 && rdc_now_ms() < deadline)
+        usleep(100000);
+    cr_assert_eq(rdvt_stat(&srv, "core.connections"), 0, "a closing connection that is never read stayed open");
+    cr_assert_eq(rdvt_stat(&srv, "core.closed_write_overflow"), 0, "the queue limit closed it, not the bound");
+    close(fd);
+    alive();
+}
+
 Test(ws, admin_command_and_stats)
 {
     int a = ws_open_from("127.0.9.5", "/", "X-Real-IP: 203.0.113.77\r\n");

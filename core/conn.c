@@ -19,7 +19,6 @@
 #define READ_CHUNK 65536
 #define RBUF_INITIAL 4096
 #define WBUF_KEEP 65536 /* a drained write queue keeps at most this much buffer */
-#define RBUF_KEEP 65536 /* likewise the read buffer once every byte is consumed */
 
 struct rdv_conn {
     rdv_conn_id id;
@@ -473,9 +472,11 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
         } else {
             process_frames(c);
         }
-        /* One large frame must not pin its buffer for the connection's life
-         * (max_connections x max_frame would be the node's footprint). */
-        if (!c->dead && c->rlen == 0 && c->rcap > RBUF_KEEP) {
+        /* Every byte consumed: the buffer goes back. A read buffer (64 KiB,
+         * or a large frame's size) held by each idle connection would make
+         * max_connections x max_frame the node's footprint; an idle
+         * connection holds none. */
+        if (!c->dead && c->rlen == 0 && c->rbuf) {
             free(c->rbuf);
             c->rbuf = NULL, c->rcap = 0, c->roff = 0;
         }

@@ -100,6 +100,12 @@ static pc_rec *pc_find_key(pc *p, const pc_key *k)
 /* Down to `keep` records, oldest first. */
 static void pc_evict_to(pc *p, size_t keep)
 {
+    if (p->pending.nrec > keep && p->pending.oldest)
+        RDV_LOG_RL(p->core, RDV_LOG_WARN,
+                   "pending punch table full (punch-coordinator.pending_max = %lld): the oldest waiting requester "
+                   "is dropped; many connections from one source mean a flood (ip-blocker), many sources need "
+                   "a larger pending_max",
+                   (long long)p->cfg->pending_max);
     while (p->pending.nrec > keep && p->pending.oldest) {
         (*p->st.pending_evicted)++;
         pc_rec_free(p, p->pending.oldest);

@@ -312,9 +312,14 @@ static void ws_message_reset(ws_conn *c)
 }
 
 /* Something arrived that counts as activity (rendezvous.md §4.2: text,
- * ping and pong too). */
+ * ping and pong too). Not while a data message is half received on the
+ * rendezvous port: as for a TCP frame (R9), idle counts from the last whole
+ * message, so pings cannot keep a part message (up to core.max_frame) held
+ * for ever. */
 static void ws_activity(ws_conn *c)
 {
+    if (c->mop && !c->relay_owned)
+        return;
     c->last_ms = ws_api(c)->now_ms(ws_core(c));
     if (c->relay_owned && c->m->relay && c->m->relay->side_activity)
         c->m->relay->side_activity(c->m->relay_self, c->id);

@@ -739,6 +739,36 @@ Test(ws, closing_connection_with_an_unread_queue_is_closed_within_the_bound)
     alive();
 }
 
+/* R10 with R9's rule: idle_ms (8 s here) counts from the last whole
+ * message. Pings between the fragments of a message that never ends do not
+ * keep it, or its buffer, alive. */
+Test(ws, R10_pings_do_not_keep_a_part_message_alive, .timeout = 120)
+{
+    int fd = ws_open("127.0.0.32");
+    size_t part = 100000;
+    uint8_t *p = calloc(1, part);
+    rdc_ws_send_frame(fd, false, 2, true, p, part); /* fin = 0: more to come, never */
+    free(p);
+    uint64_t start = rdc_now_ms(), limit = start + (srv.valgrind ? 60000 : 14000);
+    bool closed = false;
+    while (!closed && rdc_now_ms() < limit) {
+        rdc_ws_send_frame(fd, true, 9, true, "ka", 2);
+        unsigned op;
+        uint8_t *got;
+        size_t n;
+        int r = 0;
+        while (!closed && (r = rdc_ws_recv(fd, &op, &got, &n, 1000)) == 0) {
+            closed = op == 8; /* our close frame (1001 going away) */
+            free(got);
+        }
+        closed = closed || r == -2; /* EOF */
+    }
+    uint64_t took = rdc_now_ms() - start;
+    cr_assert(closed, "a part message kept alive by pings for %llu ms", (unsigned long long)took);
+    cr_assert(srv.valgrind || took >= 7000, "closed after %llu ms, before idle_ms", (unsigned long long)took);
+    close(fd);
+}
+
 Test(ws, admin_command_and_stats)
 {
     int a = ws_open_from("127.0.9.5", "/", "X-Real-IP: 203.0.113.77\r\n");

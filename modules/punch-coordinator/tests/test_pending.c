@@ -170,6 +170,7 @@ Test(pending, the_table_is_bounded_and_forgets_the_oldest)
     rdv_conn_id a3 = pct_park("10.0.0.1:50003", B_ID, s3, &n3);
     cr_assert_eq(fc_gauge(fc, "punch-coordinator.pending_tracked"), 2);
     cr_assert_eq(fc_counter(fc, "punch-coordinator.pending_evicted"), 1);
+    cr_assert(fc_log_contains(fc, "pending punch table full (punch-coordinator.pending_max = 2)"));
     answer(s1, n1);
     pct_expect_nothing();
     answer(s3, n3);

@@ -102,6 +102,7 @@ typedef struct pc_relays {
     uint64_t gen;                 /* bumped whenever the configured list changes */
     bool checking;
     uint64_t check_gen;
+    uint64_t check_seq;           /* bumped by every check: a job answers only its own */
     size_t check_left;
     rdv_timer *tick, *deadline;
 } pc_relays;
@@ -112,6 +113,7 @@ enum { PC_JOB_VALIDATE = 1, PC_JOB_CHECK = 2 };
 typedef struct pc_job {
     int kind;
     uint64_t gen;
+    uint64_t seq;               /* PC_JOB_CHECK: the check it was made for */
     size_t n;
     char **names;
     uint16_t defport;           /* port for entries without one */

@@ -274,6 +274,7 @@ static void pc_check_io(void *ud, int fd, unsigned revents)
 static void pc_check_try(pc *p, pc_relay *r)
 {
     const rdv_core_api *api = p->core->api;
+    pc_relay_stop_check(p, r); /* never two connects, or an orphaned watcher, per entry */
     while (r->next_cand < r->ncand) {
         const rdv_addr *a = &r->cand[r->next_cand++];
         int fam = a->u.sa.sa_family;
@@ -346,6 +347,7 @@ void pc_relays_check(pc *p)
     (*p->st.relay_checks)++;
     rl->checking = true;
     rl->check_gen = rl->gen;
+    rl->check_seq++;
     bool names = false;
     uint16_t defport = (uint16_t)p->cfg->relay_port;
     for (size_t i = 0; i < rl->nconf; i++) {
@@ -368,6 +370,8 @@ void pc_relays_check(pc *p)
         return;
     }
     pc_job *j = pc_job_new(PC_JOB_CHECK, rl->gen, rl->nconf, defport);
+    if (j)
+        j->seq = rl->check_seq;
     for (size_t i = 0; j && i < rl->nconf; i++)
         if (!rl->conf[i]->literal)
             j->names[i] = strdup(rl->conf[i]->text);
@@ -390,8 +394,11 @@ void pc_relays_job_done(pc *p, pc_job *j)
         pc_install(p, j->names, j->ok, j->n);
         return;
     }
-    if (!rl->checking || rl->check_gen != j->gen || j->n != rl->nconf)
-        return; /* that check timed out already */
+    /* Only the job of the running check: a job of an earlier one that timed
+     * out while the resolver hung may complete during this check, and
+     * connecting twice would overwrite sockets still being watched. */
+    if (!rl->checking || rl->check_gen != j->gen || rl->check_seq != j->seq || j->n != rl->nconf)
+        return;
     for (size_t i = 0; i < rl->nconf; i++) {
         pc_relay *r = rl->conf[i];
         if (r->literal || !j->ok[i])

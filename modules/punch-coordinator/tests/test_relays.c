@@ -292,6 +292,42 @@ Test(relays, names_are_resolved_again_for_each_check)
     close(l1);
 }
 
+/* A resolver job of an earlier check that timed out (DNS hung, then
+ * recovered) can complete during the next check. It must be ignored: run
+ * again, the connects would overwrite sockets still being watched, leaking
+ * a watcher that then fires on every loop iteration. */
+Test(relays, a_stale_resolver_job_does_not_restart_the_connects)
+{
+    int p1 = 0, l1 = listen_on(&p1), p2 = free_port();
+    char conf[256];
+    snprintf(conf, sizeof conf, "relay_servers=localhost:%d,localhost:%d\nrelay_check_ms=0\n", p1, p2);
+    pct_setup_conf(conf);
+    pump_resolver();
+    pc_relays_check(P);
+    pump_resolver(); /* this check's own job: the connects start */
+    int fd0 = P->relays.conf[0]->fd, fd1 = P->relays.conf[1]->fd;
+    size_t next0 = P->relays.conf[0]->next_cand, next1 = P->relays.conf[1]->next_cand;
+    pc_job *stale = pc_job_new(PC_JOB_CHECK, P->relays.gen, 2, 0);
+    cr_assert_not_null(stale);
+    stale->seq = P->relays.check_seq - 1;
+    for (size_t i = 0; i < 2; i++) {
+        stale->ok[i] = true;
+        cr_assert_eq(rdv_addr_parse(&stale->addrs[i][0], "127.0.0.1", (uint16_t)(i ? p2 : p1)), 0);
+        stale->naddrs[i] = 1;
+    }
+    pc_relays_job_done(P, stale);
+    pc_job_free(stale);
+    cr_assert_eq(P->relays.conf[0]->fd, fd0, "the running connect was replaced");
+    cr_assert_eq(P->relays.conf[1]->fd, fd1, "the running connect was replaced");
+    cr_assert_eq(P->relays.conf[0]->next_cand, next0);
+    cr_assert_eq(P->relays.conf[1]->next_cand, next1);
+    if (P->relays.checking)
+        finish_check();
+    cr_assert_eq(P->relays.nactive, 1);
+    cr_assert_eq(P->relays.active[0], 0);
+    close(l1);
+}
+
 Test(relays, reload_replaces_the_list_and_keeps_it_when_unchanged)
 {
     pct_setup_conf("relay_servers=127.0.0.1:31001,127.0.0.1:31002\nrelay_check_ms=0\n");

@@ -475,11 +475,15 @@ Hbb__RendezvousMessage *rdvt_udp_recv(int fd, int ms)
     return hbb__rendezvous_message__unpack(NULL, (size_t)n, buf);
 }
 
-int rdvt_tcp(const char *src_ip, int port)
+int rdvt_tcp(const char *src_ip, int port) { return rdvt_tcp_rcvbuf(src_ip, port, 0); }
+
+int rdvt_tcp_rcvbuf(const char *src_ip, int port, int rcvbuf)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
+    if (rcvbuf > 0) /* before connect: the window is small from the SYN on */
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     struct sockaddr_in src = loop_addr(src_ip ? src_ip : "127.0.0.1", 0);
     struct sockaddr_in dst = loop_addr("127.0.0.1", port);
     int one = 1;

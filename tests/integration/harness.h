@@ -89,6 +89,8 @@ Hbb__RendezvousMessage *rdvt_udp_recv(int fd, int ms);
 
 /* TCP connection from src_ip to 127.0.0.1:port; -1 on failure. */
 int rdvt_tcp(const char *src_ip, int port);
+/* The same with a small SO_RCVBUF set before connect: a client that reads slowly or never. */
+int rdvt_tcp_rcvbuf(const char *src_ip, int port, int rcvbuf);
 int rdvt_tcp_send_raw(int fd, const void *p, size_t n);
 int rdvt_tcp_send_frame(int fd, const void *p, size_t n);
 int rdvt_tcp_send(int fd, const Hbb__RendezvousMessage *m);

@@ -465,16 +465,8 @@ TestSuite(wqueue, .init = setup_wqueue, .fini = teardown, .timeout = 240);
 
 Test(wqueue, reader_that_never_reads_is_closed_with_a_bounded_queue)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = rdvt_tcp_rcvbuf("127.0.0.23", srv.port, 2048); /* rdvd's queue fills early */
     cr_assert_geq(fd, 0);
-    int small = 2048; /* a small window, so rdvd's queue fills early */
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    struct sockaddr_in src = { .sin_family = AF_INET }, dst = { .sin_family = AF_INET };
-    inet_pton(AF_INET, "127.0.0.23", &src.sin_addr);
-    inet_pton(AF_INET, "127.0.0.1", &dst.sin_addr);
-    dst.sin_port = htons((uint16_t)srv.port);
-    cr_assert_eq(bind(fd, (struct sockaddr *)&src, sizeof src), 0);
-    cr_assert_eq(connect(fd, (struct sockaddr *)&dst, sizeof dst), 0);
 
     static const uint8_t framed[] = { 0x0c, 0xa2, 0x01, 0x00 }; /* 1-byte header (wire.md §3) + nat_req */
     static uint8_t batch[2048 * sizeof framed];

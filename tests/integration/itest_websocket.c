@@ -712,16 +712,8 @@ Test(ws, chromium_headless_browser, .timeout = 180)
  * 16 MiB keeps the overflow close out of the way. */
 Test(ws, closing_connection_with_an_unread_queue_is_closed_within_the_bound)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = rdvt_tcp_rcvbuf("127.0.0.31", ws_port(), 4096); /* the pongs stay in rdvd */
     cr_assert_geq(fd, 0);
-    int small = 4096; /* a small window from the SYN on: the pongs stay in rdvd */
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    struct sockaddr_in src = { .sin_family = AF_INET }, dst = { .sin_family = AF_INET };
-    inet_pton(AF_INET, "127.0.0.31", &src.sin_addr);
-    inet_pton(AF_INET, "127.0.0.1", &dst.sin_addr);
-    dst.sin_port = htons((uint16_t)ws_port());
-    cr_assert_eq(bind(fd, (struct sockaddr *)&src, sizeof src), 0);
-    cr_assert_eq(connect(fd, (struct sockaddr *)&dst, sizeof dst), 0);
     char head[1024];
     cr_assert_eq(rdc_ws_upgrade(fd, "/", "r", head, sizeof head), 0);
     cr_assert(strncmp(head, "HTTP/1.1 101 ", 13) == 0, "%s", head);
@@ -873,18 +865,25 @@ Test(ws_relay, L20_L21_websocket_pair_keeps_message_boundaries)
     close(a), close(b);
 }
 
+/* A WebSocket side from wsrc and a TCP side from tsrc, paired by uuid. */
+static void ws_tcp_pair(const char *uuid, const char *wsrc, const char *tsrc, int *w, int *t)
+{
+    uint8_t rq[128];
+    size_t rn = request_relay(uuid, rq, sizeof rq);
+    *w = rws_open(wsrc);
+    rdc_ws_send_frame(*w, true, 2, true, rq, rn);
+    usleep(200000);
+    *t = rdvt_tcp(tsrc, rsrv.port + 1);
+    cr_assert_geq(*t, 0);
+    cr_assert_eq(rdvt_tcp_send_frame(*t, rq, rn), 0);
+    usleep(200000);
+}
+
 Test(ws_relay, L22_L23_websocket_tcp_pair)
 {
     need_relay_ws();
-    uint8_t rq[128];
-    size_t rn = request_relay("7c9e6679-7425-40de-944b-e07fc1f90ae7", rq, sizeof rq);
-    int w = rws_open("127.0.21.1");
-    rdc_ws_send_frame(w, true, 2, true, rq, rn);
-    usleep(200000);
-    int t = rdvt_tcp("127.0.21.2", rsrv.port + 1);
-    cr_assert_geq(t, 0);
-    cr_assert_eq(rdvt_tcp_send_frame(t, rq, rn), 0);
-    usleep(200000);
+    int w, t;
+    ws_tcp_pair("7c9e6679-7425-40de-944b-e07fc1f90ae7", "127.0.21.1", "127.0.21.2", &w, &t);
     const size_t sizes[] = { 63, 64, 16383, 16384 };
     const uint8_t hdr[4][3] = { { 0xfc }, { 0x01, 0x01 }, { 0xfd, 0xff }, { 0x02, 0x00, 0x01 } };
     const size_t hl[4] = { 1, 2, 2, 3 };
@@ -927,17 +926,10 @@ Test(ws_relay, L23_L30_messages_over_the_write_queue_limit_cross_whole, .timeout
     uint8_t *p = malloc(big), *got;
     unsigned op;
     size_t n;
-    uint8_t rq[128];
 
     /* TCP -> WS and WS -> TCP */
-    size_t rn = request_relay("1b4e28ba-2fa1-11d2-883f-0016d3cca427", rq, sizeof rq);
-    int w = rws_open("127.0.22.1");
-    rdc_ws_send_frame(w, true, 2, true, rq, rn);
-    usleep(200000);
-    int t = rdvt_tcp("127.0.22.2", rsrv.port + 1);
-    cr_assert_geq(t, 0);
-    cr_assert_eq(rdvt_tcp_send_frame(t, rq, rn), 0);
-    usleep(200000);
+    int w, t;
+    ws_tcp_pair("1b4e28ba-2fa1-11d2-883f-0016d3cca427", "127.0.22.1", "127.0.22.2", &w, &t);
     fill(p, big, 5);
     cr_assert_eq(rdvt_tcp_send_frame(t, p, big), 0);
     cr_assert_eq(rdc_ws_recv(w, &op, &got, &n, 60000), 0, "12 MiB frame not relayed to the WebSocket side");
@@ -957,7 +949,8 @@ Test(ws_relay, L23_L30_messages_over_the_write_queue_limit_cross_whole, .timeout
     close(w), close(t);
 
     /* WS -> WS, both ways */
-    rn = request_relay("6fa459ea-ee8a-3ca4-894e-db77e160355e", rq, sizeof rq);
+    uint8_t rq[128];
+    size_t rn = request_relay("6fa459ea-ee8a-3ca4-894e-db77e160355e", rq, sizeof rq);
     int a = rws_open("127.0.22.3"), b = rws_open("127.0.22.4");
     rdc_ws_send_frame(a, true, 2, true, rq, rn);
     usleep(200000);

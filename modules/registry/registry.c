@@ -211,15 +211,12 @@ static void registry_on_sweep(void *ud)
 static void registry_store_done(void *ud, const char *id, int status)
 {
     registry *reg = ud;
-    if (status == -EINVAL) { /* a row error: retrying cannot help */
+    if (status < 0)
         (*reg->st.store_errors)++;
-        RDV_LOG_RL(reg->core, RDV_LOG_WARN,
-                   "the database refused peer %s (another stored row holds the id, or a field is invalid): "
-                   "served from memory, not stored", id);
-    } else if (status < 0) {
-        (*reg->st.store_errors)++;
+    /* A refused row (-EINVAL) is logged by the storage with the id and its
+     * reason; only say here that the others are retried. */
+    if (status < 0 && status != -EINVAL)
         RDV_LOG_RL(reg->core, RDV_LOG_WARN, "storing peer %s failed: %s (storage retries)", id, strerror(-status));
-    }
 }
 
 static int registry_apply_cfg(registry *reg, const registry_cfg *cfg, bool resolve)

@@ -836,15 +836,22 @@ static void fill(uint8_t *p, size_t n, unsigned seed)
         p[i] = (uint8_t)(i * 131 + seed);
 }
 
+/* Two WebSocket sides from asrc and bsrc, paired by uuid. */
+static void ws_ws_pair(const char *uuid, const char *asrc, const char *bsrc, int *a, int *b)
+{
+    uint8_t rq[128];
+    size_t rn = request_relay(uuid, rq, sizeof rq);
+    *a = rws_open(asrc), *b = rws_open(bsrc);
+    rdc_ws_send_frame(*a, true, 2, true, rq, rn);
+    usleep(200000);
+    rdc_ws_send_frame(*b, true, 2, true, rq, rn);
+}
+
 Test(ws_relay, L20_L21_websocket_pair_keeps_message_boundaries)
 {
     need_relay_ws();
-    uint8_t rq[128];
-    size_t rn = request_relay("0f8fad5b-d9cb-469f-a165-70867728950e", rq, sizeof rq);
-    int a = rws_open("127.0.20.1"), b = rws_open("127.0.20.2");
-    rdc_ws_send_frame(a, true, 2, true, rq, rn);
-    usleep(200000);
-    rdc_ws_send_frame(b, true, 2, true, rq, rn);
+    int a, b;
+    ws_ws_pair("0f8fad5b-d9cb-469f-a165-70867728950e", "127.0.20.1", "127.0.20.2", &a, &b);
     const size_t sizes[] = { 1, 63, 64, 1000, 70000 };
     for (size_t i = 0; i < 5; i++) {
         for (int dir = 0; dir < 2; dir++) {
@@ -949,12 +956,8 @@ Test(ws_relay, L23_L30_messages_over_the_write_queue_limit_cross_whole, .timeout
     close(w), close(t);
 
     /* WS -> WS, both ways */
-    uint8_t rq[128];
-    size_t rn = request_relay("6fa459ea-ee8a-3ca4-894e-db77e160355e", rq, sizeof rq);
-    int a = rws_open("127.0.22.3"), b = rws_open("127.0.22.4");
-    rdc_ws_send_frame(a, true, 2, true, rq, rn);
-    usleep(200000);
-    rdc_ws_send_frame(b, true, 2, true, rq, rn);
+    int a, b;
+    ws_ws_pair("6fa459ea-ee8a-3ca4-894e-db77e160355e", "127.0.22.3", "127.0.22.4", &a, &b);
     for (int dir = 0; dir < 2; dir++) {
         int from = dir ? b : a, to = dir ? a : b;
         fill(p, big, (unsigned)(7 + dir));

@@ -275,17 +275,26 @@ Test(relays, R101_names_resolve_off_the_loop_and_bad_ones_are_dropped)
     cr_assert_str_eq(next_relay(), "127.0.0.1:31001");
 }
 
-Test(relays, names_are_resolved_again_for_each_check)
+/* Two relays by name, the first listening (its socket returned), the second
+ * refusing; a check is started and its resolver job done: connects run. */
+static int named_relays_check_started(int *p1, int *p2)
 {
-    int p1 = 0, l1 = listen_on(&p1), p2 = free_port();
+    int l1 = listen_on(p1);
+    *p2 = free_port();
     char conf[256];
-    snprintf(conf, sizeof conf, "relay_servers=localhost:%d,localhost:%d\nrelay_check_ms=0\n", p1, p2);
+    snprintf(conf, sizeof conf, "relay_servers=localhost:%d,localhost:%d\nrelay_check_ms=0\n", *p1, *p2);
     pct_setup_conf(conf);
     pump_resolver();
     cr_assert_eq(P->relays.nconf, 2);
     pc_relays_check(P);
     cr_assert(P->relays.checking, "waiting for the resolver");
     pump_resolver();
+    return l1;
+}
+
+Test(relays, names_are_resolved_again_for_each_check)
+{
+    int p1 = 0, p2 = 0, l1 = named_relays_check_started(&p1, &p2);
     finish_check();
     cr_assert_eq(P->relays.nactive, 1);
     cr_assert_eq(P->relays.active[0], 0);
@@ -298,13 +307,7 @@ Test(relays, names_are_resolved_again_for_each_check)
  * a watcher that then fires on every loop iteration. */
 Test(relays, a_stale_resolver_job_does_not_restart_the_connects)
 {
-    int p1 = 0, l1 = listen_on(&p1), p2 = free_port();
-    char conf[256];
-    snprintf(conf, sizeof conf, "relay_servers=localhost:%d,localhost:%d\nrelay_check_ms=0\n", p1, p2);
-    pct_setup_conf(conf);
-    pump_resolver();
-    pc_relays_check(P);
-    pump_resolver(); /* this check's own job: the connects start */
+    int p1 = 0, p2 = 0, l1 = named_relays_check_started(&p1, &p2); /* this check's own job ran */
     int fd0 = P->relays.conf[0]->fd, fd1 = P->relays.conf[1]->fd;
     size_t next0 = P->relays.conf[0]->next_cand, next1 = P->relays.conf[1]->next_cand;
     pc_job *stale = pc_job_new(PC_JOB_CHECK, P->relays.gen, 2, 0);

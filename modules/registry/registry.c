@@ -146,6 +146,7 @@ static uint64_t registry_g_cold(void *ud) { return ((registry *)ud)->ncold; }
 static uint64_t registry_g_online(void *ud) { return registry_svc_online_count(ud); }
 static uint64_t registry_g_ipc(void *ud) { return ((registry *)ud)->nipc; }
 static uint64_t registry_g_streams(void *ud) { return ((registry *)ud)->nstreams; }
+static uint64_t registry_g_unsaved(void *ud) { return ((registry *)ud)->ndirty; }
 static uint64_t registry_g_pending(void *ud)
 {
     registry *reg = ud;
@@ -172,7 +173,8 @@ static int registry_stats(registry *reg)
     C(peers_refused_full, "new ids refused because max_peers was reached");
     C(oom, "allocations that failed");
     C(stored, "peer writes queued to storage");
-    C(store_put_failed, "peer writes the storage refused (kept in memory)");
+    C(store_put_failed, "peer writes the storage refused (kept in memory, resubmitted by the sweep)");
+    C(store_resubmitted, "refused peer writes queued to storage again by the sweep");
     C(store_errors, "peer write attempts that failed in storage (retried by it)");
     C(load_skipped, "stored rows not loaded (duplicate id, empty or oversize fields)");
     C(ip_changes, "IP changes recorded (rendezvous.md 11.3)");
@@ -196,6 +198,8 @@ static int registry_stats(registry *reg)
     r |= api->gauge(c, "online", registry_g_online, reg, "peers inside the online window");
     r |= api->gauge(c, "ip_change_entries", registry_g_ipc, reg, "IP-change log entries");
     r |= api->gauge(c, "store_pending", registry_g_pending, reg, "peer writes waiting in storage");
+    r |= api->gauge(c, "store_unsaved", registry_g_unsaved, reg,
+                    "peers whose write the storage refused, waiting for the sweep to resubmit");
     r |= api->gauge(c, "stream_peers", registry_g_streams, reg, "peers registered over a TCP/WebSocket connection");
     return r ? -EEXIST : 0;
 }
@@ -206,6 +210,7 @@ static void registry_on_sweep(void *ud)
     registry *reg = ud;
     registry_expire(reg);
     registry_ipc_prune(reg);
+    registry_resubmit(reg);
 }
 
 static void registry_store_done(void *ud, const char *id, int status)

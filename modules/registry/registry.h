@@ -70,6 +70,7 @@ enum {
     REG_F_ONLINE = 1u << 1,  /* linked in the online list */
     REG_F_GUID = 1u << 2,    /* guid is set (row inserted or loaded) */
     REG_F_INFO_IP = 1u << 3, /* info_ip holds a parsed info.ip */
+    REG_F_DIRTY = 1u << 4,   /* newer than storage: its write was refused (queue full), resubmitted by the sweep */
 };
 
 typedef struct registry_peer {
@@ -158,6 +159,8 @@ typedef struct registry {
     registry_index peers;               /* by id */
     registry_peer *online;              /* DL list head, ordered by last_reg_ms */
     size_t npeers, ncold, nonline;
+    size_t ndirty;                      /* records with REG_F_DIRTY */
+    size_t dirty_cursor;                /* index slot the resubmit scan goes on from */
 
     registry_ipc *ipc;                  /* uthash head */
     registry_ipc *ipc_list;             /* DL list ordered by t */
@@ -186,7 +189,7 @@ typedef struct registry {
         uint64_t *pk_ok, *pk_uuid_mismatch, *pk_too_frequent, *pk_invalid_id, *pk_server_error,
             *pk_not_support, *pk_ignored, *pk_oversize;
         uint64_t *peers_refused_full, *oom;
-        uint64_t *store_put_failed, *store_errors, *stored;
+        uint64_t *store_put_failed, *store_errors, *stored, *store_resubmitted;
         uint64_t *load_skipped;
         uint64_t *ip_changes, *ip_change_dropped, *ip_change_evicted;
         uint64_t *config_updates, *config_update_ignored, *software_updates;
@@ -216,6 +219,11 @@ bool registry_is_online(registry *reg, const registry_peer *p);
 void registry_table_free(registry *reg);
 long registry_load(registry *reg);
 int registry_persist(registry *reg, registry_peer *p);
+/* Resubmit records whose write the storage refused (REG_F_DIRTY): at most
+ * REGISTRY_RESUBMIT_SCAN index slots per call (sweep timer), stopping at the
+ * first refusal. */
+void registry_resubmit(registry *reg);
+#define REGISTRY_RESUBMIT_SCAN 65536
 void registry_fill_info(registry *reg, registry_peer *p, rdv_peer_info *out);
 
 /* ---- registry_register.c */

@@ -192,8 +192,11 @@ long registry_load(registry *reg)
 }
 
 /* §13.3: insert with a new random guid (UUIDv4 like upstream), else update
- * by guid. The storage queues the write; memory stays authoritative. */
-int registry_persist(registry *reg, registry_peer *p)
+ * by guid. The storage queues the write; memory stays authoritative. A
+ * refused write (the storage's queue is at its bound, e.g. after a long disk
+ * outage) marks the record dirty: the sweep resubmits it, so a peer whose
+ * registration never changes again is still stored once the disk is back. */
+static int registry_put_row(registry *reg, registry_peer *p)
 {
     bool insert = !(p->flags & REG_F_GUID);
     if (insert) {
@@ -215,10 +218,57 @@ int registry_persist(registry *reg, registry_peer *p)
     memcpy(row.guid, p->guid, sizeof row.guid);
     int r = reg->storage->put(reg->storage_self, &row, insert);
     if (r < 0) {
-        (*reg->st.store_put_failed)++;
-        RDV_LOG_RL(reg->core, RDV_LOG_WARN, "storing peer %s failed: %s (kept in memory)", row.id, strerror(-r));
+        if (!(p->flags & REG_F_DIRTY)) {
+            p->flags |= REG_F_DIRTY;
+            reg->ndirty++;
+        }
         return r;
     }
     p->flags |= REG_F_GUID;
+    if (p->flags & REG_F_DIRTY) {
+        p->flags &= (uint8_t)~REG_F_DIRTY;
+        reg->ndirty--;
+    }
     return 0;
+}
+
+int registry_persist(registry *reg, registry_peer *p)
+{
+    int r = registry_put_row(reg, p);
+    if (r < 0) { /* the sweep's own retries are not counted again */
+        (*reg->st.store_put_failed)++;
+        RDV_LOG_RL(reg->core, RDV_LOG_WARN, "storing peer %s failed: %s (kept in memory, retried every sweep)",
+                   registry_peer_id(p), strerror(-r));
+    }
+    return r;
+}
+
+void registry_resubmit(registry *reg)
+{
+    if (!reg->ndirty || !reg->peers.cap)
+        return;
+    size_t before = reg->ndirty, done = 0;
+    int r = 0;
+    /* A cursor over the slots, not a list of dirty records: records are
+     * rebuilt (new address) on a uuid/pk change, and the flag costs no
+     * memory. The index may grow between calls; a record the scan skips
+     * then stays dirty and is found on the next pass. */
+    for (size_t n = 0; n < REGISTRY_RESUBMIT_SCAN && n < reg->peers.cap && reg->ndirty; n++) {
+        if (reg->dirty_cursor >= reg->peers.cap)
+            reg->dirty_cursor = 0;
+        registry_slot *s = &reg->peers.slots[reg->dirty_cursor];
+        if (s->h && (s->p->flags & REG_F_DIRTY)) {
+            if ((r = registry_put_row(reg, s->p)) < 0)
+                break; /* still full: this slot is tried first next time */
+            done++;
+        }
+        reg->dirty_cursor++;
+    }
+    *reg->st.store_resubmitted += done;
+    if (r < 0)
+        RDV_LOG_RL(reg->core, RDV_LOG_WARN, "%zu peers not stored yet: storage still refuses writes (%s)",
+                   reg->ndirty, strerror(-r));
+    else if (before && !reg->ndirty)
+        RDV_INFO(reg->core, "every peer whose write the storage refused is queued to it again (%zu in this pass)",
+                 done);
 }

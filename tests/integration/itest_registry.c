@@ -453,6 +453,71 @@ Test(registry_db, r56_upstream_database_is_reused)
     close(c);
 }
 
+/* ------------------------------------------------------------------ storage outage */
+/* §13.3 and "nothing is lost": another process holds the database's write
+ * lock while peers register, and the storage queue (max_pending = 2) fills.
+ * The registrations the queue refused are kept in memory and resubmitted by
+ * the registry's sweep, so once the lock is released every peer is stored,
+ * although none of them registers again. */
+static const char *const outage_files[] = {
+    "00-core.conf", core_conf,
+    "11-storage-sqlite.conf",
+    "storage-sqlite: { max_pending = 2; busy_ms = 0; retry_min_ms = 50; retry_max_ms = 100; };\n",
+    "20-registry.conf", "registry: { sweep_ms = 200; };\n",
+    "15-ip-blocker.conf", "ip-blocker: { };\n",
+    NULL,
+};
+
+static int db_rows(sqlite3 *db)
+{
+    sqlite3_stmt *q;
+    cr_assert_eq(sqlite3_prepare_v2(db, "select count(*) from peer", -1, &q, NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_step(q), SQLITE_ROW);
+    int n = sqlite3_column_int(q, 0);
+    sqlite3_finalize(q);
+    return n;
+}
+
+Test(registry_db, writes_refused_during_an_outage_are_stored_afterwards)
+{
+    for (int attempt = 0; attempt < 5 && srv.pid <= 0; attempt++) {
+        cr_assert_eq(rdvt_prepare(&srv, outage_files), 0);
+        if (rdvt_start(&srv) != 0) {
+            bool busy = rdvt_log_contains(&srv, "Address already in use");
+            rdvt_cleanup(&srv);
+            cr_assert(busy, "rdvd did not start");
+        }
+    }
+    cr_assert_gt(srv.pid, 0, "rdvd did not start");
+    char path[400];
+    snprintf(path, sizeof path, "%s/db_v2.sqlite3", srv.dir);
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    exec(db, "begin exclusive");
+    char id[16], ip[32];
+    for (int i = 0; i < 6; i++) {
+        snprintf(id, sizeof id, "20000090%d", i);
+        snprintf(ip, sizeof ip, "127.0.9.%d", i + 1);
+        int fd = rdvt_udp(ip);
+        client_register(fd, id, "u1", P1);
+        close(fd);
+    }
+    cr_assert_eq(rdvt_stat(&srv, "registry.store_put_failed"), 4, "the queue took 2 of 6, not %llu", 6 - (unsigned long long)rdvt_stat(&srv, "registry.store_put_failed"));
+    usleep(500000);
+    cr_assert_eq(rdvt_stat(&srv, "registry.store_unsaved"), 4, "refused again while the lock is held");
+    exec(db, "commit");
+    for (int i = 0; i < 250 && (rdvt_stat(&srv, "registry.store_unsaved") || rdvt_stat(&srv, "registry.store_pending"));
+         i++)
+        usleep(20000);
+    cr_assert_eq(rdvt_stat(&srv, "registry.store_unsaved"), 0);
+    cr_assert_eq(rdvt_stat(&srv, "registry.store_pending"), 0);
+    cr_assert_eq(rdvt_stat(&srv, "registry.store_resubmitted"), 4);
+    cr_assert_eq(db_rows(db), 6, "every registered peer is stored");
+    sqlite3_close(db);
+    restart();
+    cr_assert_eq(rdvt_stat(&srv, "registry.peers"), 6, "and known after a restart");
+}
+
 /* ------------------------------------------------------------------ bad input */
 static void check_alive(void)
 {

@@ -37,7 +37,8 @@ typedef struct rdv_storage_api {
     /* Queue an insert (insert = true: new guid) or an update by guid of id,
      * pk and info (uuid never changes, §13.3). The row is copied. A later
      * put for the same guid replaces a pending one. -ENOBUFS if the queue
-     * is at its bound (the caller keeps its in-memory state). */
+     * is at its bound: nothing is queued, the caller keeps its in-memory
+     * state and puts it again later (the registry does on its sweep). */
     int (*put)(void *self, const rdv_peer_row *row, bool insert);
     /* Called after each write attempt (optional; NULL to clear). */
     void (*on_done)(void *self, rdv_storage_done_fn fn, void *ud);

@@ -85,6 +85,8 @@ static int fs_put(void *self, const rdv_peer_row *row, bool insert)
     fake_storage *fs = self;
     if (fs->put_result < 0)
         return fs->put_result;
+    if (fs->put_limit && fs->puts >= fs->put_limit)
+        return -ENOBUFS;
     fs->puts++;
     fs->last_insert = insert;
     if (insert) {

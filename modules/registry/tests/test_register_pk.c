@@ -310,6 +310,74 @@ Test(register_pk, storage_refusal_keeps_memory_and_answers_ok)
     cr_assert_arr_eq(fake_storage_find(&rt.fs, "200000060")->pk, P2, 32);
 }
 
+/* §13.3 with a bounded storage queue: a write refused because the queue is
+ * full (a long disk outage) is not lost when the peer never changes again:
+ * the sweep resubmits it, as an insert or an update, once the storage takes
+ * writes again. */
+Test(register_pk, refused_writes_are_resubmitted_by_the_sweep)
+{
+    rt_reg_pk("200000063", "u1", P1, "10.0.0.1:1"); /* stored before the outage */
+    cr_assert_eq(rt.fs.inserts, 1);
+    rt.fs.put_result = -ENOBUFS;
+    cr_assert_eq(rt_reg_pk("200000064", "u1", P1, "10.0.0.1:1"), OK);
+    cr_assert_eq(rt_reg_pk("200000065", "u1", P1, "10.0.0.1:1"), OK);
+    cr_assert_eq(rt_reg_pk("200000063", "u1", P2, "10.0.0.1:2"), OK, "new pk: an update");
+    cr_assert_eq(rt_counter("store_put_failed"), 3);
+    cr_assert_eq(rt_gauge("store_unsaved"), 3);
+
+    fc_advance(rt.fc, 1000); /* sweep: still refused, nothing changes */
+    cr_assert_eq(rt_gauge("store_unsaved"), 3);
+    cr_assert(fc_log_contains(rt.fc, "3 peers not stored yet"));
+    cr_assert_eq(rt.fs.puts, 1);
+
+    rt.fs.put_result = 0;
+    fc_advance(rt.fc, 1000);
+    cr_assert_eq(rt_gauge("store_unsaved"), 0);
+    cr_assert_eq(rt_counter("store_resubmitted"), 3);
+    cr_assert_eq(rt.fs.inserts, 3);
+    cr_assert_eq(rt.fs.updates, 1);
+    cr_assert_not_null(fake_storage_find(&rt.fs, "200000064"));
+    cr_assert_not_null(fake_storage_find(&rt.fs, "200000065"));
+    const fake_row *r = fake_storage_find(&rt.fs, "200000063");
+    cr_assert_arr_eq(r->pk, P2, 32, "the update carries the new pk");
+    cr_assert_str_eq(r->info_ip, "10.0.0.1");
+    cr_assert(fc_log_contains(rt.fc, "queued to it again"));
+
+    fc_advance(rt.fc, 3000);
+    cr_assert_eq(rt.fs.puts, 4, "nothing is written twice");
+}
+
+/* The queue fills up again part-way through a pass: the sweep stops at the
+ * first refusal and the rest follow on later sweeps; a record that is
+ * stored by its own next change is no longer resubmitted. */
+Test(register_pk, resubmission_stops_while_the_queue_is_full)
+{
+    char id[16];
+    rt.fs.put_result = -ENOBUFS;
+    for (int i = 0; i < 10; i++) {
+        snprintf(id, sizeof id, "20000010%d", i);
+        cr_assert_eq(rt_reg_pk(id, "u1", P1, "10.0.0.1:1"), OK);
+    }
+    cr_assert_eq(rt_gauge("store_unsaved"), 10);
+    rt.fs.put_result = 0;
+    cr_assert_eq(rt_reg_pk("200000105", "u1", P2, "10.0.0.1:1"), OK, "its own change stores it");
+    cr_assert_eq(rt_gauge("store_unsaved"), 9);
+    rt.fs.put_limit = 5; /* 1 taken: room for 4 more */
+    fc_advance(rt.fc, 1000);
+    cr_assert_eq(rt.fs.puts, 5);
+    cr_assert_eq(rt_gauge("store_unsaved"), 5);
+    rt.fs.put_limit = 0;
+    fc_advance(rt.fc, 1000);
+    cr_assert_eq(rt_gauge("store_unsaved"), 0);
+    cr_assert_eq(rt.fs.inserts, 10, "each peer inserted once");
+    cr_assert_eq(rt_counter("store_resubmitted"), 9);
+    for (int i = 0; i < 10; i++) {
+        snprintf(id, sizeof id, "20000010%d", i);
+        cr_assert_not_null(fake_storage_find(&rt.fs, id), "%s", id);
+    }
+    cr_assert_arr_eq(fake_storage_find(&rt.fs, "200000105")->pk, P2, 32);
+}
+
 Test(register_pk, failed_writes_reported_later_are_counted)
 {
     rt.fs.done_status = -EIO;

@@ -36,6 +36,8 @@ static const rdv_setting ipblocker_settings[] = {
     RDV_SETTING_INT(ipblocker_cfg, max_ids, 1000000, 1, 1000000000, IPB_RELOAD,
                     "ids remembered over all IPs (8 bytes each); full -> oldest entries are evicted"),
     RDV_SETTING_INT(ipblocker_cfg, prune_s, 60, 1, 86400, 0, "how often entries with both windows expired are removed"),
+    RDV_SETTING_INT(ipblocker_cfg, ipv6_prefix, 64, 32, 128, IPB_RELOAD,
+                    "IPv6 sources count per network of this prefix length (128 = per address, as upstream)"),
     { "ban", RDV_SET_STRLIST, offsetof(ipblocker_cfg, ban), IPB_RELOAD, 0, 0, NULL, 0, 65536, 0, 0,
       "banned sources (IPs or CIDRs): every message and connection from them is dropped" },
     RDV_SETTING_INT(ipblocker_cfg, ban_max, 4096, 1, 65536, IPB_RELOAD, "bans held (configured plus admin)"),
@@ -162,6 +164,11 @@ static int ipblocker_reconfigure(void *state, const void *cfg_)
         if (r == -ENOSPC)
             RDV_ERR(b->core, "ip-blocker.ban: configured plus admin bans exceed ban_max; reload refused");
         return r;
+    }
+    if (old->ipv6_prefix != b->cfg->ipv6_prefix) {
+        ipblocker_drop_v6(b);
+        RDV_INFO(b->core, "ip-blocker.ipv6_prefix is now %lld: IPv6 sources start with new entries",
+                 (long long)b->cfg->ipv6_prefix);
     }
     ipblocker_enforce_bounds(b); /* lower bounds apply at once */
     return 0;

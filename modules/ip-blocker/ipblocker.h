@@ -28,6 +28,7 @@ typedef struct ipblocker_cfg {
     int64_t max_entries;  /* table bound */
     int64_t max_ids;      /* bound on ids remembered over all entries */
     int64_t prune_s;      /* period of the pruning timer */
+    int64_t ipv6_prefix;  /* IPv6 sources are counted per network of this length (128 = per address) */
     rdv_strlist ban;      /* operator bans: IPs and CIDRs */
     int64_t ban_max;
 } ipblocker_cfg;
@@ -35,7 +36,7 @@ typedef struct ipblocker_cfg {
 /* One source IP (16 bytes, IPv4 as ::ffff:a.b.c.d). The day set holds keyed
  * 64-bit hashes of the ids, sorted: memory does not depend on id length. */
 typedef struct ipblocker_entry {
-    UT_hash_handle hh;                      /* key: ip */
+    UT_hash_handle hh;                      /* key: ip (an IPv6 one masked to ipv6_prefix) */
     struct ipblocker_entry *prev, *next;    /* ordered by last update, oldest first */
     uint8_t ip[16];
     uint32_t count;                         /* request window counter */
@@ -90,6 +91,10 @@ typedef struct ipblocker {
 } ipblocker;
 
 /* ---- ipblocker_table.c */
+/* The table key of a source: IPv4 as is, IPv6 masked to ipv6_prefix. */
+void ipblocker_key(const ipblocker *b, const uint8_t ip[16], uint8_t key[16]);
+/* Drop the IPv6 entries (their keys were made with another prefix). */
+void ipblocker_drop_v6(ipblocker *b);
 bool ipblocker_allowed(void *self, const rdv_addr *ip, const char *id);
 void ipblocker_prune(ipblocker *b);
 /* Evict oldest-updated entries until within max_entries / max_ids. */
@@ -98,6 +103,7 @@ void ipblocker_table_free(ipblocker *b);
 void ipblocker_ib_cmd(void *ud, int argc, char **argv, rdv_buf *out);
 
 /* ---- ipblocker_ban.c */
+void ipblocker_mask(const uint8_t ip[16], unsigned plen, uint8_t out[16]);
 /* "ip" or "ip/len" -> key; false if unparsable. */
 bool ipblocker_parse_ban(const char *text, ipblocker_ban_key *key);
 char *ipblocker_ban_str(const ipblocker_ban_key *key, char *buf, size_t len);

@@ -21,7 +21,7 @@
 #include "ipblocker.h"
 
 /* ------------------------------------------------------------------ addresses */
-static void ipblocker_mask(const uint8_t ip[16], unsigned plen, uint8_t out[16])
+void ipblocker_mask(const uint8_t ip[16], unsigned plen, uint8_t out[16])
 {
     for (unsigned i = 0; i < 16; i++) {
         unsigned bits = plen >= 8 * (i + 1) ? 8 : plen > 8 * i ? plen - 8 * i : 0;

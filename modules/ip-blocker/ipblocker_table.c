@@ -105,14 +105,35 @@ static ipblocker_entry *ipblocker_create(ipblocker *b, const uint8_t ip[16], uin
     return e;
 }
 
+/* Upstream keys by the exact address. An IPv6 host has a whole /64 (or
+ * more) and can take a fresh address for every request, which would make
+ * each limit per request: an IPv6 network of ipv6_prefix bits counts as one
+ * source, as one IPv4 address does for the hosts behind a NAT. */
+void ipblocker_key(const ipblocker *b, const uint8_t ip[16], uint8_t key[16])
+{
+    if (rdv_ip_is_v4(ip) || b->cfg->ipv6_prefix >= 128)
+        memcpy(key, ip, 16);
+    else
+        ipblocker_mask(ip, (unsigned)b->cfg->ipv6_prefix, key);
+}
+
+void ipblocker_drop_v6(ipblocker *b)
+{
+    ipblocker_entry *e, *tmp;
+    DL_FOREACH_SAFE(b->order, e, tmp)
+        if (!rdv_ip_is_v4(e->ip))
+            ipblocker_delete(b, e);
+}
+
 /* The "blocklist" service: §11.1 step by step. */
 bool ipblocker_allowed(void *self, const rdv_addr *addr, const char *id)
 {
     ipblocker *b = self;
     const ipblocker_cfg *cfg = b->cfg;
     uint64_t now = b->api->now_ms(b->core);
-    uint8_t ip[16];
-    rdv_ip_pack(addr, ip);
+    uint8_t src[16], ip[16];
+    rdv_ip_pack(addr, src);
+    ipblocker_key(b, src, ip);
     ipblocker_entry *e = NULL;
     HASH_FIND(hh, b->table, ip, 16, e);
     if (!e) { /* first RegisterPk from this IP: (0, now), ({}, now); the id is not added */
@@ -203,10 +224,12 @@ void ipblocker_ib_cmd(void *ud, int argc, char **argv, rdv_buf *out)
     const char *arg = argc > 1 ? argv[1] : NULL;
     int32_t start = 0;
     if (arg && (!rdv_parse_i32(arg, &start) || start < 0)) {
-        uint8_t ip[16];
+        uint8_t ip[16], key[16];
         ipblocker_entry *e = NULL;
-        if (rdv_ip_parse(arg, ip))
-            HASH_FIND(hh, b->table, ip, 16, e);
+        if (rdv_ip_parse(arg, ip)) {
+            ipblocker_key(b, ip, key);
+            HASH_FIND(hh, b->table, key, 16, e);
+        }
         if (e) {
             ipblocker_print(b, e, now, out);
             if (argc > 2 && strcmp(argv[2], "-") == 0)
@@ -222,7 +245,10 @@ void ipblocker_ib_cmd(void *ud, int argc, char **argv, rdv_buf *out)
         if (i++ < start)
             continue;
         char ip[64];
-        b->api->out(out, "%s: ", rdv_ip_str(e->ip, ip, sizeof ip));
+        if (rdv_ip_is_v4(e->ip) || b->cfg->ipv6_prefix >= 128)
+            b->api->out(out, "%s: ", rdv_ip_str(e->ip, ip, sizeof ip));
+        else
+            b->api->out(out, "%s/%d: ", rdv_ip_str(e->ip, ip, sizeof ip), (int)b->cfg->ipv6_prefix);
         ipblocker_print(b, e, now, out);
     }
 }

@@ -168,6 +168,81 @@ Test(blocker, ips_are_normalised_and_ports_ignored)
     cr_assert_str_eq(ib("::ffff:10.0.1.1"), "2\n1/0s 1/0s\n");
 }
 
+/* An IPv6 host owns a whole /64 and can use a new address per request:
+ * with the default ipv6_prefix = 64 the network is one source (R41 and R42
+ * then hold for it, as for one IPv4 address), instead of each limit being
+ * per request. */
+static void ask_from_64(const char *net, int n, int first_id, bool *allowed)
+{
+    char ip[64];
+    for (int i = 0; i < n; i++) {
+        snprintf(ip, sizeof ip, "[%s:%x:%x:%x:%x]:1", net, i + 1, i * 7 + 3, i * 13 + 5, i * 31 + 9);
+        allowed[i] = ask(ip, id_n(first_id + i));
+    }
+}
+
+Test(blocker, r41_an_ipv6_64_is_one_source)
+{
+    bool ok[40];
+    ask_from_64("2001:db8:1:2", 33, 0, ok);
+    for (int i = 0; i < 32; i++)
+        cr_assert(ok[i], "request %d from the /64", i + 1);
+    cr_assert_not(ok[32], "R41: the 33rd from the same /64, each from a new address, is refused");
+    cr_assert(ask("[2001:db8:1:3::1]:1", id_n(99)), "the next /64 is another source");
+    cr_assert(ask("10.0.1.1:1", id_n(99)), "IPv4 is per address");
+    cr_assert(ask("10.0.1.2:1", id_n(99)));
+    cr_assert_eq(fc_gauge(fc, "ip-blocker.entries"), 4);
+    /* ib shows the network and finds it from any of its addresses */
+    cr_assert_str_eq(ib("2001:db8:1:2:ffff::1"), "4\n31/0s 31/0s\n");
+    cr_assert(strstr(ib(NULL), "2001:db8:1:2::/64: 31/0s 31/0s\n"), "%s", out);
+    ib("2001:db8:1:2:: -");
+    cr_assert(ask("[2001:db8:1:2::77]:1", id_n(500)), "deleted by any of its addresses");
+}
+
+Test(blocker, r42_an_ipv6_64_shares_one_id_budget)
+{
+    fc_free(fc);
+    load("req_max = 1000\n");
+    bool ok[310];
+    ask_from_64("2001:db8:5:6", 310, 1000, ok);
+    int allowed = 0;
+    for (int i = 0; i < 310; i++)
+        allowed += ok[i];
+    cr_assert_eq(allowed, 302, "R42: 302 new ids from one /64, then refused (%d)", allowed);
+    cr_assert(ask("[2001:db8:5:6::1]:1", id_n(1001)), "a known id still works");
+}
+
+Test(blocker, ipv6_prefix_128_is_per_address_as_upstream)
+{
+    fc_free(fc);
+    load("ipv6_prefix = 128\n");
+    bool ok[40];
+    ask_from_64("2001:db8:1:2", 40, 0, ok);
+    for (int i = 0; i < 40; i++)
+        cr_assert(ok[i]);
+    cr_assert_eq(fc_gauge(fc, "ip-blocker.entries"), 40);
+    cr_assert_str_eq(ib("2001:db8:1:2:1:3:5:9"), "40\n0/0s 0/0s\n");
+    cr_assert(strstr(ib(NULL), "\n2001:db8:1:2:1:3:5:9: 0/0s 0/0s\n"), "addresses print without a prefix: %s", out);
+}
+
+Test(blocker, a_new_ipv6_prefix_starts_ipv6_sources_afresh)
+{
+    bool ok[40];
+    ask_from_64("2001:db8:1:2", 33, 0, ok);
+    cr_assert_not(ok[32]);
+    for (int i = 0; i < 33; i++)
+        ask("10.0.1.1:1", id_n(i));
+    cr_assert_not(ask("10.0.1.1:1", id_n(0)));
+    cr_assert_eq(fc_reconfigure(fc, rdv_module_get(), st, "ipv6_prefix = 56\n"), 0);
+    cr_assert(fc_log_contains(fc, "ipv6_prefix is now 56"));
+    cr_assert_eq(fc_gauge(fc, "ip-blocker.entries"), 1, "the IPv4 entry stays");
+    cr_assert_not(ask("10.0.1.1:1", id_n(0)), "and still blocks");
+    cr_assert(ask("[2001:db8:1:2::1]:1", id_n(0)));
+    cr_assert(strstr(ib(NULL), "2001:db8:1::/56: "), "%s", out);
+    cr_assert_eq(fc_reconfigure(fc, rdv_module_get(), st, "ipv6_prefix = 56\nreq_max = 31\n"), 0);
+    cr_assert_eq(fc_gauge(fc, "ip-blocker.entries"), 2, "same prefix: nothing dropped");
+}
+
 /* ------------------------------------------------------------------ ib (R173) */
 Test(blocker, r173_lookup_delete_and_listing)
 {
@@ -259,7 +334,7 @@ Test(blocker, flood_of_sources_stays_bounded)
     load("max_entries = 100\n");
     char ip[32];
     for (int i = 0; i < 10000; i++) {
-        snprintf(ip, sizeof ip, "[2001:db8::%x:%x]:1", i >> 8, i & 255);
+        snprintf(ip, sizeof ip, "[2001:db8:%x:%x::1]:1", i >> 8, i & 255); /* 10,000 /64s */
         cr_assert(ask(ip, "123456789"));
     }
     cr_assert_eq(fc_gauge(fc, "ip-blocker.entries"), 100);
@@ -319,6 +394,8 @@ Test(blocker, bad_settings_are_refused)
     cr_assert_eq(fc_load(fc, rdv_module_get(), "req_max = 0\n", &st), -EINVAL);
     cr_assert_eq(fc_load(fc, rdv_module_get(), "max_entries = -1\n", &st), -EINVAL);
     cr_assert_eq(fc_load(fc, rdv_module_get(), "prune_s = 0\n", &st), -EINVAL);
+    cr_assert_eq(fc_load(fc, rdv_module_get(), "ipv6_prefix = 31\n", &st), -EINVAL);
+    cr_assert_eq(fc_load(fc, rdv_module_get(), "ipv6_prefix = 129\n", &st), -EINVAL);
     cr_assert_eq(fc_load(fc, rdv_module_get(), "nope = 1\n", &st), -EINVAL);
     cr_assert_eq(fc_load(fc, rdv_module_get(), NULL, &st), 0);
 }

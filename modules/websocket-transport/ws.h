@@ -153,7 +153,9 @@ typedef struct ws_conn {
     uint64_t mlen;              /* bytes so far */
     uint8_t *msg;
     size_t mcap;
-    uint64_t msg_limit;         /* whole-message cap, checked before allocating */
+    uint64_t msg_limit;         /* whole-message cap, checked from each frame header */
+    uint8_t held[14];           /* a frame header wslay sent with MSG_MORE, joined with its payload */
+    uint8_t nheld;
     uint16_t fail_code;         /* a close for this error went out (1002, 1009, ...) */
     bool close_wait;            /* our close frame waits for the peer's */
     bool close_asked;           /* conn_close was called: only on_close remains */

@@ -6,8 +6,9 @@
  * it, wslay's event API parses frames (masking rule, control-frame rules,
  * opcodes, close status codes, UTF-8 of text and close reasons) and answers
  * pings. wslay runs without buffering: whole data messages are assembled
- * here, in one buffer grown only after the frame header has been checked
- * against the message limit.
+ * here, in one buffer. A frame header is checked against the message limit
+ * before anything is stored, but the buffer grows only as payload arrives:
+ * a declared length costs nothing until the bytes are really sent.
  *
  * Rendezvous port: each binary message goes to api->conn_dispatch (ACCESS +
  * dispatch table, transport RDV_TR_WS); replies come back through the codec
@@ -104,6 +105,29 @@ static void ws_finish(ws_conn *c, bool flush)
     ws_api(c)->conn_close(ws_core(c), c->id, flush);
 }
 
+/* Write a frame header wslay handed over with WSLAY_MSG_MORE and kept in
+ * c->held (see ws_send_cb). wslay always follows such a piece with the next
+ * one in the same call, so this finds nothing to do in practice; it runs
+ * after every wslay_event_send and before every other write of ours so that
+ * a held header can neither be lost nor overtaken. */
+static int ws_flush_held(ws_conn *c)
+{
+    size_t n = c->nheld;
+    c->nheld = 0;
+    if (!n || c->dead)
+        return 0;
+    return ws_api(c)->send_bytes(ws_core(c), c->id, c->held, n) < 0 ? -1 : 0;
+}
+
+/* wslay_event_send, then whatever it left held. */
+static int ws_send_queued(ws_conn *c)
+{
+    int r = wslay_event_send(c->ev);
+    if (ws_flush_held(c) < 0 && r == 0)
+        r = WSLAY_ERR_CALLBACK_FAILURE;
+    return r;
+}
+
 /* Queue our close frame (RFC 6455 §7.1.2). wait: keep reading until the
  * peer's close arrives or close_timeout_ms passes (a normal close); else
  * the connection ends as soon as the frame is written. The frame itself is
@@ -115,7 +139,7 @@ static void ws_close_queue(ws_conn *c, uint16_t code, bool wait)
     /* Pongs already queued go out first: wslay drops every control frame
      * but the close once one is queued, and RFC 6455 §5.5.2 wants a pong
      * for each ping received before a close. */
-    wslay_event_send(c->ev);
+    ws_send_queued(c);
     if (c->dead)
         return;
     wslay_event_queue_close(c->ev, code, NULL, 0);
@@ -158,7 +182,8 @@ static void ws_write_close(ws_conn *c, uint16_t code)
     uint8_t f[16];
     size_t h = ws_frame_header(WSLAY_CONNECTION_CLOSE, 2, f);
     f[h] = (uint8_t)(code >> 8), f[h + 1] = (uint8_t)code;
-    ws_api(c)->send_bytes(ws_core(c), c->id, f, h + 2);
+    if (ws_flush_held(c) == 0)
+        ws_api(c)->send_bytes(ws_core(c), c->id, f, h + 2);
     c->phase = WS_CLOSING;
 }
 
@@ -169,7 +194,7 @@ static void ws_pump(ws_conn *c)
     if (c->dead || !c->ev)
         return;
     bool had_close = wslay_event_get_close_sent(c->ev);
-    int r = wslay_event_send(c->ev);
+    int r = ws_send_queued(c);
     if (c->dead)
         return;
     if (r != 0) {
@@ -232,18 +257,45 @@ static ssize_t ws_recv_cb(wslay_event_context_ptr ev, uint8_t *buf, size_t len, 
     return (ssize_t)k;
 }
 
+/* wslay writes a frame as its header (flagged WSLAY_MSG_MORE when a payload
+ * follows), then its payload. The header is held and joined with the
+ * payload, so a pong or close frame costs one send_bytes (one write, one
+ * segment) instead of two. Only frames we never build with wslay could have
+ * payloads too big to join; those go out as two writes, in order. */
 static ssize_t ws_send_cb(wslay_event_context_ptr ev, const uint8_t *data, size_t len, int flags, void *ud)
 {
-    (void)flags;
     ws_conn *c = ud;
-    if (c->dead || ws_api(c)->send_bytes(ws_core(c), c->id, data, len) < 0) {
+    if (c->dead) {
+        c->nheld = 0;
+        wslay_event_set_error(ev, WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
+    }
+    if ((flags & WSLAY_MSG_MORE) && !c->nheld && len <= sizeof c->held) {
+        memcpy(c->held, data, len);
+        c->nheld = (uint8_t)len;
+        return (ssize_t)len;
+    }
+    uint8_t joined[sizeof c->held + 125]; /* a header and a control frame's payload */
+    int r;
+    if (c->nheld && c->nheld + len <= sizeof joined) {
+        memcpy(joined, c->held, c->nheld);
+        memcpy(joined + c->nheld, data, len);
+        r = ws_api(c)->send_bytes(ws_core(c), c->id, joined, c->nheld + len);
+        c->nheld = 0;
+    } else {
+        r = ws_flush_held(c);
+        if (r == 0 && !c->dead)
+            r = ws_api(c)->send_bytes(ws_core(c), c->id, data, len);
+    }
+    if (r < 0 || c->dead) {
         wslay_event_set_error(ev, WSLAY_ERR_CALLBACK_FAILURE);
         return -1;
     }
     return (ssize_t)len;
 }
 
-/* Grow the message buffer to hold need bytes (need <= msg_limit, checked). */
+/* Grow the message buffer to hold need bytes (need <= msg_limit, checked).
+ * Called as payload arrives, never from a header's declared length. */
 static int ws_reserve(ws_conn *c, uint64_t need)
 {
     if (need <= c->mcap)
@@ -276,13 +328,10 @@ static void ws_on_frame_start(wslay_event_context_ptr ev, const struct wslay_eve
         c->mskip = arg->opcode != WSLAY_BINARY_FRAME || c->phase != WS_OPEN;
     }
     /* The whole message, not just this frame, must fit: checked before any
-     * byte of it is stored. */
-    if (arg->payload_length > c->msg_limit - c->mlen) {
+     * byte of it is stored. Memory is taken per chunk (ws_on_frame_chunk),
+     * so a peer declaring a huge frame and sending little holds little. */
+    if (arg->payload_length > c->msg_limit - c->mlen)
         ws_fail(c, WSLAY_CODE_MESSAGE_TOO_BIG);
-        return;
-    }
-    if (!c->mskip && ws_reserve(c, c->mlen + arg->payload_length) < 0)
-        ws_fail(c, WSLAY_CODE_INTERNAL_SERVER_ERROR);
 }
 
 static void ws_on_frame_chunk(wslay_event_context_ptr ev, const struct wslay_event_on_frame_recv_chunk_arg *arg,
@@ -293,7 +342,9 @@ static void ws_on_frame_chunk(wslay_event_context_ptr ev, const struct wslay_eve
     if (c->dead || c->fail_code || c->fctrl || !c->mop || !arg->data_length)
         return; /* wslay reports control-frame chunks too: they are not ours */
     if (!c->mskip) {
-        if (c->mlen + arg->data_length > c->mcap) { /* cannot happen: reserved from the header */
+        /* mlen + data_length <= msg_limit: wslay delivers no more than the
+         * frame's length, which ws_on_frame_start checked. */
+        if (ws_reserve(c, c->mlen + arg->data_length) < 0) {
             ws_fail(c, WSLAY_CODE_INTERNAL_SERVER_ERROR);
             return;
         }

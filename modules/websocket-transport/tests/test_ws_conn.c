@@ -335,6 +335,55 @@ Test(ws_conn, ping_pong)
     cr_assert(fc_conn_alive(fc, id));
 }
 
+/* A frame we write is one send_bytes: wslay hands over the header with
+ * WSLAY_MSG_MORE, then the payload; joined, a pong or close costs one write
+ * (and one TCP segment) instead of two. */
+static void expect_single_write(unsigned opcode, const void *payload, size_t n)
+{
+    const fc_sent *s = fc_next_sent(fc);
+    cr_assert_not_null(s, "nothing written");
+    cr_assert_eq(s->kind, FC_SENT_BYTES);
+    wt_frame_in f;
+    cr_assert(wt_parse(s->raw, s->len, &f), "the first write holds the whole frame, not %zu bytes of it", s->len);
+    cr_assert_eq(f.opcode, opcode);
+    cr_assert_eq(f.n, n);
+    cr_assert(memcmp(f.payload, payload, n) == 0);
+}
+
+Test(ws_conn, pong_is_one_write_D3)
+{
+    rdv_conn_id id = wt_open(fc, ws, "198.51.100.9:1", "");
+    uint8_t big[125];
+    for (size_t i = 0; i < sizeof big; i++)
+        big[i] = (uint8_t)(i * 7 + 1);
+    wt_send(fc, id, true, 9, "p1", 2);
+    expect_single_write(10, "p1", 2);
+    cr_assert_eq(fc_sent_count(fc), 0, "exactly one send_bytes per pong");
+    wt_send(fc, id, true, 9, big, sizeof big); /* the largest control payload */
+    expect_single_write(10, big, sizeof big);
+    cr_assert_eq(fc_sent_count(fc), 0);
+    wt_send(fc, id, true, 9, "", 0); /* no payload: the header alone, not held */
+    expect_single_write(10, "", 0);
+    cr_assert_eq(fc_sent_count(fc), 0);
+    cr_assert(fc_conn_alive(fc, id));
+}
+
+Test(ws_conn, close_answer_is_one_write_D3)
+{
+    rdv_conn_id id = wt_open(fc, ws, "198.51.100.9:2", "");
+    wt_send(fc, id, true, 8, "\x03\xe8" "bye", 5);
+    expect_single_write(8, "\x03\xe8" "bye", 5); /* wslay echoes status and reason */
+    wt_expect_conn_close(fc, id, true);
+    cr_assert_eq(fc_sent_count(fc), 0);
+
+    /* our own close (idle): the status is the payload, same single write */
+    id = wt_open(fc, ws, "198.51.100.9:3", "");
+    fc_advance(fc, 30000);
+    expect_single_write(8, "\x03\xe9", 2);
+    wt_expect_conn_close(fc, id, true);
+    cr_assert_eq(fc_sent_count(fc), 0);
+}
+
 Test(ws_conn, fragmented_message_with_interleaved_ping)
 {
     rdv_conn_id id = wt_open(fc, ws, "198.51.100.10:999", "");
@@ -486,6 +535,23 @@ Test(ws_conn, oversize_frame_closed_before_its_payload_R139)
     wt_expect_close_frame(fc, 1009);
     wt_expect_conn_close(fc, id, true);
     cr_assert_eq(ctr("closed_too_big"), 1);
+}
+
+/* Audit S1: the buffer follows the bytes received, not the length a frame
+ * header declares (a peer could declare core.max_frame and send nothing). */
+Test(ws_conn, declared_length_not_allocated_before_payload_S1)
+{
+    rdv_conn_id id = wt_open(fc, ws, "198.51.100.14:2", "");
+    uint8_t h[14];
+    size_t hl = wt_header(2, true, 1u << 20, h); /* exactly core max_frame: allowed */
+    fc_conn_raw(fc, id, h, hl);
+    fc_conn_raw(fc, id, (const uint8_t *)"abc", 3);
+    size_t cap, len;
+    cr_assert(wt_buffer(ws_state, id, &cap, &len));
+    cr_assert_eq(len, 3);
+    cr_assert_leq(cap, 4096, "%zu bytes held for 3 received", cap);
+    cr_assert(fc_conn_alive(fc, id));
+    cr_assert_eq(fc_sent_count(fc), 0);
 }
 
 Test(ws_conn, oversize_across_fragments)

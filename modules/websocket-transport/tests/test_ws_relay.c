@@ -31,6 +31,9 @@ static struct {
     bool bounce;              /* pause and resume at once, from inside the message */
     size_t last_len;
     int opens, closes;
+    const uint8_t *expect;    /* set: messages are compared with it, not forwarded */
+    size_t expect_n;
+    int expect_seen;
 } fr;
 
 static fr_side *fr_find(rdv_conn_id id)
@@ -72,6 +75,12 @@ static int fr_message(void *self, rdv_conn_id id, const uint8_t *p, size_t n)
     cr_assert_not_null(s);
     s->messages++;
     fr.last_len = n;
+    if (fr.expect) { /* too big for the fake core's send_payload */
+        cr_assert_eq(n, fr.expect_n);
+        cr_assert(memcmp(p, fr.expect, n) == 0, "message delivered intact");
+        fr.expect_seen++;
+        return RDV_OK;
+    }
     if (n && s->partner) /* empty messages are activity only (§4.3) */
         cr_assert_eq(fr.ops->send(fr.tp, s->partner, p, n), 0);
     if (fr.pause_on_message)
@@ -119,21 +128,23 @@ static const rdv_relay_ws_api fr_api = {
 /* ------------------------------------------------------------------ suite */
 static fc_core *fc;
 static rdv_listener *rl;
+static void *ws_st;
 
 #define RCONF "rendezvous_port = 0\nrelay_port = 21119\nrelay_max_frame = 65536\nrelay_max_message = 200000\n" \
               "relay_first_max = 1024\ntrusted_proxies = 127.0.0.0/8\n"
 
-static void setup(void)
+static void setup_conf(const char *conf)
 {
     memset(&fr, 0, sizeof fr);
     fc = fc_new();
     rdv_core *h = fc_handle(fc, "fake-relay");
     cr_assert_eq(h->api->service_publish(h, RDV_SVC_RELAY_WS, RDV_SVC_RELAY_WS_VERSION, &fr_api, NULL), 0);
-    void *st;
-    cr_assert_eq(fc_load(fc, rdv_module_get(), RCONF, &st), 0);
+    cr_assert_eq(fc_load(fc, rdv_module_get(), conf, &ws_st), 0);
     rl = fc_find_listener(fc, "relay-ws", RDV_TR_TCP);
     cr_assert_not_null(rl, "relay port opened when relay-ws is provided");
 }
+
+static void setup(void) { setup_conf(RCONF); }
 
 static void teardown(void) { fc_free(fc); }
 
@@ -391,4 +402,85 @@ Test(ws_relay, waiting_side_is_paused_and_keeps_its_early_messages_L_4_4)
     cr_assert_not(fc_conn(fc, a)->paused, "paired: read again");
     cr_assert_eq(fr_find(a)->messages, 1, "the early message follows the pairing");
     expect_payload(b, "early", 5);
+}
+
+/* ------------------------------------------------------------------ large limits (the defaults' size) */
+/* relay_max_message as shipped (64 MiB), frames as large as messages. */
+#define BIGCONF "rendezvous_port = 0\nrelay_port = 21119\nrelay_max_frame = 67108864\n" \
+                "relay_max_message = 67108864\nrelay_first_max = 16777216\n"
+
+static void setup_big(void) { setup_conf(BIGCONF); }
+
+TestSuite(ws_relay_big, .init = setup_big, .fini = teardown);
+
+static void buffer_of(rdv_conn_id id, size_t *cap, size_t *len)
+{
+    cr_assert(wt_buffer(ws_st, id, cap, len), "connection %llu unknown to the module", (unsigned long long)id);
+}
+
+/* Audit S1: a frame header declaring a huge length, then a trickle, must
+ * not make us hold the declared size (address space, or resident memory
+ * with strict overcommit), neither for the first message nor after the
+ * hand-over. */
+Test(ws_relay_big, declared_length_not_allocated_before_payload_S1)
+{
+    rdv_conn_id first = wt_open(fc, rl, "127.0.0.2:2000", "");
+    uint8_t h[14];
+    size_t hl = wt_header(2, true, 16u << 20, h), cap, len; /* relay_first_max */
+    fc_conn_raw(fc, first, h, hl);
+    fc_conn_raw(fc, first, (const uint8_t *)"abcd", 4);
+    buffer_of(first, &cap, &len);
+    cr_assert_eq(len, 4);
+    cr_assert_lt(cap, 64 * 1024, "%zu bytes held for 4 received", cap);
+
+    rdv_conn_id a = side("127.0.0.2:2001", "uuid-big", ""), b = side("127.0.0.3:2001", "uuid-big", "");
+    hl = wt_header(2, true, 32u << 20, h);
+    fc_conn_raw(fc, a, h, hl);
+    fc_conn_raw(fc, a, (const uint8_t *)"xyz", 3);
+    buffer_of(a, &cap, &len);
+    cr_assert_eq(len, 3);
+    cr_assert_lt(cap, 64 * 1024, "%zu bytes held for 3 received", cap);
+    cr_assert(fc_conn_alive(fc, a) && fc_conn_alive(fc, b) && fc_conn_alive(fc, first));
+    cr_assert_eq(fc_sent_count(fc), 0);
+}
+
+/* A multi-MiB message in three fragments, fed in small odd-sized pieces:
+ * it arrives whole and in order, the buffer stays proportional to what was
+ * received, and the large buffer is released afterwards. */
+Test(ws_relay_big, multi_mib_message_in_many_chunks_intact_S1)
+{
+    rdv_conn_id a = side("127.0.0.2:3000", "uuid-chunks", "");
+    side("127.0.0.3:3000", "uuid-chunks", "");
+    size_t part = 1u << 20, total = 3 * part;
+    uint8_t *msg = malloc(total);
+    cr_assert_not_null(msg);
+    for (size_t i = 0; i < total; i++)
+        msg[i] = (uint8_t)(i * 131 + (i >> 12));
+    size_t wire_n = 0, fl[3];
+    uint8_t *frames[3], *wire = malloc(total + 3 * 14);
+    cr_assert_not_null(wire);
+    for (int i = 0; i < 3; i++) {
+        frames[i] = wt_frame(i == 2, 0, i ? 0 : 2, true, msg + i * part, part, &fl[i]);
+        memcpy(wire + wire_n, frames[i], fl[i]);
+        wire_n += fl[i];
+        free(frames[i]);
+    }
+    fr.expect = msg, fr.expect_n = total;
+    size_t cap, len;
+    for (size_t off = 0; off < wire_n; off += 997) {
+        size_t k = wire_n - off < 997 ? wire_n - off : 997;
+        cr_assert_eq(fc_conn_raw(fc, a, wire + off, k), RDV_OK);
+        if (fr.expect_seen)
+            break;
+        buffer_of(a, &cap, &len);
+        cr_assert_leq(cap, 2 * len + 4096, "%zu bytes held for %zu received", cap, len);
+    }
+    cr_assert_eq(fr.expect_seen, 1);
+    buffer_of(a, &cap, &len);
+    cr_assert_eq(len, 0);
+    cr_assert_leq(cap, 4096, "the large buffer is not kept after the message");
+    cr_assert(fc_conn_alive(fc, a));
+    cr_assert_eq(ctr("closed_too_big"), 0);
+    free(wire);
+    free(msg);
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ws.h"
 #include "ws_test.h"
 
 static const uint8_t wt_mask[4] = { 0x37, 0xfa, 0x21, 0x3d };
@@ -94,24 +95,15 @@ bool wt_parse(const uint8_t *p, size_t len, wt_frame_in *out)
     return true;
 }
 
-/* The module writes a frame's header and payload with separate calls
- * (wslay's MSG_MORE): join consecutive BYTES sends into one frame. */
+/* Every frame the module writes goes out in one send_bytes, header and
+ * payload together (wslay's MSG_MORE honoured): one write, not two. */
 wt_frame_in wt_expect_frame(fc_core *fc, unsigned opcode)
 {
     const fc_sent *s = fc_next_sent(fc);
     cr_assert_not_null(s, "expected a frame with opcode %u, nothing sent", opcode);
     cr_assert_eq(s->kind, FC_SENT_BYTES, "expected raw bytes (a frame), got kind %d", s->kind);
-    uint8_t buf[300];
-    size_t len = s->len;
-    cr_assert_leq(len, sizeof buf);
-    memcpy(buf, s->raw, len);
     wt_frame_in f;
-    while (!wt_parse(buf, len, &f)) {
-        s = fc_next_sent(fc);
-        cr_assert(s && s->kind == FC_SENT_BYTES && len + s->len <= sizeof buf, "incomplete frame");
-        memcpy(buf + len, s->raw, s->len);
-        len += s->len;
-    }
+    cr_assert(wt_parse(s->raw, s->len, &f), "one send_bytes carries exactly one whole frame (got %zu bytes)", s->len);
     cr_assert_eq(f.opcode, opcode, "frame opcode %u, expected %u", f.opcode, opcode);
     cr_assert(f.fin, "server frames are final");
     cr_assert_not(f.masked, "server frames are never masked (RFC 6455 §5.1)");
@@ -155,6 +147,17 @@ const char *wt_expect_http(fc_core *fc, int status)
     cr_assert(strstr(text, "\r\n\r\n") && strcmp(strstr(text, "\r\n\r\n"), "\r\n\r\n") == 0,
               "answer ends with its blank line: %s", text);
     return text;
+}
+
+bool wt_buffer(void *state, rdv_conn_id id, size_t *cap, size_t *len)
+{
+    ws_mod *m = state;
+    ws_conn *c = NULL;
+    HASH_FIND(hh, m->conns, &id, sizeof id, c);
+    if (!c)
+        return false;
+    *cap = c->mcap, *len = (size_t)c->mlen;
+    return true;
 }
 
 size_t wt_request(char *buf, size_t cap, const char *path, const char *extra)

@@ -34,8 +34,8 @@ typedef struct wt_frame_in {
 } wt_frame_in;
 /* Parse one server frame from recorded bytes (must be exactly one frame). */
 bool wt_parse(const uint8_t *p, size_t len, wt_frame_in *out);
-/* Pop the next recorded send and expect a frame written by the module
- * (pong, close) with this opcode; returns it. */
+/* Pop the next recorded send and expect it to be one whole frame written
+ * by the module (pong, close) with this opcode; returns it. */
 wt_frame_in wt_expect_frame(fc_core *fc, unsigned opcode);
 /* Expect the next send to be a close frame with this status (0 = none). */
 void wt_expect_close_frame(fc_core *fc, uint16_t status);
@@ -44,6 +44,12 @@ void wt_expect_conn_close(fc_core *fc, rdv_conn_id id, bool flush);
 /* Expect an HTTP answer starting with "HTTP/1.1 <status>"; returns a static
  * copy of its text. */
 const char *wt_expect_http(fc_core *fc, int status);
+
+/* ---- module internals ---- */
+/* The reassembly buffer of connection id (state: the module's, from
+ * fc_load): its capacity and the bytes of the current message held. False
+ * if the module has no such connection. */
+bool wt_buffer(void *state, rdv_conn_id id, size_t *cap, size_t *len);
 
 /* ---- handshake ---- */
 #define WT_KEY "dGhlIHNhbXBsZSBub25jZQ==" /* RFC 6455 §1.3 example */

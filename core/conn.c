@@ -445,7 +445,20 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
     /* Read what fits: framed connections reserve space for the declared
      * frame only (process_frames), raw ones up to their buffer cap. */
     size_t room = c->rcap - c->roff - c->rlen;
-    if (room == 0) {
+    if (c->l->exact) {
+        /* One byte while the header is incomplete (its length is in its
+         * first byte), then exactly the rest of the frame. */
+        size_t hl = 0, pl = 0, need = 1;
+        if (c->rlen && rdv_frame_parse(c->rbuf + c->roff, c->rlen, c->l->max_frame, &hl, &pl) == RDV_FRAME_NEED &&
+            hl)
+            need = hl + pl - c->rlen;
+        if (room < need && rbuf_reserve(c, need) < 0) {
+            rdv_conn_close(s, c, RDV_CLOSE_ERROR, false);
+            conn_release(c);
+            return;
+        }
+        room = need;
+    } else if (room == 0) {
         size_t want = c->rlen < limit ? limit - c->rlen : 0;
         if (want > READ_CHUNK)
             want = READ_CHUNK;

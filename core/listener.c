@@ -416,6 +416,8 @@ int rdv_listener_open(rdv_server *s, const rdv_listen_spec *spec, rdv_mod *owner
         return -ENOMEM;
     }
     l->srv = s, l->transport = spec->transport, l->mode = spec->mode, l->fd = fd, l->family = fam;
+    if (spec->mode == RDV_LISTEN_FRAMED_EXACT)
+        l->mode = RDV_LISTEN_FRAMED, l->exact = true;
     l->port = spec->port, l->owner = owner, l->ops = spec->ops, l->ud = spec->ud;
     l->idle_ms = spec->idle_ms ? spec->idle_ms : (uint64_t)s->cfg.idle_ms;
     l->max_buffer = spec->max_buffer ? spec->max_buffer : (size_t)s->cfg.read_buffer;

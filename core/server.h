@@ -68,7 +68,8 @@ struct rdv_listener {
     rdv_server *srv;
     char *name;
     rdv_transport transport;  /* TCP or UDP */
-    rdv_listen_mode mode;
+    rdv_listen_mode mode;     /* FRAMED_EXACT is stored as FRAMED + exact */
+    bool exact;               /* read no byte past the frame being assembled */
     int fd, family, port;
     char *bind;
     uint64_t idle_ms;

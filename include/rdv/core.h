@@ -62,6 +62,12 @@ typedef enum rdv_listen_mode {
     RDV_LISTEN_DISPATCH = 1, /* hbb frames / datagrams -> ACCESS -> dispatch table */
     RDV_LISTEN_FRAMED,       /* hbb frames -> ops->on_frame */
     RDV_LISTEN_RAW,          /* bytes -> ops->on_data (TCP) / ops->on_datagram (UDP) */
+    /* FRAMED, but never reading past the frame being assembled (ABI 1.1):
+     * for a module that takes the socket over after its first frame
+     * (conn_detach), whatever the client sends next stays in the kernel's
+     * socket buffer instead of arriving in user space as bytes the module
+     * must hold. Costs a read per header and per payload. */
+    RDV_LISTEN_FRAMED_EXACT,
 } rdv_listen_mode;
 
 typedef struct rdv_conn_ops {

@@ -29,7 +29,7 @@ extern "C" {
 #endif
 
 #define RDV_ABI_MAJOR 1
-#define RDV_ABI_MINOR 0
+#define RDV_ABI_MINOR 1 /* 1.1: RDV_LISTEN_FRAMED_EXACT */
 
 /* ------------------------------------------------------------------ settings
  * A module declares its settings as a table; the core parses the module's

@@ -127,6 +127,7 @@ static void relay_stats_init(relay *r)
     s->rej_wait_timeout = counter(c, "rejected_wait_timeout", "waited for a partner in vain");
     s->rej_waiter_gone = counter(c, "rejected_waiter_gone", "waiting side closed before its partner came");
     s->rej_early_full = counter(c, "rejected_early_full", "refused: relay.early_total bytes already held");
+    s->urgent_marks = counter(c, "urgent_marks", "TCP urgent marks read past on a raw pair (the urgent byte is dropped)");
     s->rej_internal = counter(c, "rejected_internal", "dropped for lack of memory or descriptors");
     s->closed_before_request = counter(c, "closed_before_request", "clients that left before a first frame");
     s->bytes_e2l = counter(c, "bytes_early_to_late", "bytes relayed from the waiting side to the late side");
@@ -270,7 +271,7 @@ static int relay_start(void *state)
     relay *r = state;
     rdv_listen_spec spec = {
         .name = "relay", .transport = RDV_TR_TCP, .bind = r->cfg->bind, .port = (int)r->cfg->port,
-        .mode = RDV_LISTEN_FRAMED, .idle_ms = (uint64_t)r->cfg->first_timeout_ms, .ops = &relay_conn_ops, .ud = r,
+        .mode = RDV_LISTEN_FRAMED_EXACT, .idle_ms = (uint64_t)r->cfg->first_timeout_ms, .ops = &relay_conn_ops, .ud = r,
         .max_frame = (size_t)r->cfg->first_frame_max, /* refused at the header, never buffered */
     };
     r->listener = r->core->api->listen(r->core, &spec);

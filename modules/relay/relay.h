@@ -364,6 +364,7 @@ typedef struct relay_stats {
     uint64_t *throttle_events, *downgraded, *console_sessions, *pipes_created, *pipes_grown, *pipe_failures,
         *list_full;
     uint64_t *ws_sides;
+    uint64_t *urgent_marks;
 } relay_stats;
 
 struct relay {

@@ -94,8 +94,10 @@ static int relay_on_frame(void *ud, rdv_conn_id id, const uint8_t *p, size_t n)
         (*why)++;
         return RDV_CLOSE;
     }
-    /* From here the socket is ours; bytes the core read past this frame
-     * are the client's first relayed bytes. req.uuid lives in our arena. */
+    /* From here the socket is ours. The listener reads its first frame
+     * exactly (RDV_LISTEN_FRAMED_EXACT), so what the client sent after it
+     * is still in the socket; len stays 0 unless a core reads ahead.
+     * req.uuid lives in our arena. */
     int fd = -1;
     size_t len = r->scratch_cap;
     int e = api->conn_detach(r->core, id, &fd, r->scratch, &len);

@@ -27,6 +27,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -197,6 +198,46 @@ static int relay_raw_flush(relay *r, relay_pair *p, int d)
     return 1;
 }
 
+/* splice() from a TCP socket stops at an urgent mark: it returns EAGAIN
+ * while poll keeps reporting the socket readable, so the level-triggered
+ * watcher would run the pump on every loop pass (a spinning loop any
+ * client can cause with one MSG_OOB byte) and the bytes after the mark
+ * would never move. Only an ordinary read passes the mark. As upstream's
+ * read() does, the urgent byte itself is dropped and the data after it is
+ * read into the direction's early buffer, which the next flush sends.
+ * 1: read (n bytes, or the end of the stream); 0: not at a mark; -1: error. */
+static int relay_raw_past_mark(relay *r, relay_pair *p, int d, size_t want)
+{
+    relay_dir *dir = &p->u.raw.dir[d];
+    int atmark = 0;
+    if (ioctl(p->u.raw.fd[d], SIOCATMARK, &atmark) < 0 || !atmark)
+        return 0;
+    if (want > 65536)
+        want = 65536;
+    uint8_t *buf = malloc(want);
+    if (!buf)
+        return -1;
+    ssize_t n;
+    do
+        n = recv(p->u.raw.fd[d], buf, want, MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    (*r->st.urgent_marks)++;
+    if (n <= 0) {
+        free(buf);
+        if (n == 0) {
+            dir->eof = true;
+            return 1;
+        }
+        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+    }
+    dir->early = buf; /* the flush before this read left it empty */
+    dir->early_len = (uint32_t)n;
+    dir->early_off = 0;
+    r->early_bytes += (uint64_t)n;
+    p->out_ms = r->core->api->now_ms(r->core);
+    return relay_bw_account(r, p, d, (size_t)n) ? 1 : -2;
+}
+
 static void relay_raw_release_pipe(relay *r, relay_dir *dir)
 {
     if (dir->pr < 0)
@@ -242,8 +283,15 @@ static bool relay_raw_pump(relay *r, relay_pair *p, int d)
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            if (errno == EAGAIN)
-                break;
+            if (errno == EAGAIN) {
+                int m = relay_raw_past_mark(r, p, d, want);
+                if (m == 1)
+                    continue; /* the next round's flush sends what was read */
+                if (m == -2)
+                    return false; /* ended by relay_bw_account */
+                if (m == 0)
+                    break;
+            }
             relay_pair_end(r, p, RELAY_END_ERROR);
             return false;
         }

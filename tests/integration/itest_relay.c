@@ -1033,13 +1033,19 @@ Test(relay, L79_console_from_ipv6_loopback)
     close(c);
 }
 
-Test(relay, early_bytes_held_are_bounded)
+/* Bytes a client sends with or after its RequestRelay are not read into
+ * user space before pairing (the relay listener reads its first frame
+ * exactly): junk-laden waiting sides hold nothing of ours, so they cannot
+ * use up relay.early_total and get a real side refused (an audit found
+ * ~1,300 connections of 64 KiB each did), and the bytes of a real side
+ * still arrive in order once it is paired (L12, L13). */
+Test(relay, bytes_sent_before_pairing_stay_in_the_kernel)
 {
     const char *const sets[] = { "relay.early_total=65536", NULL };
     start_with(sets, NULL);
     static uint8_t f[40000 + 128];
-    int w[4];
-    for (int i = 0; i < 4; i++) {
+    int w[8];
+    for (int i = 0; i < 8; i++) {
         char uuid[32], src[32];
         snprintf(uuid, sizeof uuid, "heavy-%d", i);
         snprintf(src, sizeof src, "127.0.19.%d", i + 1);
@@ -1047,13 +1053,102 @@ Test(relay, early_bytes_held_are_bounded)
         memset(f + n, 'e', 40000);
         w[i] = conn(src);
         cr_assert_eq(rdvt_tcp_send_raw(w[i], f, n + 40000), 0);
-        usleep(50000);
     }
-    wait_stat("relay.rejected_early_full", 1, 3000);
-    cr_assert_leq(rdvt_stat(&srv, "relay.buffered_bytes"), 65536);
-    for (int i = 0; i < 4; i++)
+    wait_stat("relay.waiting", 8, 3000);
+    cr_assert_eq(rdvt_stat(&srv, "relay.buffered_bytes"), 0, "320 KB sent, nothing held by rdvd");
+    cr_assert_eq(rdvt_stat(&srv, "relay.rejected_early_full"), 0);
+    /* a real side: RequestRelay and its first bytes in one write */
+    uint8_t g[256];
+    size_t n = rr_frame(g, "real-1", NULL);
+    memcpy(g + n, "\x05hello", 6);
+    int a = conn("127.0.19.100");
+    cr_assert_eq(rdvt_tcp_send_raw(a, g, n + 6), 0);
+    wait_stat("relay.waiting", 9, 3000);
+    int b = conn("127.0.19.101");
+    request(b, "real-1", NULL);
+    char got[8];
+    size_t have = 0;
+    while (have < 6) {
+        struct pollfd pf = { .fd = b, .events = POLLIN };
+        cr_assert_eq(poll(&pf, 1, 3000 * slowf()), 1, "the early side's bytes did not arrive");
+        ssize_t k = recv(b, got + have, sizeof got - have, 0);
+        cr_assert_gt(k, 0);
+        have += (size_t)k;
+    }
+    cr_assert_arr_eq(got, "\x05hello", 6);
+    echo_check(b, a);
+    /* a heavy side paired late still delivers its 40,000 bytes whole */
+    int c = conn("127.0.19.102");
+    request(c, "heavy-3", NULL);
+    size_t total = 0;
+    static uint8_t sink[65536];
+    while (total < 40000) {
+        struct pollfd pf = { .fd = c, .events = POLLIN };
+        cr_assert_eq(poll(&pf, 1, 3000 * slowf()), 1, "%zu of 40000 bytes arrived", total);
+        ssize_t k = recv(c, sink, sizeof sink, 0);
+        cr_assert_gt(k, 0);
+        for (ssize_t i = 0; i < k; i++)
+            cr_assert_eq(sink[i], 'e');
+        total += (size_t)k;
+    }
+    cr_assert_eq(total, 40000);
+    for (int i = 0; i < 8; i++)
         close(w[i]);
+    close(a), close(b), close(c);
     check_alive();
+}
+
+/* CPU ticks (user + system) the server has used. */
+static long cpu_ticks(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *q = strrchr(buf, ')'); /* the command name may hold spaces */
+    cr_assert_not_null(q);
+    long utime = 0, stime = 0;
+    cr_assert_eq(sscanf(q + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %ld %ld", &utime, &stime), 2);
+    return utime + stime;
+}
+
+/* L8 with TCP urgent data: splice() stops at an urgent mark with EAGAIN
+ * while the socket stays readable, which spun the loop at 100 % CPU and
+ * stranded the bytes after the mark. As upstream (read() drops the urgent
+ * byte), the rest of the stream is relayed and the loop stays idle. */
+Test(relay, L8_urgent_data_neither_spins_nor_stalls_the_pair)
+{
+    start_with(fast, NULL);
+    int a, b;
+    pair("127.0.21.1", "127.0.21.2", "urgent-1", &a, &b);
+    cr_assert_eq(rdvt_tcp_send_raw(a, "hello", 5), 0);
+    usleep(50000);
+    cr_assert_eq(send(a, "X", 1, MSG_OOB), 1);
+    usleep(50000);
+    cr_assert_eq(rdvt_tcp_send_raw(a, "world", 5), 0);
+    char got[32];
+    size_t have = 0;
+    while (have < 10) {
+        struct pollfd pf = { .fd = b, .events = POLLIN };
+        cr_assert_eq(poll(&pf, 1, 2000 * slowf()), 1, "only %zu bytes arrived: '%.*s'", have, (int)have, got);
+        ssize_t n = recv(b, got + have, sizeof got - have, 0);
+        cr_assert_gt(n, 0);
+        have += (size_t)n;
+    }
+    cr_assert_eq(have, 10);
+    cr_assert_arr_eq(got, "helloworld", 10, "the urgent byte is dropped, the rest kept in order");
+    long t0 = cpu_ticks(srv.pid);
+    usleep(2000000);
+    long used = cpu_ticks(srv.pid) - t0;
+    long hz = sysconf(_SC_CLK_TCK);
+    cr_assert_lt(used, hz / 4, "the idle server used %ld ticks (%ld/s) in 2 s", used, hz);
+    cr_assert_geq(rdvt_stat(&srv, "relay.urgent_marks"), 1);
+    echo_check(a, b);
+    echo_check(b, a);
+    close(a), close(b);
 }
 
 /* ------------------------------------------------------------------ WebSocket sides

@@ -813,7 +813,7 @@ int fc_conn_raw(fc_core *fc, rdv_conn_id id, const uint8_t *p, size_t n)
         return -EMSGSIZE;
     }
     int r;
-    if (l->mode == RDV_LISTEN_FRAMED) {
+    if (l->mode == RDV_LISTEN_FRAMED || l->mode == RDV_LISTEN_FRAMED_EXACT) {
         r = l->ops->on_frame(l->ud, id, p, n);
         if (r == RDV_CLOSE && c->st.open)
             conn_end(fc, c, RDV_CLOSE_LOCAL);

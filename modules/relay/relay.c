@@ -114,7 +114,7 @@ static void relay_stats_init(relay *r)
     s->accepted = counter(c, "accepted", "connections accepted on the relay port");
     s->requests = counter(c, "requests", "valid RequestRelay first messages");
     s->paired = counter(c, "paired", "pairs formed");
-    s->rej_blocked = counter(c, "rejected_blocked", "refused at accept: blocklisted IP");
+    s->rej_blocked = counter(c, "rejected_blocked", "refused: blocklisted IP (at accept or at its first message)");
     s->rej_bad_message = counter(c, "rejected_bad_message", "first frame is not a RendezvousMessage");
     s->rej_not_relay = counter(c, "rejected_not_relay", "first message is not RequestRelay (or empty)");
     s->rej_bad_key = counter(c, "rejected_bad_key", "licence_key differs from the relay key");
@@ -136,7 +136,7 @@ static void relay_stats_init(relay *r)
                                         "closed_blocked", "closed_nomem", "closed_shutdown" };
     static const char *const endh[] = { NULL, "pairs ended by a side's FIN", "pairs ended by an error or RST",
                                         "pairs ended idle", "pairs ended: writes stalled",
-                                        "pairs ended: a side was blocklisted", "pairs ended: out of memory",
+                                        "pairs ended or refused as they formed: a side was blocklisted", "pairs ended: out of memory",
                                         "pairs ended by shutdown" };
     for (int i = RELAY_END_EOF; i <= RELAY_END_SHUTDOWN; i++)
         s->end[i] = counter(c, endn[i], endh[i]);
@@ -169,19 +169,30 @@ static void relay_stats_init(relay *r)
 }
 
 /* ------------------------------------------------------------------ lists */
-static void relay_lists_load(relay *r)
+/* relay.md §7: at start a missing file is an empty list, not an error. On a
+ * reload (SIGHUP) a file that cannot be read keeps the entries in use: a
+ * reload racing an editor must not unblock everyone. An existing empty
+ * file is a deliberate empty list. */
+static void relay_lists_load(relay *r, bool reload)
 {
     relay_set *sets[2] = { &r->black, &r->block };
     const char *files[2] = { r->cfg->blacklist_file, r->cfg->blocklist_file };
     for (int i = 0; i < 2; i++) {
         sets[i]->max = (size_t)r->cfg->list_max;
         size_t dropped = 0;
-        long n = files[i][0] ? relay_set_load(sets[i], files[i], &dropped) : 0;
-        if (n < 0 && n != -ENOENT)
-            RDV_WARN(r->core, "%s %s not used: %s", sets[i]->name, files[i],
-                     n == -EILSEQ ? "not UTF-8 text" : strerror((int)-n));
-        else if (n >= 0)
+        if (!files[i][0]) {
+            relay_set_clear(sets[i]);
+            continue;
+        }
+        long n = relay_set_load(sets[i], files[i], &dropped);
+        const char *why = n == -EILSEQ ? "not UTF-8 text" : strerror((int)-n);
+        if (n >= 0)
             RDV_INFO(r->core, "%s: %ld entries from %s", sets[i]->name, n, files[i]);
+        else if (reload)
+            RDV_WARN(r->core, "%s %s not re-read: %s (errno %ld); keeping its %zu entries (an empty file clears it)",
+                     sets[i]->name, files[i], why, -n, sets[i]->n);
+        else if (n != -ENOENT)
+            RDV_WARN(r->core, "%s %s not used: %s", sets[i]->name, files[i], why);
         if (dropped) {
             *r->st.list_full += dropped;
             RDV_WARN(r->core, "%s: %zu entries past relay.list_max=%lld dropped", sets[i]->name, dropped,
@@ -189,6 +200,26 @@ static void relay_lists_load(relay *r)
         }
     }
     r->list_gen++;
+}
+
+/* The core closes a connection that still has core.write_queue_max bytes
+ * queued when the next write comes. The relay writes to a WebSocket side
+ * only while its queue is below message_queue and then pauses the sender,
+ * so the queue peaks at message_queue plus one message; the transport's
+ * own frames (pong, close) may come on top. Half the core's bound leaves
+ * room for a message as large as the queue itself. */
+static int relay_check_queue(rdv_core *core, const relay_cfg *cfg)
+{
+    int64_t wqm;
+    if (core->api->core_int(core, "write_queue_max", &wqm) < 0 || cfg->message_queue <= wqm / 2)
+        return 0;
+    RDV_ERR(core,
+            "relay.message_queue = %lld is not below core.write_queue_max = %lld with room for one message: the core "
+            "would close a slow WebSocket reader before the relay pauses its sender; set message_queue to at most "
+            "%lld in the relay group (conf.d/40-relay.conf) or raise write_queue_max in the core group "
+            "(conf.d/00-core.conf) to at least %lld",
+            (long long)cfg->message_queue, (long long)wqm, (long long)(wqm / 2), (long long)cfg->message_queue * 2);
+    return -EINVAL;
 }
 
 /* Each pair needs 2 sockets, plus 2 pipes (4 descriptors) while data is in
@@ -220,6 +251,8 @@ static void relay_destroy(void *state);
 static int relay_init(rdv_core *core, const void *cfg_, void **state)
 {
     const relay_cfg *cfg = cfg_;
+    if (relay_check_queue(core, cfg) < 0)
+        return -EINVAL;
     relay *r = calloc(1, sizeof *r);
     if (!r)
         return -ENOMEM;
@@ -254,7 +287,7 @@ static int relay_init(rdv_core *core, const void *cfg_, void **state)
     }
     rdv_arena_init(&r->arena, r->arena_mem, r->arena_cap);
     relay_bw_configure(r, cfg);
-    relay_lists_load(r);
+    relay_lists_load(r, false);
     int e = relay_cmds_register(r);
     if (e == 0)
         e = relay_ws_publish(r); /* websocket-transport looks it up in its init */
@@ -288,9 +321,11 @@ static int relay_start(void *state)
 static int relay_reconfigure(void *state, const void *cfg_)
 {
     relay *r = state;
+    if (relay_check_queue(r->core, cfg_) < 0)
+        return -EINVAL; /* the old configuration stays */
     r->cfg = cfg_;
     relay_bw_configure(r, r->cfg);
-    relay_lists_load(r);
+    relay_lists_load(r, true);
     return 0;
 }
 

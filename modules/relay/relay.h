@@ -94,14 +94,17 @@ int relay_set_add(relay_set *s, const char *key, size_t len);
 bool relay_set_del(relay_set *s, const char *key);
 void relay_set_clear(relay_set *s);
 /* Replace the set by the entries of a list file (relay.md §7 format).
- * Missing/unreadable/non-UTF-8 files give an empty set. Returns the number of
- * entries read, or -errno (the set is then empty). *dropped counts entries
+ * Returns the number of entries read, or -errno if the file is missing,
+ * unreadable or not UTF-8: the set is then UNCHANGED (the caller decides:
+ * empty at start, the old entries on a reload). *dropped counts entries
  * past the cap. */
 long relay_set_load(relay_set *s, const char *path, size_t *dropped);
 /* Parse file contents (exposed for tests). */
 long relay_set_parse(relay_set *s, const char *text, size_t n, size_t *dropped);
 /* Textual form of an address's IP as the lists match it. */
 char *relay_ip_text(const rdv_addr *a, char *buf, size_t len);
+/* a's IP is in the blocklist. */
+bool relay_blocked(const relay *r, const rdv_addr *a);
 
 /* ------------------------------------------------------------------ bandwidth */
 typedef struct relay_bucket {

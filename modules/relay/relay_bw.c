@@ -13,7 +13,10 @@
 #define RELAY_MBIT 1000 /* milli-bits per bit */
 #define RELAY_REFILL_DT_MAX 10000
 
-static int64_t relay_bucket_cap(uint64_t rate) { return (int64_t)(rate * (RELAY_MBIT / 10)); }
+static int64_t relay_bucket_cap(uint64_t rate)
+{
+    return rate > INT64_MAX / (RELAY_MBIT / 10) ? INT64_MAX : (int64_t)(rate * (RELAY_MBIT / 10));
+}
 
 uint64_t relay_mbps_to_bps(double mbps)
 {
@@ -32,6 +35,9 @@ void relay_bucket_init(relay_bucket *b, uint64_t rate, uint64_t now_ms)
     b->last_ms = now_ms;
 }
 
+/* The refill saturates at the capacity whatever the rate and the pause
+ * (rate x 10 s overflowed int64 from about 900 Tb/s): computed against
+ * the room left, in unsigned arithmetic, never wrapping. */
 void relay_bucket_refill(relay_bucket *b, uint64_t now_ms)
 {
     if (now_ms <= b->last_ms)
@@ -41,9 +47,27 @@ void relay_bucket_refill(relay_bucket *b, uint64_t now_ms)
         dt = RELAY_REFILL_DT_MAX;
     b->last_ms = now_ms;
     int64_t cap = relay_bucket_cap(b->rate);
-    b->level += (int64_t)(b->rate * dt); /* bit/s x ms = milli-bits */
-    if (b->level > cap)
+    if (b->level >= cap) {
         b->level = cap;
+        return;
+    }
+    uint64_t room = (uint64_t)cap - (uint64_t)b->level; /* exact: cap > level */
+    if (b->rate > room / dt) { /* rate x dt > room */
+        b->level = cap;
+        return;
+    }
+    /* rate x dt < room: the sum lies between level and cap. */
+    uint64_t sum = (uint64_t)b->level + b->rate * dt; /* bit/s x ms = milli-bits */
+    b->level = sum <= INT64_MAX ? (int64_t)sum : -(int64_t)(UINT64_MAX - sum) - 1;
+}
+
+/* A consumption, saturating at the bottom instead of wrapping. */
+static void relay_bucket_take(relay_bucket *b, uint64_t mbits)
+{
+    if (mbits > (uint64_t)INT64_MAX || b->level < INT64_MIN + (int64_t)mbits)
+        b->level = INT64_MIN;
+    else
+        b->level -= (int64_t)mbits;
 }
 
 void relay_bucket_set_rate(relay_bucket *b, uint64_t rate, uint64_t now_ms)
@@ -90,8 +114,8 @@ bool relay_bw_account(relay *r, relay_pair *p, int side, size_t n)
     *(side == 0 ? r->st.bytes_e2l : r->st.bytes_l2e) += n;
     p->total_bits += 8 * (uint64_t)n;
     p->tick_bits += 8 * (uint64_t)n;
-    p->bucket.level -= (int64_t)n * 8 * RELAY_MBIT;
-    r->bw.global.level -= (int64_t)n * 8 * RELAY_MBIT;
+    relay_bucket_take(&p->bucket, (uint64_t)n * 8 * RELAY_MBIT);
+    relay_bucket_take(&r->bw.global, (uint64_t)n * 8 * RELAY_MBIT);
     p->last_rx_ms = now;
     return relay_pair_tick(r, p, now);
 }

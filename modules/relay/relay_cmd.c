@@ -87,15 +87,30 @@ static void relay_set_cmd_show(const relay_set *s, const char *arg, relay_text *
         relay_text_printf(out, "%s\n", e->key);
 }
 
-/* Bandwidth commands: set with a value > 0, else print "<v>Mb/s". */
-static void relay_mbps_cmd(uint64_t *bps, const char *arg, relay_text *out)
+/* Bandwidth commands: set with a value > 0, else print "<v>Mb/s". A value
+ * that does not parse or is <= 0 is ignored silently, as upstream does; one
+ * outside the bounds of the conf.d setting is refused with a line saying
+ * so (upstream takes any value; the bucket arithmetic and the stall-free
+ * behaviour are only sized for those bounds). */
+static void relay_mbps_cmd(uint64_t *bps, const char *setting, const char *arg, relay_text *out)
 {
     double v;
-    char num[400];
-    if (!arg)
+    char num[400], lo[400], hi[400];
+    if (!arg) {
         relay_text_printf(out, "%sMb/s\n", relay_fmt_f64((double)*bps / 1048576.0, num, sizeof num));
-    else if (relay_parse_pos_f64(arg, &v) == 0)
-        *bps = relay_mbps_to_bps(v);
+        return;
+    }
+    if (relay_parse_pos_f64(arg, &v) < 0)
+        return;
+    const rdv_setting *s = relay_settings;
+    while (s->name && strcmp(s->name, setting) != 0)
+        s++;
+    if (s->name && (v < s->dmin || v > s->dmax)) {
+        relay_text_printf(out, "%s Mb/s is out of range: relay.%s takes %s to %s Mb/s; unchanged\n", arg, setting,
+                          relay_fmt_f64(s->dmin, lo, sizeof lo), relay_fmt_f64(s->dmax, hi, sizeof hi));
+        return;
+    }
+    *bps = relay_mbps_to_bps(v);
 }
 
 static int relay_usage_cmp(const void *a, const void *b)
@@ -160,12 +175,12 @@ void relay_cmd_run(relay *r, int argc, char **argv, relay_text *out)
         else if (relay_parse_pos_u64(arg, &v) == 0)
             r->bw.start_check_ms = v > UINT64_MAX / 1000 ? UINT64_MAX / 1000 * 1000 : v * 1000;
     } else if (relay_is(cmd, "limit-speed", "ls")) {
-        relay_mbps_cmd(&r->bw.limit_bps, arg, out);
+        relay_mbps_cmd(&r->bw.limit_bps, "limit_speed", arg, out);
     } else if (relay_is(cmd, "total-bandwidth", "tb")) {
-        relay_mbps_cmd(&r->bw.total_bps, arg, out);
+        relay_mbps_cmd(&r->bw.total_bps, "total_bandwidth", arg, out);
         relay_bucket_set_rate(&r->bw.global, r->bw.total_bps, now); /* live (§6.4) */
     } else if (relay_is(cmd, "single-bandwidth", "sb")) {
-        relay_mbps_cmd(&r->bw.single_bps, arg, out);
+        relay_mbps_cmd(&r->bw.single_bps, "single_bandwidth", arg, out);
     } else if (relay_is(cmd, "usage", "u")) {
         relay_usage(r, out);
     }

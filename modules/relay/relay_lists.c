@@ -103,9 +103,11 @@ long relay_set_parse(relay_set *s, const char *text, size_t n, size_t *dropped)
     return (long)s->n;
 }
 
+/* Into a fresh set, swapped in only once the whole file was read: a
+ * reload that races an editor (file missing or half written and not UTF-8)
+ * must not empty the blocklist. */
 long relay_set_load(relay_set *s, const char *path, size_t *dropped)
 {
-    relay_set_clear(s);
     *dropped = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -125,16 +127,34 @@ long relay_set_load(relay_set *s, const char *path, size_t *dropped)
         close(fd);
         return -ENOMEM;
     }
+    int err = 0;
     while (len < cap) {
         ssize_t k = read(fd, buf + len, cap - len);
         if (k < 0 && errno == EINTR)
             continue;
+        if (k < 0)
+            err = -errno;
         if (k <= 0)
-            break;
+            break; /* 0: the file shrank meanwhile; what was read is the file */
         len += (size_t)k;
     }
     close(fd);
-    long r = relay_set_parse(s, buf, len, dropped);
+    relay_set fresh = { .name = s->name, .max = s->max };
+    long r = err ? err : relay_set_parse(&fresh, buf, len, dropped);
     free(buf);
+    if (r < 0) {
+        relay_set_clear(&fresh);
+        *dropped = 0;
+        return r;
+    }
+    relay_set_clear(s);
+    s->head = fresh.head;
+    s->n = fresh.n;
     return r;
+}
+
+bool relay_blocked(const relay *r, const rdv_addr *a)
+{
+    char ip[INET6_ADDRSTRLEN];
+    return relay_set_has(&r->block, relay_ip_text(a, ip, sizeof ip));
 }

@@ -19,7 +19,8 @@ void relay_pair_init(relay *r, relay_pair *p, const rdv_addr addr[2])
     double thresh = (double)r->bw.single_bps * r->bw.dt_hundredths / 100.0 / 1000.0;
     p->thresh_bits_per_ms = thresh >= 1.8e19 ? UINT64_MAX : (uint64_t)thresh;
     /* Listed from the start: throttled at once, not after a first second
-     * at full speed as upstream does. */
+     * at full speed as upstream does. The blocklist was checked for both
+     * sides just before (relay_wait_or_pair), so this generation is seen. */
     char a[INET6_ADDRSTRLEN], b[INET6_ADDRSTRLEN];
     relay_ip_text(&addr[1], a, sizeof a);
     relay_ip_text(&addr[0], b, sizeof b);

@@ -130,8 +130,27 @@ static void relay_pair_sides(relay *r, relay_side *early_side, relay_side *late)
 
 void relay_wait_or_pair(relay *r, relay_side *s, const char *uuid, size_t uuid_len)
 {
+    /* The blocklist may have grown since accept (console, SIGHUP): both
+     * sides are checked as the pair forms, as the tick does later. */
     relay_waiter *w = NULL;
     HASH_FIND(hh, r->waiting, uuid, uuid_len, w);
+    bool blocked = relay_blocked(r, &s->addr);
+    if (w && (blocked || relay_blocked(r, &w->addr))) {
+        char a[INET6_ADDRSTRLEN], b[INET6_ADDRSTRLEN];
+        (*r->st.end[RELAY_END_BLOCKED])++;
+        RDV_LOG_RL(r->core, RDV_LOG_NOTICE, "pair %s / %s refused: blocklisted",
+                   relay_ip_text(&s->addr, a, sizeof a), relay_ip_text(&w->addr, b, sizeof b));
+        relay_waiter_free(r, w, true);
+        relay_side_close(r, s);
+        return;
+    }
+    if (blocked) {
+        char a[INET6_ADDRSTRLEN];
+        (*r->st.rej_blocked)++;
+        RDV_LOG_RL(r->core, RDV_LOG_INFO, "blocked %s", relay_ip_text(&s->addr, a, sizeof a));
+        relay_side_close(r, s);
+        return;
+    }
     if (w) {
         if (r->npairs >= (size_t)r->cfg->max_pairs) {
             (*r->st.rej_pairs_full)++;

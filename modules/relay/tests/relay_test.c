@@ -225,3 +225,11 @@ uint64_t rt_counter(const char *name)
     snprintf(full, sizeof full, "relay.%s", name);
     return fc_counter(fc, full);
 }
+
+const char *rt_admin(const char *line)
+{
+    static char out[8192];
+    int r = fc_admin(fc, line, out, sizeof out);
+    cr_assert_eq(r, 0, "'%s' is a registered command", line);
+    return out;
+}

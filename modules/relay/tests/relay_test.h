@@ -60,6 +60,8 @@ void rt_write_all(int fd, const void *p, size_t n);
 void rt_fill(uint8_t *p, size_t n, uint64_t seed);
 
 uint64_t rt_gauge(const char *name);
+/* An admin command line; asserts it is registered. The answer lives until the next call. */
+const char *rt_admin(const char *line);
 uint64_t rt_counter(const char *name);
 
 #endif

@@ -12,13 +12,7 @@
 
 TestSuite(cmd, .init = rt_setup, .fini = rt_teardown);
 
-static const char *run(const char *line)
-{
-    static char out[8192];
-    int r = fc_admin(fc, line, out, sizeof out);
-    cr_assert_eq(r, 0, "'%s' is a registered command", line);
-    return out;
-}
+static const char *run(const char *line) { return rt_admin(line); }
 
 /* ------------------------------------------------------------------ formats */
 Test(cmd, f64_prints_like_rust)

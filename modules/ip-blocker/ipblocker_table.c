@@ -109,9 +109,14 @@ static ipblocker_entry *ipblocker_create(ipblocker *b, const uint8_t ip[16], uin
  * more) and can take a fresh address for every request, which would make
  * each limit per request: an IPv6 network of ipv6_prefix bits counts as one
  * source, as one IPv4 address does for the hosts behind a NAT. */
+static bool ipblocker_by_net(const ipblocker *b, const uint8_t ip[16])
+{
+    return !rdv_ip_is_v4(ip) && b->cfg->ipv6_prefix < 128;
+}
+
 void ipblocker_key(const ipblocker *b, const uint8_t ip[16], uint8_t key[16])
 {
-    if (rdv_ip_is_v4(ip) || b->cfg->ipv6_prefix >= 128)
+    if (!ipblocker_by_net(b, ip))
         memcpy(key, ip, 16);
     else
         ipblocker_mask(ip, (unsigned)b->cfg->ipv6_prefix, key);
@@ -245,10 +250,10 @@ void ipblocker_ib_cmd(void *ud, int argc, char **argv, rdv_buf *out)
         if (i++ < start)
             continue;
         char ip[64];
-        if (rdv_ip_is_v4(e->ip) || b->cfg->ipv6_prefix >= 128)
-            b->api->out(out, "%s: ", rdv_ip_str(e->ip, ip, sizeof ip));
-        else
+        if (ipblocker_by_net(b, e->ip))
             b->api->out(out, "%s/%d: ", rdv_ip_str(e->ip, ip, sizeof ip), (int)b->cfg->ipv6_prefix);
+        else
+            b->api->out(out, "%s: ", rdv_ip_str(e->ip, ip, sizeof ip));
         ipblocker_print(b, e, now, out);
     }
 }

@@ -254,6 +254,7 @@ static void relay_raw_release_pipe(relay *r, relay_dir *dir)
 static bool relay_raw_pump(relay *r, relay_pair *p, int d)
 {
     relay_dir *dir = &p->u.raw.dir[d];
+    bool moved = false; /* a splice read bytes in this call */
     /* Every round starts with a flush, and so does the way out: a chunk is
      * never left in the pipe without a write attempt (and thus a watcher). */
     for (int round = 0;; round++) {
@@ -284,7 +285,10 @@ static bool relay_raw_pump(relay *r, relay_pair *p, int d)
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN) {
-                int m = relay_raw_past_mark(r, p, d, want);
+                /* A read that stopped at a mark comes back readable with
+                 * nothing to splice: look for the mark only then, not at
+                 * the end of every burst. */
+                int m = moved ? 0 : relay_raw_past_mark(r, p, d, want);
                 if (m == 1)
                     continue; /* the next round's flush sends what was read */
                 if (m == -2)
@@ -296,6 +300,7 @@ static bool relay_raw_pump(relay *r, relay_pair *p, int d)
             return false;
         }
         dir->in_pipe += (uint32_t)n;
+        moved = true;
         dir->filled = (size_t)n == dir->cap;
         p->out_ms = r->core->api->now_ms(r->core);
         if (!relay_bw_account(r, p, d, (size_t)n))

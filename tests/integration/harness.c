@@ -600,6 +600,24 @@ void rdvt_msg_free(Hbb__RendezvousMessage *m)
         hbb__rendezvous_message__free_unpacked(m, NULL);
 }
 
+long rdvt_cpu_ticks(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    long ut = 0, st = 0;
+    /* fields after the comm: state(3) ... utime(14) stime(15) */
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %ld %ld", &ut, &st) != 2)
+        return -1;
+    return ut + st;
+}
+
 long rdvt_vmrss_kib(pid_t pid)
 {
     char path[64], line[256];

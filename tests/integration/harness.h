@@ -76,6 +76,8 @@ char *rdvt_admin(rdvt_server *s, const char *cmd);
 uint64_t rdvt_stat(rdvt_server *s, const char *name);
 /* VmRSS of a process in KiB (-1 if unknown). */
 long rdvt_vmrss_kib(pid_t pid);
+/* utime + stime of a process in clock ticks (-1 if unknown). */
+long rdvt_cpu_ticks(pid_t pid);
 
 /* ---- clients ---- */
 /* UDP socket bound to src_ip (e.g. "127.0.0.2"), any port. */

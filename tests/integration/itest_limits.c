@@ -17,25 +17,6 @@ static const char *const conf_files[] = {
     NULL,
 };
 
-/* utime + stime of a process, in clock ticks. */
-static long cpu_ticks(pid_t pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    long ut = 0, st = 0;
-    /* fields after the comm: state(3) ... utime(14) stime(15) */
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %ld %ld", &ut, &st) != 2)
-        return -1;
-    return ut + st;
-}
-
 static void nat_over_tcp(rdvt_server *s)
 {
     int t = rdvt_tcp("127.0.0.9", s->port);
@@ -64,9 +45,9 @@ Test(limits, out_of_descriptors_pauses_accepting_and_recovers, .timeout = 120)
     int fds[N];
     for (int i = 0; i < N; i++)
         fds[i] = rdvt_tcp("127.0.0.2", s.port); /* the kernel completes them into the backlog */
-    long before = cpu_ticks(s.pid);
+    long before = rdvt_cpu_ticks(s.pid);
     sleep(2);
-    long used = cpu_ticks(s.pid) - before;
+    long used = rdvt_cpu_ticks(s.pid) - before;
     long hz = sysconf(_SC_CLK_TCK);
     cr_assert_lt(used, hz / 2, "server burned %ld ticks in 2 s while out of descriptors (busy loop?)", used);
     cr_assert(rdvt_alive(&s));

@@ -85,8 +85,6 @@ RDV_ONLY_NOTE = ("ip-blocker not loaded in the load tests (its per-IP RegisterPk
                  "generators); loaded for start-up/idle")
 # The relay's default bandwidth limits (relay.md §6: 128 Mb/s per pair,
 # 1024 Mb/s in total) would measure the limiter, not the relay: raised.
-COALESCE_US = 500  # the opt-in row of the memory section
-UDP_COALESCE_US = 100  # the opt-in rows of the UDP section
 # Closed-loop UDP: the generator carries its sources on shared kernel sockets
 # (IP_PKTINFO) with at most this many requests outstanding on each, so that
 # 1024 sources x 1 cost it a batch per syscall, not a syscall per datagram.
@@ -344,12 +342,15 @@ class Rdvd:
         return status_kb(self.pid, "VmRSS"), status_kb(self.pid, "RssAnon")
 
     def set_core(self, key, value):
-        """Change a reloadable core setting in conf.d and reload (admin)."""
+        """Change a reloadable core setting in conf.d and reload (admin);
+        value None goes back to the default."""
         path = os.path.join(self.dir, "conf.d", "00-core.conf")
         with open(path) as f:
             text = re.sub(r"(?m)^  %s = .*;\n" % re.escape(key), "", f.read())
+        if value is not None:
+            text = text.replace("core: {\n", "core: {\n  %s = %s;\n" % (key, value), 1)
         with open(path, "w") as f:
-            f.write(text.replace("core: {\n", "core: {\n  %s = %s;\n" % (key, value), 1))
+            f.write(text)
         if "reloaded" not in (self.admin("reload") or ""):
             raise BenchError("reload with core.%s = %s refused: %s" % (key, value, self.log_tail()))
 
@@ -615,7 +616,7 @@ class Bench:
             res["rdvd+"] = res["rdvd"]["coalesced"]
         for s, w in c["udp_cfgs"]:
             for name, label in (("echo", "echo (epoll, mmsg)"), ("coturn", "coturn STUN Binding"), ("rdvd", "rdvd"),
-                                ("rdvd+", "rdvd, udp_coalesce_us=%d (opt-in)" % UDP_COALESCE_US)):
+                                ("rdvd+", "rdvd, udp_coalesce_us=0 (off)")):
                 v = res.get(name)
                 if name == "rdvd+" and not isinstance(v, dict):
                     continue
@@ -655,8 +656,8 @@ class Bench:
             co = res.get("rdvd+", {}).get((s, w))
             if co and isinstance(res.get("coturn"), dict):
                 a, b = float(co["rate"]), float(res["coturn"][(s, w)]["rate"])
-                r.info("UDP %dx%d with core.udp_coalesce_us = %d (opt-in, not judged): %s/s = %.2fx coturn, "
-                       "%.2fx the default's rate" % (s, w, UDP_COALESCE_US, fmt_n(a), a / b if b else 0,
+                r.info("UDP %dx%d with core.udp_coalesce_us = 0 (read coalescing off, not judged): %s/s = %.2fx "
+                       "coturn, %.2fx the default's rate" % (s, w, fmt_n(a), a / b if b else 0,
                                                      a / float(mine["rate"]) if float(mine["rate"]) else 0))
             b = rd.get("below", {}).get((s, w))
             if b:
@@ -754,11 +755,11 @@ class Bench:
                                      % (s, w, k["rpk_true"]))
             out = self.udp_sweep(srv.port, "regpeer", [srv.pid], check)
             if not self.smoke:
-                # The same sweep with the opt-in read coalescing (INFO rows,
-                # no target: the shipped default is what is judged).
-                srv.set_core("udp_coalesce_us", UDP_COALESCE_US)
-                out["coalesced"] = self.udp_sweep(srv.port, "regpeer", [srv.pid], check)
+                # The same sweep with read coalescing off (INFO rows, no
+                # target: the shipped default is what is judged).
                 srv.set_core("udp_coalesce_us", 0)
+                out["coalesced"] = self.udp_sweep(srv.port, "regpeer", [srv.pid], check)
+                srv.set_core("udp_coalesce_us", None)
             below = {}
             for s, w in c["udp_cfgs"]:
                 rate = float(out[(s, w)]["rate"]) * c["below_frac"]
@@ -990,7 +991,7 @@ class Bench:
                              fmt_n(k["per_peer"]), k["p99"]])
                 kc = k.get("coalesced")
                 if kc:
-                    rows.append(["  same, udp_coalesce_us=%d" % COALESCE_US, "", "", fmt_n(kc["offered"]),
+                    rows.append(["  same, udp_coalesce_us=0 (off)", "", "", fmt_n(kc["offered"]),
                                  fmt_n(kc["rate"]), kc["loss"], fmt_n(kc["online"]),
                                  "%s (%s)" % (kc["cpu"], kc["main"]), kc["wait"], "", fmt_n(kc["rss1"]), "",
                                  kc["p99"]])
@@ -1018,10 +1019,10 @@ class Bench:
                                                                             float(k["cpu"]) / float(ke["cpu"])
                                                                             if float(ke["cpu"]) else 0))
                     if kc:
-                        r.targets.append("INFO  with core.udp_coalesce_us = %d (opt-in) the same load costs %s%% of a core "
-                              "(%s lost, reply p50/p99 %s/%s us vs %s/%s us); it also caps closed-loop clients "
-                              "with few requests outstanding, so it is not the default"
-                              % (COALESCE_US, kc["cpu"], fmt_n(kc["lost"]), kc["p50"], kc["p99"], k["p50"], k["p99"]))
+                        r.targets.append("INFO  with core.udp_coalesce_us = 0 (read coalescing off) the same load "
+                                         "costs %s%% of a core (%s lost, reply p50/p99 %s/%s us vs %s/%s us with the "
+                                         "default 500 us)"
+                                         % (kc["cpu"], fmt_n(kc["lost"]), kc["p50"], kc["p99"], k["p50"], k["p99"]))
             except Skip as e:
                 rows.append([fmt_n(n), "SKIP: %s" % e] + [""] * 11)
             except BenchError as e:
@@ -1042,10 +1043,9 @@ class Bench:
             out.update(reg_rate=reg["rate"], reg_peak=reg["peak"], rss0=rss0,
                        per_peer=(out["rss1"] - rss0) * 1024.0 / n)
             if n == max(c["mem_peers"]):
-                # The same peers with UDP read coalescing (core.udp_coalesce_us,
-                # off by default: it trades reply latency, and closed-loop
-                # throughput at small windows, for fewer wake-ups).
-                srv.set_core("udp_coalesce_us", COALESCE_US)
+                # The same peers with UDP read coalescing off
+                # (core.udp_coalesce_us = 0): what the default's tick saves.
+                srv.set_core("udp_coalesce_us", 0)
                 out["coalesced"] = self.sustain(srv, n, 1)
             srv.stop()
             if n == max(c["mem_peers"]):

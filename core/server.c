@@ -27,6 +27,7 @@ static void register_core_stats(rdv_server *s)
         { &s->st.udp_unhandled, "udp_unhandled", "UDP messages no handler took (ignored)" },
         { &s->st.udp_send_fail, "udp_send_failed", "datagrams the kernel refused to send" },
         { &s->st.udp_pauses, "udp_pauses", "UDP reads deferred by core.udp_coalesce_us (dense traffic)" },
+        { &s->st.udp_hot, "udp_hot", "dense UDP wake-ups read on arrival: most datagrams from sources that sent within core.udp_coalesce_us" },
         { &s->st.tcp_frames, "tcp_frames", "complete frames received" },
         { &s->st.tcp_undecodable, "tcp_undecodable", "frames that are not a valid RendezvousMessage" },
         { &s->st.tcp_unhandled, "tcp_unhandled", "stream messages no handler took (connection closed)" },

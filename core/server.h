@@ -85,6 +85,12 @@ struct rdv_listener {
     ev_io pause;              /* watches tfd while l->io is stopped */
     int tfd;                  /* -1 until the first pause */
     uint64_t last_wake_us;    /* CLOCK_MONOTONIC µs when the last read began */
+    /* Hot sources (listener.c): per source-address hash bucket, when it last
+     * sent (16 µs units, 0 = never); allocated with the first coalesced read. */
+    uint32_t *hot;
+    uint32_t wake_t16;        /* this wake-up's time, 16 µs units */
+    bool wake_ticked;         /* this wake-up is a coalescing tick */
+    unsigned wake_n, wake_hot; /* datagrams read this wake-up, of them from hot sources */
     rdv_listener *next;
 };
 
@@ -157,7 +163,7 @@ struct rdv_server {
     struct {
         uint64_t *accepted, *refused_limit, *refused_access, *accept_emfile;
         uint64_t *closed_oversize, *closed_protocol, *closed_idle, *closed_overflow;
-        uint64_t *udp_in, *udp_out, *udp_undecodable, *udp_empty, *udp_unhandled, *udp_send_fail, *udp_pauses;
+        uint64_t *udp_in, *udp_out, *udp_undecodable, *udp_empty, *udp_unhandled, *udp_send_fail, *udp_pauses, *udp_hot;
         uint64_t *tcp_frames, *tcp_undecodable, *tcp_unhandled, *msg_dropped_access;
         uint64_t *handler_errors, *record_bad;
     } st;

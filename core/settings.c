@@ -14,7 +14,7 @@ const rdv_setting rdv_core_settings[] = {
     RDV_SETTING_INT(rdv_core_cfg, shutdown_ms, 5000, 0, 600000, RDV_SETF_RELOAD, "how long SIGTERM waits for queued replies, ms"),
     RDV_SETTING_INT(rdv_core_cfg, udp_rcvbuf, 0, 0, 1073741824, 0, "SO_RCVBUF of UDP sockets (0: system default; hbbs --rmem)"),
     RDV_SETTING_INT(rdv_core_cfg, udp_batch, 64, 1, 64, 0, "datagrams read (recvmmsg) per wake-up before other work runs"),
-    RDV_SETTING_INT(rdv_core_cfg, udp_coalesce_us, 0, 0, 10000, RDV_SETF_RELOAD, "when a datagram arrives less than this after the last UDP wake-up began, read UDP on a tick of this many µs (counted from the wake-up) until a tick finds nothing: fewer wake-ups, at most this added to a reply; 0: off"),
+    RDV_SETTING_INT(rdv_core_cfg, udp_coalesce_us, 500, 0, 10000, RDV_SETF_RELOAD, "when a datagram arrives less than this after the last UDP wake-up began, read UDP on a tick of this many µs (counted from the wake-up) until a tick finds nothing: fewer wake-ups, at most this added to a reply; not while most datagrams come from sources that sent within this (a client waiting for each answer, or a flood); 0: off"),
     RDV_SETTING_BOOL(rdv_core_cfg, ipv6, 1, 0, "bind [::] dual stack (falls back to IPv4 when the host has no IPv6)"),
     RDV_SETTING_END,
 };

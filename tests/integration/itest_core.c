@@ -322,9 +322,11 @@ Test(core, admin_console_lists_modules_and_stats)
 }
 
 /* ------------------------------------------------------------------ UDP read coalescing */
-/* core.udp_coalesce_us (off by default): datagrams arriving densely are read
- * on a timer tick instead of on each arrival; none is lost or left
- * unanswered, a sparse one is read on arrival, and turning it off (reload)
+/* core.udp_coalesce_us (default 500 µs; 2000 here so that a test's
+ * spacing is surely dense): datagrams arriving densely from many sources
+ * are read on a timer tick instead of on each arrival; none is lost or left
+ * unanswered, a sparse one is read on arrival, a hot source (one sending
+ * more than once a period) is read on arrival, and turning it off (reload)
  * goes back to reading on arrival. */
 static const char *const coalesce_files[] = {
     "00-core.conf",
@@ -341,32 +343,65 @@ static void setup_coalesce(void) { start_with(coalesce_files); }
 
 TestSuite(coalesce, .init = setup_coalesce, .fini = teardown, .timeout = 120);
 
-/* n requests 100 µs apart from one socket; every one must be answered. */
-static void dense_burst(int u, int n)
+/* n requests 100 µs apart, round robin over the sockets u[0..k-1]; every
+ * one must be answered. */
+static void dense_burst(const int *u, int k, int n)
 {
     for (int i = 0; i < n; i++) {
-        send_nat_udp(u);
+        send_nat_udp(u[i % k]);
         usleep(100);
     }
     for (int i = 0; i < n; i++)
-        expect_udp_answer(u);
+        expect_udp_answer(u[i % k]);
+}
+
+#define COALESCE_SOURCES 40 /* each sends every 4 ms: cold at a 2 ms period */
+
+static void open_sources(int *u, int k, int first)
+{
+    for (int i = 0; i < k; i++) {
+        char ip[32];
+        snprintf(ip, sizeof ip, "127.0.%d.%d", first, i + 1);
+        u[i] = rdvt_udp(ip);
+    }
 }
 
 Test(coalesce, dense_datagrams_are_all_answered_with_fewer_wakeups)
 {
-    int u = rdvt_udp("127.0.0.3");
-    send_nat_udp(u); /* sparse: answered on arrival */
-    expect_udp_answer(u);
-    dense_burst(u, 200);
+    int u[COALESCE_SOURCES];
+    open_sources(u, COALESCE_SOURCES, 31);
+    send_nat_udp(u[0]); /* sparse: answered on arrival */
+    expect_udp_answer(u[0]);
+    dense_burst(u, COALESCE_SOURCES, 400);
     /* Under valgrind a wake-up takes longer than the burst's spacing: every
      * read then finds a full batch or comes after a long gap, and reading
      * on arrival is right; only the answers are checked there. */
     if (!srv.valgrind)
         cr_assert_gt(rdvt_stat(&srv, "core.udp_pauses"), 0, "dense traffic was not coalesced");
-    cr_assert_eq(rdvt_stat(&srv, "core.udp_in"), 201);
-    cr_assert_eq(rdvt_stat(&srv, "core.udp_out"), 201);
-    close(u);
+    cr_assert_eq(rdvt_stat(&srv, "core.udp_in"), 401);
+    cr_assert_eq(rdvt_stat(&srv, "core.udp_out"), 401);
+    for (int i = 0; i < COALESCE_SOURCES; i++)
+        close(u[i]);
     check_alive();
+}
+
+/* One source sending every 100 µs (20 a period), and a client that sends
+ * its next request as soon as it has the answer: both are read on arrival,
+ * never held for a tick (a tick would cap the client at one request per
+ * period). */
+Test(coalesce, hot_sources_are_read_on_arrival)
+{
+    int u = rdvt_udp("127.0.32.1");
+    dense_burst(&u, 1, 200);
+    for (int i = 0; i < 300; i++) {
+        send_nat_udp(u);
+        expect_udp_answer(u);
+    }
+    cr_assert_eq(rdvt_stat(&srv, "core.udp_pauses"), 0);
+    if (!srv.valgrind)
+        cr_assert_gt(rdvt_stat(&srv, "core.udp_hot"), 0, "the hot source was not seen");
+    cr_assert_eq(rdvt_stat(&srv, "core.udp_out"), 500);
+    close(u);
 }
 
 Test(coalesce, reload_turns_it_off)
@@ -387,10 +422,12 @@ Test(coalesce, reload_turns_it_off)
     char *r = rdvt_admin(&srv, "reload");
     cr_assert(r && strstr(r, "reloaded"), "%s", r ? r : "(null)");
     free(r);
-    int u = rdvt_udp("127.0.0.4");
-    dense_burst(u, 100);
+    int u[COALESCE_SOURCES];
+    open_sources(u, COALESCE_SOURCES, 33);
+    dense_burst(u, COALESCE_SOURCES, 200);
     cr_assert_eq(rdvt_stat(&srv, "core.udp_pauses"), 0);
-    close(u);
+    for (int i = 0; i < COALESCE_SOURCES; i++)
+        close(u[i]);
 }
 
 /* ------------------------------------------------------------------ UDP listeners of both families */

@@ -189,7 +189,7 @@ static int udp_read_batch(rdv_listener *l, unsigned want)
         rdv_addr peer;
         if (rdv_addr_from_sockaddr(&peer, (struct sockaddr *)&b->in_addr[i], b->in[i].msg_hdr.msg_namelen) < 0)
             continue;
-        if (l->hot)
+        if (l->hot && s->cfg.udp_coalesce_us > 0)
             udp_hot_note(l, &peer);
         if (l->mode == RDV_LISTEN_RAW)
             l->ops->on_datagram(l->ud, l, &peer, p, len);

@@ -12,6 +12,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <rdv/core.h>
@@ -20,6 +21,14 @@
 #include <rdv/svc/login.h>
 #include <rdv/svc/registry.h>
 #include <rdv/wire.h>
+
+/* The pending tables must not exit the process when memory runs out:
+ * uthash's non-fatal mode rolls a failed add back and leaves hh.tbl NULL
+ * (uthash user guide, "Out of memory"). Its allocations go through
+ * pc_hash_malloc (pc_pending.c), which a unit test can make fail. */
+void *pc_hash_malloc(size_t sz);
+#define HASH_NONFATAL_OOM 1
+#define uthash_malloc(sz) pc_hash_malloc(sz)
 #include <uthash.h>
 
 /* Largest relay list we keep (entries after splitting on ','), and the
@@ -178,7 +187,7 @@ typedef struct pc {
         uint64_t *pending_evicted, *pending_expired, *pending_replaced;
         uint64_t *udp_ignored, *wrong_listener, *parked_reply_dropped;
         uint64_t *signed_pk, *relay_checks, *relay_check_skipped, *resolve_failed;
-        uint64_t *udp_punch_hole_sent, *bad_fields;
+        uint64_t *udp_punch_hole_sent, *bad_fields, *oom;
     } st;
 } pc;
 
@@ -205,6 +214,11 @@ int pc_pending_deliver(pc *p, const rdv_addr *a, const Hbb__RendezvousMessage *m
 void pc_pending_conn_closed(pc *p, rdv_conn_id conn);
 void pc_pending_sweep(pc *p);
 void pc_pending_trim(pc *p);
+/* Test hook (unit suites; inert unless armed): the nth allocation uthash
+ * makes for the pending tables from now on fails, and every later one,
+ * until called with 0. pc_test_hash_allocs() counts those allocations. */
+void pc_test_hash_fail_from(unsigned long nth);
+unsigned long pc_test_hash_allocs(void);
 
 /* pc_handlers.c */
 extern const rdv_handler pc_handlers[];

@@ -9,12 +9,38 @@
  * oldest record is forgotten (counted). Records also expire after
  * pending_timeout_ms (clients wait at most 18 s per attempt); one timer,
  * armed for the oldest record, does that. A connection's record goes away
- * when it closes (core hook "conn.close"). */
+ * when it closes (core hook "conn.close").
+ *
+ * Out of memory (a record, or a table uthash cannot create or grow) drops
+ * that one park, as if the requester had timed out, and counts it (`oom`):
+ * both adds happen before anything else changes, and a replaced record is
+ * unparked only once its successor is in (§7.2), so a failure leaves the
+ * tables as they were. */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "pc.h"
+
+/* ---- uthash's allocator, with a fault-injection hook for the unit tests
+ * (inert unless pc_test_hash_fail_from() arms it). Loop thread only; the
+ * atomics just keep a test's arming well defined. */
+static atomic_ulong pc_hash_calls, pc_hash_fail_at;
+
+void *pc_hash_malloc(size_t sz)
+{
+    unsigned long n = atomic_fetch_add(&pc_hash_calls, 1) + 1, at = atomic_load(&pc_hash_fail_at);
+    return at && n >= at ? NULL : malloc(sz);
+}
+
+void pc_test_hash_fail_from(unsigned long nth)
+{
+    unsigned long calls = atomic_load(&pc_hash_calls);
+    atomic_store(&pc_hash_fail_at, nth ? calls + nth : 0);
+}
+
+unsigned long pc_test_hash_allocs(void) { return atomic_load(&pc_hash_calls); }
 
 void pc_key_of(pc_key *k, const rdv_addr *a)
 {
@@ -118,28 +144,51 @@ void pc_pending_trim(pc *p)
     pc_arm_sweep(p);
 }
 
+static void pc_park_oom(pc *p, const rdv_addr *a)
+{
+    (*p->st.oom)++;
+    char from[RDV_ADDR_STRLEN];
+    RDV_LOG_RL(p->core, RDV_LOG_WARN,
+               "out of memory: punch request from %s not parked (the requester gets no answer and retries)",
+               rdv_addr_str(a, from, sizeof from));
+}
+
 void pc_pending_park(pc *p, rdv_conn_id conn, const rdv_addr *a)
 {
     if (pc_find_conn(p, conn))
         return; /* parked before (or already answered): never re-park (§6.3 step 1) */
     pc_evict_to(p, (size_t)p->cfg->pending_max - 1);
     pc_rec *r = calloc(1, sizeof *r);
-    if (!r)
-        return; /* the requester simply gets no answer, as if it had timed out */
+    if (!r) {
+        pc_park_oom(p, a); /* the requester simply gets no answer, as if it had timed out */
+        return;
+    }
     r->conn = conn;
     pc_key_of(&r->key, a);
     r->since_ms = p->core->api->now_ms(p->core);
     /* Same key parked by another connection (a new connection from the same
      * address, or WebSocket clients behind one proxy with port 0): the newer
-     * channel replaces the older one (§7.2). */
+     * channel replaces the older one (§7.2). Looked up before r is added
+     * (both then share the key until the older is unparked). */
     pc_rec *old = pc_find_key(p, &r->key);
+    HASH_ADD(hh_conn, p->pending.by_conn, conn, sizeof r->conn, r);
+    if (!r->hh_conn.tbl) { /* uthash rolled the add back */
+        free(r);
+        pc_park_oom(p, a);
+        return;
+    }
+    HASH_ADD(hh_key, p->pending.by_key, key, sizeof r->key, r);
+    if (!r->hh_key.tbl) {
+        HASH_DELETE(hh_conn, p->pending.by_conn, r);
+        free(r);
+        pc_park_oom(p, a); /* an older parking under the key stays */
+        return;
+    }
     if (old) {
         pc_unpark(p, old);
         (*p->st.pending_replaced)++;
     }
     r->parked = true;
-    HASH_ADD(hh_key, p->pending.by_key, key, sizeof r->key, r);
-    HASH_ADD(hh_conn, p->pending.by_conn, conn, sizeof r->conn, r);
     r->prev = p->pending.newest;
     if (r->prev)
         r->prev->next = r;

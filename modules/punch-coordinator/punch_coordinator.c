@@ -96,6 +96,7 @@ static int pc_stats(pc *p)
         { &p->st.udp_punch_hole_sent, "udp_punch_hole_sent",
           "PunchHoleSent by UDP answered over the requester's connection (EXT 15.8)" },
         { &p->st.bad_fields, "bad_fields", "socket_addr_v6 over 18 bytes or ports out of range: not passed on" },
+        { &p->st.oom, "oom", "requesters not parked: out of memory (they get no answer)" },
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
         if (!(*cs[i].v = api->counter(c, cs[i].name, cs[i].help)))

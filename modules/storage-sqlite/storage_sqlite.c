@@ -61,7 +61,7 @@ typedef struct ss {
     uint64_t flush_ms;
     rdv_storage_done_fn done_fn;
     void *done_ud;
-    uint64_t *full, *invalid; /* counters (loop thread only) */
+    uint64_t *full, *invalid, *oom; /* counters (loop thread only) */
     uint64_t rows_at_start, loaded, skipped;
     /* failure logging, loop thread */
     uint64_t seen_failed, seen_rejected, last_fail_log_ms;
@@ -184,6 +184,12 @@ static int ss_put(void *self, const rdv_peer_row *row, bool insert)
     } else if (r == -EINVAL) {
         (*s->invalid)++;
         RDV_LOG_RL(s->core, RDV_LOG_WARN, "peer row not stored: no id, or a field larger than the maximum");
+    } else if (r == -ENOMEM) {
+        (*s->oom)++;
+        RDV_LOG_RL(s->core, RDV_LOG_WARN,
+                   "out of memory: write of peer %.64s not queued (kept in memory, the registry puts it again); "
+                   "fix: give rdvd more memory or lower storage-sqlite.max_pending_bytes",
+                   row->id);
     }
     return r;
 }
@@ -339,6 +345,7 @@ static int ss_init(rdv_core *core, const void *cfg_, void **state)
     s->rows_at_start = (uint64_t)rows;
     s->full = api->counter(core, "full", "puts refused: write queue at max_pending / max_pending_bytes");
     s->invalid = api->counter(core, "invalid", "puts refused: no id or a field over its maximum");
+    s->oom = api->counter(core, "oom", "puts refused: out of memory (nothing queued changed)");
     wq_params p = ss_params(cfg);
     if (!(s->async = api->async_new(core, ss_on_async, s)))
         r = -ENOMEM;

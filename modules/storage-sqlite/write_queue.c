@@ -1,28 +1,55 @@
-/* write_queue.c — the coalescing write queue and its worker thread. */
+/* write_queue.c — the coalescing write queue and its worker thread.
+ *
+ * Out of memory never exits the process and never loses a queued write:
+ * - uthash runs in its non-fatal mode: an add that cannot get memory is
+ *   rolled back by uthash and leaves hh.tbl NULL (uthash user guide, "Out
+ *   of memory"); wq_put then refuses the row with -ENOMEM.
+ * - The hashed node of a guid is stable: coalescing swaps its payload
+ *   pointer (no hash operation, so no allocation that could fail after the
+ *   older write was unhooked), and a node stays hashed while its write is
+ *   in flight, so putting a failed batch back (wq_requeue, worker thread)
+ *   needs no hash add and no allocation at all. The only hash add is the
+ *   first put of a guid, which can simply be refused. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <sqlite3.h>
+
+static void *wq_hash_malloc(size_t sz);
+#define HASH_NONFATAL_OOM 1
+#define uthash_malloc(sz) wq_hash_malloc(sz)
 #include <uthash.h>
 #include <utlist.h>
 
 #include "write_queue.h"
 
-/* One pending write; the strings and blobs live in data[]. */
-typedef struct wq_entry {
-    UT_hash_handle hh; /* by guid */
-    struct wq_entry *prev, *next; /* oldest first */
-    uint8_t guid[16];
+/* One write for a guid; the strings and blobs live in data[]. Not
+ * changed while in flight: the worker reads it without the lock. */
+typedef struct wq_payload {
+    struct wq_payload *uuid_from; /* owns the bytes uuid points to when they came from an older write */
+    size_t size;                  /* accounted bytes, uuid_from's included */
     bool insert;
-    size_t size; /* accounted bytes */
     char *id, *ip;
-    uint8_t *uuid, *pk;
+    const uint8_t *uuid;
+    uint8_t *pk;
     size_t uuid_len, pk_len;
     char data[];
+} wq_payload;
+
+/* A guid with a write queued and/or in flight: hashed in map from its
+ * first put until nothing is left for it. */
+typedef struct wq_entry {
+    UT_hash_handle hh;                /* map, by guid */
+    struct wq_entry *prev, *next;     /* fifo, oldest first: while pl is set */
+    struct wq_entry *fprev, *fnext;   /* the worker's batch: while flight is set */
+    uint8_t guid[16];
+    wq_payload *pl;                   /* the write waiting in fifo, or NULL */
+    wq_payload *flight;               /* the write the worker holds, or NULL */
 } wq_entry;
 
 struct wq {
@@ -36,10 +63,11 @@ struct wq {
     void *ud;
     wq_params p;
 
-    wq_entry *map;  /* pending, by guid */
-    wq_entry *fifo; /* pending, oldest first */
-    size_t n_flight; /* rows taken by the worker for the current attempt */
-    uint64_t bytes;  /* pending + in flight */
+    wq_entry *map;  /* every entry, by guid */
+    wq_entry *fifo; /* entries with a queued write, oldest first */
+    size_t n_queued; /* writes in fifo */
+    size_t n_flight; /* writes taken by the worker for the current attempt */
+    uint64_t bytes;  /* queued + in flight */
     bool stop, retry_now, reporting;
     uint64_t backoff_ms, retry_at_ms;
 
@@ -47,6 +75,25 @@ struct wq {
     size_t n_done;
     wq_stats st; /* counters and last error; pending fields computed on read */
 };
+
+/* ---- uthash's allocator, with a fault-injection hook for the unit tests.
+ * Inert unless wq_test_hash_fail_from() arms it; process-wide (one queue
+ * per loaded module in practice), atomic because the worker allocates too. */
+static atomic_ulong wq_hash_calls, wq_hash_fail_at;
+
+static void *wq_hash_malloc(size_t sz)
+{
+    unsigned long n = atomic_fetch_add(&wq_hash_calls, 1) + 1, at = atomic_load(&wq_hash_fail_at);
+    return at && n >= at ? NULL : malloc(sz);
+}
+
+void wq_test_hash_fail_from(unsigned long nth)
+{
+    unsigned long calls = atomic_load(&wq_hash_calls);
+    atomic_store(&wq_hash_fail_at, nth ? calls + nth : 0);
+}
+
+unsigned long wq_test_hash_allocs(void) { return atomic_load(&wq_hash_calls); }
 
 /* ---- clocks (the worker cannot use the core's: it is not thread-safe) */
 static uint64_t wq_mono_ms(void)
@@ -69,39 +116,54 @@ static void wq_wait_until(pthread_cond_t *c, pthread_mutex_t *mu, uint64_t at_ms
     pthread_cond_timedwait(c, mu, &ts);
 }
 
-/* ---- entries */
-static wq_entry *wq_entry_new(const uint8_t guid[16], const char *id, const uint8_t *uuid, size_t uuid_len,
-                              const uint8_t *pk, size_t pk_len, const char *ip, bool insert)
+/* ---- payloads and entries */
+static void wq_payload_free(wq_payload *pl)
+{
+    if (pl)
+        free(pl->uuid_from);
+    free(pl);
+}
+
+/* A copy of one write; NULL when out of memory. size charges one entry
+ * too, as a queued row costs one. */
+static wq_payload *wq_payload_new(const char *id, const uint8_t *uuid, size_t uuid_len, const uint8_t *pk,
+                                  size_t pk_len, const char *ip, bool insert)
 {
     size_t idl = strlen(id), ipl = strlen(ip);
-    size_t size = sizeof(wq_entry) + idl + 1 + ipl + 1 + uuid_len + pk_len;
-    wq_entry *e = malloc(size);
-    if (!e)
+    size_t len = sizeof(wq_payload) + idl + 1 + ipl + 1 + uuid_len + pk_len;
+    wq_payload *pl = malloc(len);
+    if (!pl)
         return NULL;
-    memset(e, 0, sizeof *e);
-    memcpy(e->guid, guid, 16);
-    e->insert = insert;
-    e->size = size;
-    char *p = e->data;
-    e->id = memcpy(p, id, idl + 1), p += idl + 1;
-    e->ip = memcpy(p, ip, ipl + 1), p += ipl + 1;
-    e->uuid = (uint8_t *)p, e->uuid_len = uuid_len;
+    memset(pl, 0, sizeof *pl);
+    pl->insert = insert;
+    pl->size = sizeof(wq_entry) + len;
+    char *p = pl->data;
+    pl->id = memcpy(p, id, idl + 1), p += idl + 1;
+    pl->ip = memcpy(p, ip, ipl + 1), p += ipl + 1;
+    pl->uuid = (uint8_t *)p, pl->uuid_len = uuid_len;
     if (uuid_len)
         memcpy(p, uuid, uuid_len), p += uuid_len;
-    e->pk = (uint8_t *)p, e->pk_len = pk_len;
+    pl->pk = (uint8_t *)p, pl->pk_len = pk_len;
     if (pk_len)
         memcpy(p, pk, pk_len);
-    return e;
+    return pl;
 }
 
 /* newer's fields win; an insert stays an insert, and keeps its uuid if
  * the newer write (an update) carries none. */
-static wq_entry *wq_entry_merge(const wq_entry *older, const uint8_t guid[16], const char *id, const uint8_t *uuid,
-                                size_t uuid_len, const uint8_t *pk, size_t pk_len, const char *ip, bool insert)
+static wq_payload *wq_payload_merge(const wq_payload *older, const char *id, const uint8_t *uuid, size_t uuid_len,
+                                    const uint8_t *pk, size_t pk_len, const char *ip, bool insert)
 {
     if (!uuid_len && older)
         uuid = older->uuid, uuid_len = older->uuid_len;
-    return wq_entry_new(guid, id, uuid, uuid_len, pk, pk_len, ip, insert || (older && older->insert));
+    return wq_payload_new(id, uuid, uuid_len, pk, pk_len, ip, insert || (older && older->insert));
+}
+
+static wq_entry *wq_find(wq *q, const uint8_t guid[16])
+{
+    wq_entry *e = NULL;
+    HASH_FIND(hh, q->map, guid, 16, e);
+    return e;
 }
 
 /* Caller holds mu. Completion for one row, dropped (and counted) once the
@@ -131,32 +193,38 @@ static void wq_report(wq *q, const char *id, int status)
     q->n_done++;
 }
 
-/* Caller holds mu: a row from a failed attempt goes back, ahead of rows
- * queued after it, unless a newer write for its guid is already pending. */
+/* Caller holds mu (worker thread). The write of a failed attempt goes
+ * back, ahead of rows queued after it, unless a newer write for its guid
+ * came meanwhile: then that one absorbs it. Allocates nothing, so it
+ * cannot fail: the entry is still hashed, and a merge that needs the older
+ * uuid keeps the older payload alive as the holder of those bytes. */
 static void wq_requeue(wq *q, wq_entry *e)
 {
-    wq_entry *newer = NULL;
-    HASH_FIND(hh, q->map, e->guid, 16, newer);
+    wq_payload *f = e->flight, *newer = e->pl;
+    e->flight = NULL;
     if (!newer) {
-        HASH_ADD(hh, q->map, guid, 16, e);
+        e->pl = f;
         DL_PREPEND(q->fifo, e);
+        q->n_queued++;
         return;
     }
-    if (!newer->uuid_len && e->uuid_len) {
-        wq_entry *m = wq_entry_merge(e, newer->guid, newer->id, NULL, 0, newer->pk, newer->pk_len, newer->ip,
-                                     newer->insert);
-        if (m) {
-            HASH_REPLACE(hh, q->map, guid, 16, m, newer);
-            DL_REPLACE_ELEM(q->fifo, newer, m);
-            q->bytes += m->size;
-            q->bytes -= newer->size;
-            free(newer);
-            newer = m;
+    newer->insert = newer->insert || f->insert;
+    if (!newer->uuid_len && f->uuid_len) {
+        newer->uuid = f->uuid, newer->uuid_len = f->uuid_len;
+        wq_payload *holder = f;
+        if (f->uuid_from) { /* keep the bytes' owner itself: holders never chain */
+            holder = f->uuid_from;
+            f->uuid_from = NULL;
+            f->size -= holder->size;
+            q->bytes -= f->size;
+            free(f);
         }
+        newer->uuid_from = holder;
+        newer->size += holder->size;
+        return;
     }
-    newer->insert = newer->insert || e->insert;
-    q->bytes -= e->size;
-    free(e);
+    q->bytes -= f->size;
+    wq_payload_free(f);
 }
 
 /* ---- the worker */
@@ -167,21 +235,26 @@ static void wq_attempt(wq *q)
     while (q->fifo && k < q->p.batch_max) {
         e = q->fifo;
         DL_DELETE(q->fifo, e);
-        HASH_DELETE(hh, q->map, e);
-        DL_APPEND(flight, e);
+        e->flight = e->pl;
+        e->pl = NULL;
+        q->n_queued--;
+        DL_APPEND2(flight, e, fprev, fnext);
         k++;
     }
     q->n_flight = k;
     pthread_mutex_unlock(&q->mu);
 
+    /* Unlocked: only this thread touches e->flight and the batch links;
+     * the loop thread may meanwhile hash new entries or set e->pl. */
     char err[256] = "";
     int rc = SQLITE_NOMEM;
     sdb_write *rows = calloc(k, sizeof *rows);
     if (rows) {
         size_t i = 0;
-        DL_FOREACH(flight, e) {
-            rows[i++] = (sdb_write){ .guid = e->guid, .id = e->id, .uuid = e->uuid, .uuid_len = e->uuid_len,
-                                     .pk = e->pk, .pk_len = e->pk_len, .ip = e->ip, .insert = e->insert };
+        DL_FOREACH2(flight, e, fnext) {
+            const wq_payload *f = e->flight;
+            rows[i++] = (sdb_write){ .guid = e->guid, .id = f->id, .uuid = f->uuid, .uuid_len = f->uuid_len,
+                                     .pk = f->pk, .pk_len = f->pk_len, .ip = f->ip, .insert = f->insert };
         }
         rc = sdb_apply(q->db, rows, k, err, sizeof err);
     } else {
@@ -191,19 +264,25 @@ static void wq_attempt(wq *q)
     pthread_mutex_lock(&q->mu);
     if (rc == SQLITE_OK) {
         size_t i = 0;
-        DL_FOREACH_SAFE(flight, e, tmp) {
+        DL_FOREACH_SAFE2(flight, e, tmp, fnext) {
+            wq_payload *f = e->flight;
             int r = rows[i++].result;
-            wq_report(q, e->id, r);
+            wq_report(q, f->id, r);
             if (r == 0) {
                 q->st.written++;
             } else {
                 q->st.rejected++;
                 /* the id first: SQLite's message may be long */
-                snprintf(q->st.last_reject, sizeof q->st.last_reject, "id %.64s: %.150s", e->id, err);
+                snprintf(q->st.last_reject, sizeof q->st.last_reject, "id %.64s: %.150s", f->id, err);
             }
-            DL_DELETE(flight, e);
-            q->bytes -= e->size;
-            free(e);
+            DL_DELETE2(flight, e, fprev, fnext);
+            q->bytes -= f->size;
+            wq_payload_free(f);
+            e->flight = NULL;
+            if (!e->pl) { /* nothing newer for this guid */
+                HASH_DELETE(hh, q->map, e);
+                free(e);
+            }
         }
         q->st.fail_streak = 0;
         q->backoff_ms = 0;
@@ -218,13 +297,13 @@ static void wq_attempt(wq *q)
             q->backoff_ms = q->p.retry_max_ms;
         q->retry_at_ms = wq_mono_ms() + q->backoff_ms;
         int status = sdb_errno_for(rc);
-        DL_FOREACH(flight, e) {
-            wq_report(q, e->id, status);
+        DL_FOREACH2(flight, e, fnext) {
+            wq_report(q, e->flight->id, status);
         }
         /* back to the front, in their original order */
         while (flight) {
-            e = flight->prev; /* the tail */
-            DL_DELETE(flight, e);
+            e = flight->fprev; /* the tail */
+            DL_DELETE2(flight, e, fprev, fnext);
             wq_requeue(q, e);
         }
     }
@@ -296,10 +375,12 @@ size_t wq_free(wq *q)
         pthread_mutex_unlock(&q->mu);
         pthread_join(q->thread, NULL);
     }
-    size_t dropped = HASH_COUNT(q->map);
+    size_t dropped = q->n_queued; /* the worker is gone: nothing in flight */
     wq_entry *e, *tmp;
     HASH_ITER(hh, q->map, e, tmp) {
         HASH_DELETE(hh, q->map, e);
+        wq_payload_free(e->pl);
+        wq_payload_free(e->flight);
         free(e);
     }
     for (wq_done *d = q->done, *n; d; d = n) {
@@ -320,36 +401,55 @@ int wq_put(wq *q, const rdv_peer_row *row, bool insert)
         row->pk_len > WQ_BLOB_MAX || (row->uuid_len && !row->uuid) || (row->pk_len && !row->pk))
         return -EINVAL;
     pthread_mutex_lock(&q->mu);
-    wq_entry *old = NULL;
-    HASH_FIND(hh, q->map, row->guid, 16, old);
+    wq_entry *e = wq_find(q, row->guid);
+    /* A write in flight is not merged into (the worker reads it): this one
+     * queues behind it, as a new row, and absorbs it if the attempt fails. */
+    wq_payload *old = e ? e->pl : NULL;
     int r = 0;
-    wq_entry *e = wq_entry_merge(old, row->guid, row->id, row->uuid, row->uuid_len, row->pk, row->pk_len, ip, insert);
-    if (!e) {
+    wq_payload *pl = wq_payload_merge(old, row->id, row->uuid, row->uuid_len, row->pk, row->pk_len, ip, insert);
+    if (!pl) {
         r = -ENOMEM;
-    } else if ((!old && HASH_COUNT(q->map) + q->n_flight >= q->p.max_pending) ||
-               q->bytes - (old ? old->size : 0) + e->size > q->p.max_pending_bytes) {
-        free(e);
+    } else if ((!old && q->n_queued + q->n_flight >= q->p.max_pending) ||
+               q->bytes - (old ? old->size : 0) + pl->size > q->p.max_pending_bytes) {
         r = -ENOBUFS;
     } else if (old) {
-        HASH_REPLACE(hh, q->map, guid, 16, e, old);
-        DL_REPLACE_ELEM(q->fifo, old, e);
-        q->bytes += e->size;
+        /* coalesce: swap the payload, the hashed entry and its place stay */
+        e->pl = pl;
+        q->bytes += pl->size;
         q->bytes -= old->size;
-        free(old);
+        wq_payload_free(old);
+        pl = NULL;
     } else {
-        HASH_ADD(hh, q->map, guid, 16, e);
+        if (!e) {
+            if (!(e = calloc(1, sizeof *e))) {
+                r = -ENOMEM;
+                goto out;
+            }
+            memcpy(e->guid, row->guid, 16);
+            HASH_ADD(hh, q->map, guid, 16, e);
+            if (!e->hh.tbl) { /* uthash rolled the add back */
+                free(e);
+                r = -ENOMEM;
+                goto out;
+            }
+        }
+        e->pl = pl;
+        pl = NULL;
         DL_APPEND(q->fifo, e);
-        q->bytes += e->size;
+        q->n_queued++;
+        q->bytes += e->pl->size;
         pthread_cond_signal(&q->wake);
     }
+out:
     pthread_mutex_unlock(&q->mu);
+    wq_payload_free(pl); /* not queued */
     return r;
 }
 
 size_t wq_pending(wq *q)
 {
     pthread_mutex_lock(&q->mu);
-    size_t n = HASH_COUNT(q->map) + q->n_flight;
+    size_t n = q->n_queued + q->n_flight;
     pthread_mutex_unlock(&q->mu);
     return n;
 }
@@ -360,9 +460,9 @@ int wq_flush(wq *q, uint64_t ms)
     uint64_t deadline = wq_mono_ms() + ms;
     q->retry_now = true;
     pthread_cond_signal(&q->wake);
-    while (HASH_COUNT(q->map) + q->n_flight > 0 && wq_mono_ms() < deadline)
+    while (q->n_queued + q->n_flight > 0 && wq_mono_ms() < deadline)
         wq_wait_until(&q->idle, &q->mu, deadline);
-    int r = HASH_COUNT(q->map) + q->n_flight ? -ETIMEDOUT : 0;
+    int r = q->n_queued + q->n_flight ? -ETIMEDOUT : 0;
     if (!r)
         q->retry_now = false; /* nothing left: a later failure backs off as usual */
     pthread_mutex_unlock(&q->mu);
@@ -383,7 +483,7 @@ void wq_stats_get(wq *q, wq_stats *out)
 {
     pthread_mutex_lock(&q->mu);
     *out = q->st;
-    out->pending = HASH_COUNT(q->map) + q->n_flight;
+    out->pending = q->n_queued + q->n_flight;
     out->pending_bytes = q->bytes;
     uint64_t now = wq_mono_ms();
     out->retry_in_ms = q->st.fail_streak && q->fifo && q->retry_at_ms > now ? q->retry_at_ms - now : 0;

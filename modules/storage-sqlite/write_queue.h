@@ -66,7 +66,8 @@ wq *wq_new(sdb *db, const wq_params *p, void (*notify)(void *ud), void *ud, int 
 size_t wq_free(wq *q);
 
 /* Queue a copy of row. Returns 0, -ENOBUFS (at a bound, nothing queued),
- * -EINVAL (missing id or a field over its maximum) or -ENOMEM. */
+ * -EINVAL (missing id or a field over its maximum) or -ENOMEM (out of
+ * memory: nothing changed, a write already queued for the guid stays). */
 int wq_put(wq *q, const rdv_peer_row *row, bool insert);
 size_t wq_pending(wq *q);
 /* Wake the worker for an immediate attempt (skipping the backoff once) and
@@ -78,5 +79,11 @@ void wq_stats_get(wq *q, wq_stats *out);
 void wq_set_reporting(wq *q, bool on);
 /* Detach the completions reported so far (caller frees each with free()). */
 wq_done *wq_take_done(wq *q);
+
+/* Test hook (unit suites; inert unless armed): the nth allocation uthash
+ * makes for the queue's table from now on fails, and every later one, until
+ * called with 0. wq_test_hash_allocs() counts those allocations. */
+void wq_test_hash_fail_from(unsigned long nth);
+unsigned long wq_test_hash_allocs(void);
 
 #endif

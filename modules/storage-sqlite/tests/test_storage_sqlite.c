@@ -843,3 +843,161 @@ Test(storage, admin_command_reports)
     cr_assert_not_null(strstr(out, "failed_attempts 0\n"), "%s", out);
     cr_assert_not_null(strstr(out, "last_error none\n"), "%s", out);
 }
+
+/* ---- out of memory (write_queue.c): uthash's allocations fail through the
+ * queue's test hook; the process must not exit and no queued write may be
+ * lost. On the code before the non-fatal mode each of these exited. */
+#include "../write_queue.h"
+
+static void oom_teardown(void)
+{
+    wq_test_hash_fail_from(0);
+    teardown();
+}
+
+TestSuite(storage_oom, .init = setup, .fini = oom_teardown, .timeout = 60);
+
+/* Creating the table: its header (1st allocation) or its buckets (2nd). */
+Test(storage_oom, first_put_refused_when_the_table_cannot_be_made)
+{
+    cr_assert_eq(load(NULL), 0);
+    for (unsigned long nth = 1; nth <= 2; nth++) {
+        wq_test_hash_fail_from(nth);
+        cr_assert_eq(put(1, "100000001", "u1", "P1", "1.1.1.1", true), -ENOMEM, "allocation %lu failing", nth);
+        cr_assert_eq(fc_counter(fc, "storage-sqlite.oom"), nth);
+        cr_assert_eq(gauge("pending"), 0);
+        cr_assert_eq(gauge("pending_bytes"), 0);
+    }
+    cr_assert(fc_log_contains(fc, "out of memory: write of peer 100000001 not queued"));
+    wq_test_hash_fail_from(0);
+    cr_assert_eq(put(1, "100000001", "u1", "P1", "1.1.1.1", true), 0);
+    cr_assert_eq(flush(5000), 0);
+    cr_assert_str_eq(db_text("select id || '|' || uuid || '|' || pk || '|' || info from peer"),
+                     "100000001|u1|P1|{\"ip\":\"1.1.1.1\"}");
+    cr_assert_eq(gauge("pending_bytes"), 0);
+}
+
+/* Growing the table: new rows are added until one lands in a bucket at
+ * uthash's expansion threshold; that one is refused, the others stay, and
+ * pending writes still coalesce (a replacement needs no allocation). */
+Test(storage_oom, row_that_would_grow_the_table_is_refused_the_rest_kept)
+{
+    cr_assert_eq(load("retry_min_ms=60000\nretry_max_ms=60000\n"), 0);
+    stall_writer(); /* 1 pending: the table exists */
+    wq_test_hash_fail_from(1);
+    unsigned long allocs = wq_test_hash_allocs();
+    char id[32], pk[32];
+    int n, r = 0;
+    uint64_t bytes = 0;
+    for (n = 1; n <= 3000; n++) {
+        bytes = gauge("pending_bytes");
+        snprintf(id, sizeof id, "7%08d", n);
+        if ((r = put(n, id, "uuid", "pk", "", true)) != 0)
+            break;
+    }
+    cr_assert_eq(r, -ENOMEM, "no put reached an expansion in 3000 rows (%d)", r);
+    cr_assert_gt(n, 10, "the table grew after %d rows only", n);
+    cr_assert_eq(wq_test_hash_allocs(), allocs + 1, "one expansion was attempted");
+    cr_assert_eq(fc_counter(fc, "storage-sqlite.oom"), 1);
+    cr_assert_eq(gauge("pending"), (uint64_t)n, "stall + %d accepted", n - 1);
+    cr_assert_eq(gauge("pending_bytes"), bytes, "the refused row is not accounted");
+    /* every accepted row is replaced in place while allocations still fail */
+    for (int i = 1; i < n; i++) {
+        snprintf(id, sizeof id, "7%08d", i);
+        snprintf(pk, sizeof pk, "pk2-%d", i);
+        cr_assert_eq(put(i, id, NULL, pk, "9.9.9.9", false), 0);
+    }
+    cr_assert_eq(wq_test_hash_allocs(), allocs + 1, "a replacement allocated");
+    cr_assert_eq(gauge("pending"), (uint64_t)n);
+    wq_test_hash_fail_from(0);
+    snprintf(id, sizeof id, "7%08d", n);
+    cr_assert_eq(put(n, id, "uuid", "pk", "", true), 0, "memory is back: the table grows");
+    unstall_writer();
+    cr_assert_eq(flush(5000), 0);
+    cr_assert_eq(db_long("select count(*) from peer"), n + 1);
+    cr_assert_eq(db_long("select count(*) from peer where cast(uuid as text) = 'uuid' and "
+                         "cast(pk as text) like 'pk2-%' and info = '{\"ip\":\"9.9.9.9\"}'"),
+                 n - 1, "the inserts carry the later updates");
+    cr_assert_eq(gauge("pending_bytes"), 0);
+}
+
+/* A replacement used to delete the pending write and then add the new one:
+ * in a table of one row the delete freed the table, the add had to make it
+ * again, and failing there lost the pending insert (or exited). */
+Test(storage_oom, replacing_the_only_pending_write_keeps_the_insert)
+{
+    cr_assert_eq(load("retry_min_ms=60000\nretry_max_ms=60000\n"), 0);
+    exec_hook("pragma query_only = on");
+    cr_assert_eq(put(1, "200000001", "uuid-1", "pk-1", "1.1.1.1", true), 0);
+    wait_gauge("failed", 1); /* the insert is back in the queue, alone */
+    wq_test_hash_fail_from(1);
+    unsigned long allocs = wq_test_hash_allocs();
+    cr_assert_eq(put(1, "200000001", NULL, "pk-2", "2.2.2.2", false), 0);
+    cr_assert_eq(put(1, "200000001", NULL, "pk-3", "3.3.3.3", false), 0);
+    cr_assert_eq(wq_test_hash_allocs(), allocs, "a replacement allocated");
+    cr_assert_eq(gauge("pending"), 1);
+    cr_assert_eq(fc_counter(fc, "storage-sqlite.oom"), 0);
+    unstall_writer();
+    cr_assert_eq(flush(5000), 0);
+    cr_assert_str_eq(db_text("select count(*) || '|' || uuid || '|' || pk || '|' || info from peer"),
+                     "1|uuid-1|pk-3|{\"ip\":\"3.3.3.3\"}");
+    cr_assert_eq(gauge("pending_bytes"), 0);
+}
+
+/* A failed batch goes back into the queue on the worker thread: this needs
+ * no allocation, so no row can be lost there. */
+Test(storage_oom, failed_batch_goes_back_without_allocating)
+{
+    cr_assert_eq(load("retry_min_ms=10\nretry_max_ms=20\n"), 0);
+    exec_hook("pragma query_only = on");
+    char id[32];
+    for (int i = 1; i <= 5; i++) {
+        snprintf(id, sizeof id, "30000000%d", i);
+        cr_assert_eq(put(i, id, "u", "p", "", true), 0);
+    }
+    wait_gauge("failed", 1);
+    wq_test_hash_fail_from(1);
+    unsigned long allocs = wq_test_hash_allocs();
+    wait_gauge("failed", gauge("failed") + 3); /* batches taken out and put back, armed */
+    cr_assert_eq(gauge("pending"), 5);
+    cr_assert_eq(put(3, "300000003", NULL, "p3", "3.3.3.3", false), 0, "an update is still taken");
+    unstall_writer();
+    cr_assert_eq(flush(5000), 0, "written while allocations still fail");
+    cr_assert_eq(wq_test_hash_allocs(), allocs, "the queue allocated for its table");
+    cr_assert_eq(db_long("select count(*) from peer"), 5);
+    cr_assert_str_eq(db_text("select pk || info from peer where id = '300000003'"), "p3{\"ip\":\"3.3.3.3\"}");
+    cr_assert_eq(gauge("pending"), 0);
+    cr_assert_eq(gauge("pending_bytes"), 0);
+}
+
+/* Updates put while the insert is being written (held by another
+ * connection's lock), then the attempt fails: on requeue each update absorbs
+ * the insert (an insert stays an insert and keeps its uuid) without any
+ * allocation, twice in a row (the second merge takes over the bytes' owner). */
+Test(storage_oom, writes_put_during_a_failing_attempt_absorb_it_without_allocating)
+{
+    cr_assert_eq(load("busy_ms=800\nretry_min_ms=60000\nretry_max_ms=60000\n"), 0);
+    sqlite3 *other = db_open();
+    db_exec(other, "begin immediate");
+    cr_assert_eq(put(1, "200000001", "uuid-1", "pk-1", "1.1.1.1", true), 0);
+    usleep(200 * 1000); /* the worker holds the insert, waiting for the lock */
+    wq_test_hash_fail_from(1);
+    unsigned long allocs = wq_test_hash_allocs();
+    cr_assert_eq(put(1, "200000001", NULL, "pk-2", "2.2.2.2", false), 0);
+    cr_assert_eq(gauge("pending"), 2, "the update did not queue behind the write in flight");
+    wait_gauge("failed", 1);
+    cr_assert_eq(gauge("pending"), 1, "the update absorbs the failed insert");
+    /* again: the merged write is in flight, another update comes, it fails */
+    cr_assert_eq(flush(100), -ETIMEDOUT);
+    cr_assert_eq(put(1, "200000001", NULL, "pk-3", "3.3.3.3", false), 0);
+    cr_assert_eq(gauge("pending"), 2);
+    wait_gauge("failed", 2);
+    cr_assert_eq(gauge("pending"), 1);
+    cr_assert_eq(wq_test_hash_allocs(), allocs, "the queue allocated for its table");
+    db_exec(other, "commit");
+    sqlite3_close(other);
+    cr_assert_eq(flush(5000), 0);
+    cr_assert_str_eq(db_text("select count(*) || '|' || uuid || '|' || pk || '|' || info from peer"),
+                     "1|uuid-1|pk-3|{\"ip\":\"3.3.3.3\"}");
+    cr_assert_eq(gauge("pending_bytes"), 0);
+}

@@ -56,6 +56,12 @@ const rdv_setting relay_settings[] = {
                     "message mode: largest frame/message, bytes"),
     RDV_SETTING_INT(relay_cfg, message_queue, 1048576, 65536, 268435456, RELOAD,
                     "message mode: unsent bytes per direction before the sender is paused"),
+    RDV_SETTING_INT(relay_cfg, message_total, 268435456, 65536, 68719476736LL, RELOAD,
+                    "message mode: bytes all pairs may hold in TCP sides' incomplete frames and in queued messages; "
+                    "a side whose growth would pass it ends its pair; at least message_max"),
+    RDV_SETTING_INT(relay_cfg, message_timeout_ms, 120000, 1000, 3600000, RELOAD,
+                    "message mode: a TCP side's frame must be complete this long after its first bytes, ms "
+                    "(time paused for a slow partner does not count)"),
     RDV_SETTING_STRING(relay_cfg, ws_listener, "relay-ws", RELOAD,
                        "websocket-transport's relay listener: its blocklisted clients are refused at accept"),
     RDV_SETTING_INT(relay_cfg, early_total, 67108864, 65536, 17179869184LL, RELOAD,
@@ -82,6 +88,13 @@ static int relay_validate(const void *cfg_, char *err, size_t errlen)
                  (long long)cfg->pipe_size);
         return -EINVAL;
     }
+    if (cfg->message_max > cfg->message_total) {
+        snprintf(err, errlen,
+                 "relay.message_max = %lld is larger than relay.message_total = %lld: one such message could never "
+                 "be held; raise message_total or lower message_max",
+                 (long long)cfg->message_max, (long long)cfg->message_total);
+        return -EINVAL;
+    }
     if (strlen(cfg->key) >= sizeof(((relay *)0)->key)) {
         snprintf(err, errlen, "relay.key: longer than %zu bytes", sizeof(((relay *)0)->key) - 1);
         return -EINVAL;
@@ -102,7 +115,8 @@ RELAY_GAUGE(pipes_in_use, r->pipes_in_use)
 RELAY_GAUGE(pipes_pooled, r->npipes)
 RELAY_GAUGE(blacklist_entries, r->black.n)
 RELAY_GAUGE(blocklist_entries, r->block.n)
-RELAY_GAUGE(buffered_bytes, relay_buffered(r))
+RELAY_GAUGE(buffered_bytes, r->early_bytes + r->msg_bytes)
+RELAY_GAUGE(message_bytes, r->msg_bytes)
 RELAY_GAUGE(console_open, r->nconsoles)
 RELAY_GAUGE(ws_open, r->nws)
 
@@ -133,11 +147,15 @@ static void relay_stats_init(relay *r)
     s->bytes_e2l = counter(c, "bytes_early_to_late", "bytes relayed from the waiting side to the late side");
     s->bytes_l2e = counter(c, "bytes_late_to_early", "bytes relayed from the late side to the waiting side");
     static const char *const endn[] = { NULL, "closed_eof", "closed_error", "closed_idle", "closed_stall",
-                                        "closed_blocked", "closed_nomem", "closed_shutdown" };
+                                        "closed_blocked", "closed_nomem", "closed_message_total",
+                                        "closed_message_timeout", "closed_shutdown" };
     static const char *const endh[] = { NULL, "pairs ended by a side's FIN", "pairs ended by an error or RST",
                                         "pairs ended idle", "pairs ended: writes stalled",
                                         "pairs ended or refused as they formed: a side was blocklisted", "pairs ended: out of memory",
+                                        "message-mode pairs ended: a side's growth would pass relay.message_total",
+                                        "message-mode pairs ended: a TCP side's frame took over message_timeout_ms",
                                         "pairs ended by shutdown" };
+    _Static_assert(sizeof endn / sizeof endn[0] == RELAY_END_SHUTDOWN + 1, "a name for every relay_end");
     for (int i = RELAY_END_EOF; i <= RELAY_END_SHUTDOWN; i++)
         s->end[i] = counter(c, endn[i], endh[i]);
     s->throttle_events = counter(c, "throttle_events", "times a pair waited for bandwidth tokens");
@@ -160,7 +178,10 @@ static void relay_stats_init(relay *r)
         { "pipes_pooled", relay_g_pipes_pooled, "empty pipes kept for reuse" },
         { "blacklist_entries", relay_g_blacklist_entries, "blacklist size" },
         { "blocklist_entries", relay_g_blocklist_entries, "blocklist size" },
-        { "buffered_bytes", relay_g_buffered_bytes, "user-space bytes held (early bytes, message queues)" },
+        { "buffered_bytes", relay_g_buffered_bytes,
+          "user-space bytes held for pairs: early bytes (early_total) + message_bytes (message_total)" },
+        { "message_bytes", relay_g_message_bytes,
+          "message mode: bytes in TCP sides' frame buffers and queued messages (relay.message_total)" },
         { "console_open", relay_g_console_open, "loopback console sessions open" },
         { "ws_open", relay_g_ws_open, "WebSocket sides held (waiting or paired)" },
     };

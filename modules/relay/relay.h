@@ -44,6 +44,7 @@ typedef struct relay_cfg {
     bool message_mode;
     char *ws_listener;
     int64_t message_max, message_queue;
+    int64_t message_total, message_timeout_ms;
     int64_t early_total;
 } relay_cfg;
 
@@ -150,6 +151,8 @@ typedef enum relay_end {
     RELAY_END_STALL,     /* no write progress for stall_timeout_ms */
     RELAY_END_BLOCKED,   /* a side's IP was blocklisted */
     RELAY_END_NOMEM,     /* out of memory / descriptors */
+    RELAY_END_MSG_TOTAL, /* message mode: a side's growth would pass relay.message_total */
+    RELAY_END_MSG_TIMEOUT, /* message mode: a frame incomplete for message_timeout_ms */
     RELAY_END_SHUTDOWN,
 } relay_end;
 
@@ -195,6 +198,7 @@ struct relay_pair {
             relay_ep *ep[2];
             bool bp[2];          /* side i paused: its partner's queue is full */
             int8_t eof_side;     /* side that said EOF (-1: none): flush the other, then end */
+            size_t qseen[2];     /* side i's queued() at the last tick: a fall is write progress */
         } msg;
     } u;
 };
@@ -214,8 +218,6 @@ bool relay_pair_resume(relay *r, relay_pair *p);
 void relay_raw_close(relay *r, relay_pair *p);
 bool relay_raw_resume(relay *r, relay_pair *p);
 bool relay_raw_pending(const relay_pair *p, int d);
-/* Bytes buffered in user space by all pairs (early bytes, message queues). */
-uint64_t relay_buffered(const relay *r);
 
 /* Pipe pool: empty pipes are shared, so idle pairs hold none. */
 int relay_pipe_get(relay *r, int *pr, int *pw, uint32_t *cap);
@@ -237,8 +239,12 @@ typedef struct relay_ep_ops {
     /* Stop / resume delivering incoming messages. Resuming may deliver
      * buffered ones at once: returns RELAY_EP_GONE if the pair ended. */
     int (*set_reading)(relay_ep *ep, bool on);
-    /* User-space bytes held (input and output buffers), for stats. */
-    size_t (*buffered)(const relay_ep *ep);
+    /* When the frame being received began (0: none, or not reading). NULL:
+     * the endpoint's transport keeps its own deadline (WebSocket). */
+    uint64_t (*partial_since)(const relay_ep *ep);
+    /* Re-read what the endpoint holds, for a queue that drains outside the
+     * module (the core's write queue of a WebSocket side). Optional. */
+    void (*sync)(relay_ep *ep);
     /* Close the connection and free the endpoint. */
     void (*destroy)(relay_ep *ep);
 } relay_ep_ops;
@@ -248,9 +254,19 @@ struct relay_ep {
     relay *r;
     relay_pair *pair;     /* set once paired */
     relay_waiter *waiter; /* set while waiting */
+    size_t held;          /* bytes charged to r->msg_bytes (relay.message_total) */
     int side;
     bool reading;
 };
+
+/* relay.message_total: every message-mode buffer an endpoint keeps (TCP
+ * input and output buffers, the queue of a WebSocket side) is charged here.
+ * Set ep's share to n bytes. With check, a share that grows past
+ * message_total is refused (false, nothing changed): the caller ends the
+ * pair (RELAY_END_MSG_TOTAL). Shrinking always succeeds. */
+bool relay_ep_hold(relay_ep *ep, size_t n, bool check);
+/* Would ep's share of n bytes fit? */
+bool relay_ep_fits(const relay_ep *ep, size_t n);
 
 /* Endpoint -> relay. Return values tell the endpoint whether it may go on:
  * RELAY_EP_GO (keep delivering), RELAY_EP_STOP (reading was paused),
@@ -269,7 +285,11 @@ relay_pair *relay_pair_msg_new(relay *r, relay_ep *ep[2], const rdv_addr addr[2]
 void relay_msg_close(relay *r, relay_pair *p);
 bool relay_msg_resume(relay *r, relay_pair *p);
 bool relay_msg_pending(const relay_pair *p, int side);
-uint64_t relay_msg_buffered(const relay_pair *p);
+/* The tick's look at a message pair: a destination queue that fell since
+ * the last tick made write progress (a WebSocket side tells us only when
+ * its queue is empty); a frame incomplete for message_timeout_ms ends the
+ * pair. Returns false if the pair ended. */
+bool relay_msg_tick(relay *r, relay_pair *p, uint64_t now);
 
 /* A TCP endpoint over a detached socket; early bytes are parsed first. */
 relay_ep *relay_ep_tcp_new(relay *r, int fd, const uint8_t *early, size_t early_len);
@@ -410,6 +430,7 @@ struct relay {
 
     uint64_t awaiting;               /* connections before their first frame */
     uint64_t early_bytes;            /* user-space bytes held for pairs/waiters */
+    uint64_t msg_bytes;              /* message-mode buffers (relay.message_total) */
     uint8_t *scratch;                /* conn_detach buffer */
     size_t scratch_cap;
     uint8_t *arena_mem;

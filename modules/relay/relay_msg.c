@@ -5,7 +5,14 @@
  * the rest are sent to the partner, accounted on the buckets (which may go
  * negative: the pair then pauses until the refill timer repays the deficit,
  * §6.2). Back-pressure (§4.6): when the partner's queue reaches
- * relay.message_queue the source stops reading until it drains to half. */
+ * relay.message_queue the source stops reading until it drains to half.
+ *
+ * Memory: each pair is bounded (message_max, message_queue), and their sum
+ * by relay.message_total: every buffer an endpoint keeps is charged to
+ * r->msg_bytes (relay_ep_hold); the side whose growth would pass the total
+ * ends its pair. A TCP side's incomplete frame has message_timeout_ms to
+ * complete, so a client cannot hold its share for ever by dribbling. */
+#include <errno.h>
 #include <stdlib.h>
 
 #include "relay.h"
@@ -31,10 +38,45 @@ bool relay_msg_pending(const relay_pair *p, int side)
     return dst->ops->queued(dst) > 0;
 }
 
-uint64_t relay_msg_buffered(const relay_pair *p)
+bool relay_ep_fits(const relay_ep *ep, size_t n)
 {
-    const relay_ep *a = p->u.msg.ep[0], *b = p->u.msg.ep[1];
-    return a->ops->buffered(a) + b->ops->buffered(b);
+    const relay *r = ep->r;
+    return n <= ep->held || r->msg_bytes - ep->held + n <= (uint64_t)r->cfg->message_total;
+}
+
+bool relay_ep_hold(relay_ep *ep, size_t n, bool check)
+{
+    if (check && !relay_ep_fits(ep, n))
+        return false;
+    ep->r->msg_bytes = ep->r->msg_bytes - ep->held + n;
+    ep->held = n;
+    return true;
+}
+
+bool relay_msg_tick(relay *r, relay_pair *p, uint64_t now)
+{
+    uint64_t limit = (uint64_t)r->cfg->message_timeout_ms;
+    for (int i = 0; i < 2; i++) {
+        relay_ep *ep = p->u.msg.ep[i];
+        if (ep->ops->sync)
+            ep->ops->sync(ep);
+        /* relay.md §4.6 "no write progress": a queue that went down was
+         * written to, even if it never drained to empty. */
+        size_t q = ep->ops->queued(ep);
+        if (q < p->u.msg.qseen[i])
+            p->out_ms = now;
+        p->u.msg.qseen[i] = q;
+        uint64_t since = ep->ops->partial_since ? ep->ops->partial_since(ep) : 0;
+        if (since && now - since >= limit) {
+            char a[RDV_ADDR_STRLEN];
+            RDV_LOG_RL(r->core, RDV_LOG_INFO,
+                       "pair with %s ended: a frame from it was incomplete for %lld ms (relay.message_timeout_ms)",
+                       rdv_addr_str(&p->addr[i], a, sizeof a), (long long)limit);
+            relay_pair_end(r, p, RELAY_END_MSG_TIMEOUT);
+            return false;
+        }
+    }
+    return true;
 }
 
 int relay_msg_input(relay_ep *ep, const uint8_t *msg, size_t n)
@@ -49,8 +91,9 @@ int relay_msg_input(relay_ep *ep, const uint8_t *msg, size_t n)
         return RELAY_EP_GO;
     }
     relay_ep *dst = p->u.msg.ep[!ep->side];
-    if (dst->ops->send(dst, msg, n) < 0) {
-        relay_pair_end(r, p, RELAY_END_ERROR);
+    int e = dst->ops->send(dst, msg, n);
+    if (e < 0) {
+        relay_pair_end(r, p, e == -EDQUOT ? RELAY_END_MSG_TOTAL : RELAY_END_ERROR);
         return RELAY_EP_GONE;
     }
     p->out_ms = now;

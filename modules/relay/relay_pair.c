@@ -38,6 +38,14 @@ void relay_pair_init(relay *r, relay_pair *p, const rdv_addr addr[2])
 
 void relay_pair_end(relay *r, relay_pair *p, relay_end why)
 {
+    if (why == RELAY_END_MSG_TOTAL) {
+        char a[RDV_ADDR_STRLEN], b[RDV_ADDR_STRLEN];
+        RDV_LOG_RL(r->core, RDV_LOG_WARN,
+                   "relay.message_total=%lld bytes held by message-mode pairs (conf.d/40-relay.conf): pair %s / %s "
+                   "ended",
+                   (long long)r->cfg->message_total, rdv_addr_str(&p->addr[0], a, sizeof a),
+                   rdv_addr_str(&p->addr[1], b, sizeof b));
+    }
     relay_unthrottle(r, p);
     if (p->prev)
         p->prev->next = p->next;
@@ -66,7 +74,9 @@ static bool relay_pair_pending(const relay_pair *p, int d)
 
 /* Every second: idle pairs (nothing received and nothing written for
  * idle_timeout_ms) and stalled ones (data pending, no write progress for
- * stall_timeout_ms) end; quiet pairs get their accounting tick. */
+ * stall_timeout_ms) end; quiet pairs get their accounting tick. Message
+ * pairs first note queues that went down (progress) and incomplete frames
+ * past message_timeout_ms. */
 void relay_tick_cb(void *ud)
 {
     relay *r = ud;
@@ -74,6 +84,8 @@ void relay_tick_cb(void *ud)
     uint64_t idle = (uint64_t)r->cfg->idle_timeout_ms, stall = (uint64_t)r->cfg->stall_timeout_ms;
     for (relay_pair *p = r->pairs, *next; p; p = next) {
         next = p->next;
+        if (p->mode == RELAY_MODE_MSG && !relay_msg_tick(r, p, now))
+            continue;
         /* Stall first: with data pending, a quiet pair is a stuck reader. */
         if ((relay_pair_pending(p, 0) || relay_pair_pending(p, 1)) && now - p->out_ms >= stall) {
             relay_pair_end(r, p, RELAY_END_STALL);
@@ -88,13 +100,4 @@ void relay_tick_cb(void *ud)
             relay_raw_trim(r, p, now);
         relay_pair_tick(r, p, now);
     }
-}
-
-uint64_t relay_buffered(const relay *r)
-{
-    uint64_t n = r->early_bytes;
-    for (const relay_pair *p = r->pairs; p; p = p->next)
-        if (p->mode == RELAY_MODE_MSG)
-            n += relay_msg_buffered(p);
-    return n;
 }

@@ -82,18 +82,6 @@ static void relay_ws_defer(relay *r, relay_ep_ws *w, int kind)
 }
 
 /* ------------------------------------------------------------------ endpoint ops */
-static int relay_ws_send(relay_ep *ep, const uint8_t *p, size_t n)
-{
-    relay_ep_ws *w = relay_ws_of(ep);
-    relay *r = ep->r;
-    if (w->gone)
-        return -ENOTCONN;
-    r->ws_depth++;
-    int e = w->ops->send(w->tp, w->id, p, n);
-    r->ws_depth--;
-    return e;
-}
-
 static size_t relay_ws_queued(const relay_ep *ep)
 {
     const relay_ep_ws *w = (const relay_ep_ws *)ep;
@@ -102,7 +90,28 @@ static size_t relay_ws_queued(const relay_ep *ep)
     return !w->gone && core->api->conn_info(core, w->id, &info) == 0 ? info.wqueue : 0;
 }
 
-static size_t relay_ws_buffered(const relay_ep *ep) { return relay_ws_queued(ep); }
+/* What we sent and the core has not written yet counts against
+ * relay.message_total. The core tells us only when the queue is empty
+ * (side_drain), so between looks (each send, drain and tick) the charge
+ * is what was queued at the last look: never less than the truth. */
+static void relay_ws_sync(relay_ep *ep) { relay_ep_hold(ep, relay_ws_queued(ep), false); }
+
+static int relay_ws_send(relay_ep *ep, const uint8_t *p, size_t n)
+{
+    relay_ep_ws *w = relay_ws_of(ep);
+    relay *r = ep->r;
+    if (w->gone)
+        return -ENOTCONN;
+    size_t q = relay_ws_queued(ep);
+    relay_ep_hold(ep, q, false);
+    if (!relay_ep_fits(ep, q + n))
+        return -EDQUOT; /* the pair ends (RELAY_END_MSG_TOTAL) */
+    r->ws_depth++;
+    int e = w->ops->send(w->tp, w->id, p, n);
+    r->ws_depth--;
+    relay_ws_sync(ep);
+    return e;
+}
 
 /* Pausing is immediate; resuming delivers held messages first, in order,
  * then asks the transport to read again from the timer. */
@@ -144,6 +153,7 @@ static void relay_ws_destroy(relay_ep *ep)
 {
     relay_ep_ws *w = relay_ws_of(ep);
     relay *r = ep->r;
+    relay_ep_hold(ep, 0, false); /* the core's queue is the core's from now */
     HASH_DEL(r->ws_sides, w);
     r->nws--;
     relay_ws_drop_held(w);
@@ -161,7 +171,7 @@ static const relay_ep_ops relay_ws_ep_ops = {
     .send = relay_ws_send,
     .queued = relay_ws_queued,
     .set_reading = relay_ws_set_reading,
-    .buffered = relay_ws_buffered,
+    .sync = relay_ws_sync,
     .destroy = relay_ws_destroy,
 };
 
@@ -248,8 +258,10 @@ static void relay_ws_side_activity(void *self, rdv_conn_id id)
 static void relay_ws_side_drain(void *self, rdv_conn_id id)
 {
     relay_ep_ws *w = relay_ws_find(self, id);
-    if (w)
+    if (w) {
+        relay_ws_sync(&w->base);
         relay_msg_drained(&w->base);
+    }
 }
 
 static void relay_ws_side_closed(void *self, rdv_conn_id id)

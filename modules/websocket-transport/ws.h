@@ -115,6 +115,8 @@ typedef struct ws_cfg {
     int64_t relay_first_max;
     int64_t relay_max_frame;
     int64_t relay_max_message;
+    int64_t buffer_total;
+    int64_t message_timeout_ms;
 } ws_cfg;
 
 typedef enum ws_port_kind { WS_PORT_RENDEZVOUS, WS_PORT_RELAY } ws_port_kind;
@@ -151,8 +153,9 @@ typedef struct ws_conn {
     bool fctrl;                 /* the frame being read is a control frame (wslay keeps those) */
     bool mskip;                 /* its payload is not kept (text, or after an error) */
     uint64_t mlen;              /* bytes so far */
+    uint64_t mstart_ms;         /* when it began, or when we last resumed reading it */
     uint8_t *msg;
-    size_t mcap;
+    size_t mcap;                /* its buffer, counted in ws_mod.buf_bytes (buffer_total) */
     uint64_t msg_limit;         /* whole-message cap, checked from each frame header */
     uint8_t held[14];           /* a frame header wslay sent with MSG_MORE, joined with its payload */
     uint8_t nheld;
@@ -163,11 +166,13 @@ typedef struct ws_conn {
     uint64_t last_ms;           /* last activity, or when our close frame was queued */
     bool relay_owned;           /* handed to the relay: it owns timers and pairing */
     bool paused;                /* relay back-pressure */
+    uint64_t paused_ms;         /* since when (message_timeout_ms does not run meanwhile) */
     bool core_paused;           /* we asked the core to stop reading */
     bool resume_pending;        /* resumed from inside our own input: finish from the timer */
     bool in_data;               /* wslay_event_recv is running (it must not nest) */
     bool got_message;           /* relay port: the first binary message arrived */
-    rdv_timer *timer;           /* handshake, idle or close deadline */
+    rdv_timer *timer;           /* handshake, idle, message or close deadline; deferred resume */
+    uint64_t due;               /* when the timer is armed to fire (0: stopped) */
     int busy;                   /* callbacks in progress: free only at 0 */
     bool dead;                  /* the core closed it; free when busy drops to 0 */
     UT_hash_handle hh;
@@ -181,6 +186,7 @@ typedef struct ws_stats {
     uint64_t *msg_binary, *msg_text, *ping, *pong, *bytes_in;
     uint64_t *closed_peer, *closed_protocol, *closed_too_big, *closed_bad_utf8, *closed_dispatch;
     uint64_t *closed_idle, *closed_close_timeout, *closed_shutdown, *closed_error;
+    uint64_t *closed_buffer_total, *closed_message_timeout;
     uint64_t *relay_handoff, *relay_refused;
 } ws_stats;
 
@@ -193,6 +199,7 @@ struct ws_mod {
     ws_port rdv_port, relay_port;
     ws_conn *conns;             /* uthash by id */
     size_t nconns, nhandshake, nrelay;
+    uint64_t buf_bytes;         /* reassembly buffers of all connections (buffer_total) */
     const rdv_relay_ws_api *relay; /* NULL when no relay module provides it */
     void *relay_self;
     bool stopping;

@@ -10,6 +10,15 @@
  * before anything is stored, but the buffer grows only as payload arrives:
  * a declared length costs nothing until the bytes are really sent.
  *
+ * Every reassembly buffer counts in m->buf_bytes, bounded by buffer_total:
+ * a connection whose message would grow it past the total is closed with
+ * 1013 (try again later: the server is short of room, the message is not
+ * too big as 1009 would say). A message must also be complete within
+ * message_timeout_ms of its first frame (1008), so pings cannot keep a part
+ * message, and its share of the total, held for ever. Both are O(1) per
+ * event: the deadline rides on the connection's timer, armed only when it
+ * comes sooner than the one already set.
+ *
  * Rendezvous port: each binary message goes to api->conn_dispatch (ACCESS +
  * dispatch table, transport RDV_TR_WS); replies come back through the codec
  * installed after the upgrade, which writes a binary frame header.
@@ -27,6 +36,7 @@
 #include "ws.h"
 
 #define WS_MSG_KEEP 4096 /* reassembly buffer kept between messages */
+#define WS_CODE_TRY_AGAIN_LATER 1013 /* RFC 6455 §7.4.2 (IANA registry): buffer_total reached */
 
 /* ------------------------------------------------------------------ lookup, lifetime */
 static ws_conn *ws_find(ws_mod *m, rdv_conn_id id)
@@ -36,12 +46,20 @@ static ws_conn *ws_find(ws_mod *m, rdv_conn_id id)
     return c;
 }
 
+/* Give the reassembly buffer back (and its share of buffer_total). */
+static void ws_msg_free(ws_conn *c)
+{
+    c->m->buf_bytes -= c->mcap;
+    free(c->msg);
+    c->msg = NULL, c->mcap = 0;
+}
+
 static void ws_free(ws_conn *c)
 {
     c->m->core->api->timer_free(c->timer);
     if (c->ev)
         wslay_event_context_free(c->ev);
-    free(c->msg);
+    ws_msg_free(c);
     free(c);
 }
 
@@ -59,8 +77,17 @@ static rdv_core *ws_core(ws_conn *c) { return c->m->core; }
 static bool ws_is_relay(ws_conn *c) { return c->port->kind == WS_PORT_RELAY; }
 
 /* ------------------------------------------------------------------ deadlines */
+/* A data message in assembly must be complete by then (0: none). Not while
+ * the relay has paused the side: then we are the ones not reading. */
+static uint64_t ws_message_deadline(const ws_conn *c)
+{
+    if (!c->mop || c->phase != WS_OPEN || c->paused)
+        return 0;
+    return c->mstart_ms + (uint64_t)c->m->cfg->message_timeout_ms;
+}
+
 /* When the current phase times out (0 = never: the relay owns the timers). */
-static uint64_t ws_deadline(ws_conn *c)
+static uint64_t ws_phase_deadline(ws_conn *c)
 {
     const ws_cfg *cfg = c->m->cfg;
     switch (c->phase) {
@@ -82,15 +109,36 @@ static uint64_t ws_deadline(ws_conn *c)
     return 0;
 }
 
+/* The earliest deadline (0: none); a deferred resume is due at once. */
+static uint64_t ws_deadline(ws_conn *c, uint64_t now)
+{
+    if (c->resume_pending)
+        return now;
+    uint64_t due = ws_phase_deadline(c), md = ws_message_deadline(c);
+    return md && (!due || md < due) ? md : due;
+}
+
 static void ws_arm(ws_conn *c)
 {
     const rdv_core_api *api = ws_api(c);
-    uint64_t due = ws_deadline(c), now = api->now_ms(ws_core(c));
+    uint64_t now = api->now_ms(ws_core(c)), due = ws_deadline(c, now);
     if (!due || c->close_asked) {
         api->timer_stop(c->timer);
+        c->due = 0;
         return;
     }
     api->timer_start(c->timer, due > now ? due - now : 0, 0);
+    c->due = due > now ? due : now;
+}
+
+/* Arm only if the deadline is sooner than the one set: a later one is
+ * found when the timer fires, so a stream of messages costs no timer
+ * operation per message. */
+static void ws_rearm(ws_conn *c)
+{
+    uint64_t due = ws_deadline(c, ws_api(c)->now_ms(ws_core(c)));
+    if (due && (!c->due || due < c->due))
+        ws_arm(c);
 }
 
 /* ------------------------------------------------------------------ closing */
@@ -166,6 +214,7 @@ static void ws_count_close_code(ws_conn *c, uint16_t code)
 {
     ws_stats *st = &c->m->st;
     switch (code) {
+    case WS_CODE_TRY_AGAIN_LATER: return; /* counted and logged where decided (ws_over_budget) */
     case WSLAY_CODE_MESSAGE_TOO_BIG: (*st->closed_too_big)++; break;
     case WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA: (*st->closed_bad_utf8)++; break;
     default: (*st->closed_protocol)++; break;
@@ -295,7 +344,9 @@ static ssize_t ws_send_cb(wslay_event_context_ptr ev, const uint8_t *data, size_
 }
 
 /* Grow the message buffer to hold need bytes (need <= msg_limit, checked).
- * Called as payload arrives, never from a header's declared length. */
+ * Called as payload arrives, never from a header's declared length. With
+ * every other buffer it must fit in buffer_total: if doubling would pass
+ * it, exactly `need` is tried; else -EDQUOT. */
 static int ws_reserve(ws_conn *c, uint64_t need)
 {
     if (need <= c->mcap)
@@ -305,11 +356,33 @@ static int ws_reserve(ws_conn *c, uint64_t need)
         cap *= 2; /* doubling: many small fragments cost O(n) copies, not O(n^2) */
     if (cap > c->msg_limit)
         cap = need > c->msg_limit ? need : c->msg_limit;
+    ws_mod *m = c->m;
+    uint64_t others = m->buf_bytes - c->mcap, total = (uint64_t)m->cfg->buffer_total;
+    if (others + cap > total) {
+        if (others + need > total)
+            return -EDQUOT;
+        cap = need;
+    }
     uint8_t *nb = realloc(c->msg, (size_t)cap);
     if (!nb)
         return -ENOMEM;
+    m->buf_bytes = others + cap;
     c->msg = nb, c->mcap = (size_t)cap;
     return 0;
+}
+
+/* buffer_total reached: this connection is the one growing. */
+static void ws_over_budget(ws_conn *c)
+{
+    ws_mod *m = c->m;
+    char a[RDV_ADDR_STRLEN];
+    (*m->st.closed_buffer_total)++;
+    RDV_LOG_RL(m->core, RDV_LOG_WARN,
+               "websocket-transport.buffer_total=%lld bytes held by partly received messages "
+               "(conf.d/50-websocket-transport.conf); closing conn %llu from %s (1013)",
+               (long long)m->cfg->buffer_total, (unsigned long long)c->id, rdv_addr_str(&c->tcp_peer, a, sizeof a));
+    ws_fail(c, WS_CODE_TRY_AGAIN_LATER);
+    ws_msg_free(c); /* nothing more is stored (fail_code): its share is free at once */
 }
 
 static void ws_on_frame_start(wslay_event_context_ptr ev, const struct wslay_event_on_frame_recv_start_arg *arg,
@@ -326,6 +399,8 @@ static void ws_on_frame_start(wslay_event_context_ptr ev, const struct wslay_eve
         c->mop = arg->opcode;
         c->mlen = 0;
         c->mskip = arg->opcode != WSLAY_BINARY_FRAME || c->phase != WS_OPEN;
+        c->mstart_ms = ws_api(c)->now_ms(ws_core(c));
+        ws_rearm(c); /* message_timeout_ms */
     }
     /* The whole message, not just this frame, must fit: checked before any
      * byte of it is stored. Memory is taken per chunk (ws_on_frame_chunk),
@@ -344,7 +419,12 @@ static void ws_on_frame_chunk(wslay_event_context_ptr ev, const struct wslay_eve
     if (!c->mskip) {
         /* mlen + data_length <= msg_limit: wslay delivers no more than the
          * frame's length, which ws_on_frame_start checked. */
-        if (ws_reserve(c, c->mlen + arg->data_length) < 0) {
+        int e = ws_reserve(c, c->mlen + arg->data_length);
+        if (e == -EDQUOT) {
+            ws_over_budget(c);
+            return;
+        }
+        if (e < 0) {
             ws_fail(c, WSLAY_CODE_INTERNAL_SERVER_ERROR);
             return;
         }
@@ -356,10 +436,8 @@ static void ws_on_frame_chunk(wslay_event_context_ptr ev, const struct wslay_eve
 static void ws_message_reset(ws_conn *c)
 {
     c->mop = 0, c->mlen = 0, c->mskip = false;
-    if (c->mcap > WS_MSG_KEEP) { /* do not keep a large buffer on an idle connection */
-        free(c->msg);
-        c->msg = NULL, c->mcap = 0;
-    }
+    if (c->mcap > WS_MSG_KEEP) /* do not keep a large buffer on an idle connection */
+        ws_msg_free(c);
 }
 
 /* Something arrived that counts as activity (rendezvous.md §4.2: text,
@@ -423,7 +501,7 @@ static void ws_deliver_relay(ws_conn *c)
         (*m->st.relay_handoff)++;
         c->msg_limit = (uint64_t)m->cfg->relay_max_message;
         wslay_event_config_set_max_recv_msg_length(c->ev, (uint64_t)m->cfg->relay_max_frame);
-        ws_arm(c); /* stops our deadline: the relay's timers rule now */
+        ws_arm(c); /* the relay's timers rule now; ours: message_timeout_ms only */
         return;
     }
     if (m->relay->side_message(m->relay_self, c->id, ws_payload(c), (size_t)c->mlen) != RDV_OK && !c->dead)
@@ -732,25 +810,59 @@ const rdv_conn_ops ws_conn_ops = {
 };
 
 /* ------------------------------------------------------------------ timers */
+/* A message not complete within message_timeout_ms (a client dribbling to
+ * keep its part message, and its share of buffer_total, held). */
+static void ws_message_expired(ws_conn *c)
+{
+    ws_mod *m = c->m;
+    char a[RDV_ADDR_STRLEN];
+    (*m->st.closed_message_timeout)++;
+    RDV_LOG_RL(m->core, RDV_LOG_INFO,
+               "conn %llu from %s: message not complete within %lld ms (websocket-transport.message_timeout_ms); "
+               "closing (1008)",
+               (unsigned long long)c->id, rdv_addr_str(&c->tcp_peer, a, sizeof a),
+               (long long)m->cfg->message_timeout_ms);
+    ws_msg_free(c);
+    c->mskip = true; /* what still arrives of it is not stored */
+    ws_close_queue(c, WSLAY_CODE_POLICY_VIOLATION, false);
+    ws_pump(c);
+}
+
 static void ws_timer_cb(void *ud)
 {
     ws_conn *c = ud;
     ws_mod *m = c->m;
+    c->due = 0;
     if (c->dead || c->close_asked)
         return;
-    if (c->relay_owned) { /* the timer's only use once the relay owns the side */
-        if (c->resume_pending && !c->paused)
-            ws_resume(c);
-        return;
-    }
-    uint64_t due = ws_deadline(c), now = m->core->api->now_ms(m->core);
-    if (!due)
-        return;
-    if (now < due) { /* activity moved the deadline: wait for the rest */
-        ws_arm(c);
-        return;
-    }
     c->busy++;
+    if (c->resume_pending) { /* a resume asked for from inside our own input */
+        if (!c->paused)
+            ws_resume(c);
+        else
+            c->resume_pending = false;
+    }
+    if (c->dead || c->close_asked) {
+        ws_release(c);
+        return;
+    }
+    uint64_t now = m->core->api->now_ms(m->core), due = ws_deadline(c, now);
+    if (!due || now < due) { /* activity moved the deadline: wait for the rest */
+        ws_arm(c);
+        ws_release(c);
+        return;
+    }
+    uint64_t md = ws_message_deadline(c);
+    if (md && now >= md) {
+        ws_message_expired(c);
+        ws_release(c);
+        return;
+    }
+    if (c->relay_owned) { /* no phase deadline of ours once the relay owns the side */
+        ws_arm(c);
+        ws_release(c);
+        return;
+    }
     switch (c->phase) {
     case WS_HANDSHAKE: /* slow or silent client (rendezvous.md §5.2 Deviation) */
         (*m->st.hs_timeout)++;
@@ -804,13 +916,25 @@ static int ws_side_pause(void *tp, rdv_conn_id id, bool paused)
     ws_conn *c = ws_side(tp, id);
     if (!c)
         return -ENOTCONN;
+    uint64_t now = ws_api(c)->now_ms(ws_core(c));
+    bool was = c->paused;
     c->paused = paused;
     if (paused) {
+        if (!was)
+            c->paused_ms = now;
         c->resume_pending = false;
         if (c->core_paused)
             return 0;
         c->core_paused = true;
         return ws_api(c)->conn_pause(ws_core(c), id, true);
+    }
+    /* The time a part message spent paused does not count against its
+     * message_timeout_ms: the pause was the relay's (a slow partner), not
+     * this client's. Only that time: pausing again and again does not give
+     * a fresh deadline. */
+    if (was && c->mop) {
+        uint64_t from = c->mstart_ms > c->paused_ms ? c->mstart_ms : c->paused_ms;
+        c->mstart_ms += now - from;
     }
     if (c->in_data) {
         /* Called back from one of this side's own messages: wslay's reader
@@ -818,10 +942,14 @@ static int ws_side_pause(void *tp, rdv_conn_id id, bool paused)
          * before we have returned from on_data. The reader goes on with
          * the rest of this input; the core resumes from the timer. */
         c->resume_pending = true;
-        ws_api(c)->timer_start(c->timer, 0, 0);
+        ws_arm(c); /* at once */
         return 0;
     }
+    c->busy++;
     ws_resume(c);
+    if (!c->dead && !c->close_asked)
+        ws_rearm(c);
+    ws_release(c);
     return 0;
 }
 

@@ -42,6 +42,12 @@ static const rdv_setting ws_settings[] = {
                     "relay port: largest frame"),
     RDV_SETTING_INT(ws_cfg, relay_max_message, 67108864, 65536, 1073741824, RDV_SETF_RELOAD,
                     "relay port: largest message"),
+    RDV_SETTING_INT(ws_cfg, buffer_total, 268435456, 65536, 68719476736LL, RDV_SETF_RELOAD,
+                    "bytes all connections (both ports) may hold in partly received messages; a connection whose "
+                    "message would pass it is closed (1013); at least relay_max_message and core.max_frame"),
+    RDV_SETTING_INT(ws_cfg, message_timeout_ms, 120000, 1000, 3600000, RDV_SETF_RELOAD,
+                    "a message must be complete this long after its first frame began (1008 otherwise); time the "
+                    "relay paused the side does not count"),
     RDV_SETTING_END,
 };
 
@@ -75,6 +81,13 @@ static int ws_validate(const void *cfg_, char *err, size_t errlen)
         snprintf(err, errlen, "rendezvous_port and relay_port are both %lld", (long long)cfg->relay_port);
         return -EINVAL;
     }
+    if (cfg->relay_max_message > cfg->buffer_total) {
+        snprintf(err, errlen,
+                 "relay_max_message = %lld is larger than buffer_total = %lld: one such message could never be "
+                 "held; raise buffer_total or lower relay_max_message",
+                 (long long)cfg->relay_max_message, (long long)cfg->buffer_total);
+        return -EINVAL;
+    }
     if (cfg->relay_first_max > cfg->relay_max_message) {
         snprintf(err, errlen, "relay_first_max (%lld) is larger than relay_max_message (%lld)",
                  (long long)cfg->relay_first_max, (long long)cfg->relay_max_message);
@@ -87,6 +100,7 @@ static int ws_validate(const void *cfg_, char *err, size_t errlen)
 static uint64_t ws_g_conns(void *ud) { return ((ws_mod *)ud)->nconns; }
 static uint64_t ws_g_handshake(void *ud) { return ((ws_mod *)ud)->nhandshake; }
 static uint64_t ws_g_relay(void *ud) { return ((ws_mod *)ud)->nrelay; }
+static uint64_t ws_g_buffers(void *ud) { return ((ws_mod *)ud)->buf_bytes; }
 
 static int ws_register_stats(ws_mod *m)
 {
@@ -126,6 +140,8 @@ static int ws_register_stats(ws_mod *m)
         C(closed_close_timeout, "our close frame got no answer within close_timeout_ms"),
         C(closed_shutdown, "closed by shutdown"),
         C(closed_error, "closed for an internal error (memory, codec)"),
+        C(closed_buffer_total, "closed (1013): its message would have passed buffer_total"),
+        C(closed_message_timeout, "closed (1008): a message not complete within message_timeout_ms"),
         C(relay_handoff, "relay port: sides handed to the relay"),
         C(relay_refused, "relay port: sides refused (by the relay, or a first message not binary)"),
 #undef C
@@ -138,7 +154,9 @@ static int ws_register_stats(ws_mod *m)
     }
     if (api->gauge(core, "connections", ws_g_conns, m, "open WebSocket connections") < 0 ||
         api->gauge(core, "handshaking", ws_g_handshake, m, "connections still in the HTTP upgrade") < 0 ||
-        api->gauge(core, "relay_sides", ws_g_relay, m, "connections handed to the relay") < 0)
+        api->gauge(core, "relay_sides", ws_g_relay, m, "connections handed to the relay") < 0 ||
+        api->gauge(core, "buffer_bytes", ws_g_buffers, m,
+                   "bytes of message reassembly buffers, both ports (buffer_total)") < 0)
         return -ENOMEM;
     return 0;
 }
@@ -161,6 +179,8 @@ static void ws_admin(void *ud, int argc, char **argv, rdv_buf *out)
              m->cfg->relay_port && !m->relay ? " (closed: no relay-ws service)" : "");
     api->out(out, "connections %zu (handshake %zu, relay %zu), limit %lld\n", m->nconns, m->nhandshake, m->nrelay,
              (long long)m->cfg->max_connections);
+    api->out(out, "message buffers %llu bytes, limit %lld (buffer_total)\n", (unsigned long long)m->buf_bytes,
+             (long long)m->cfg->buffer_total);
     api->out(out, "trusted proxies:");
     for (size_t i = 0; i < m->cfg->trusted_proxies.n; i++)
         api->out(out, " %s", m->cfg->trusted_proxies.v[i]);
@@ -176,6 +196,21 @@ static void ws_admin(void *ud, int argc, char **argv, rdv_buf *out)
 }
 
 /* ------------------------------------------------------------------ lifecycle */
+/* The rendezvous port takes messages up to core.max_frame: one of them
+ * must fit in buffer_total (the relay port's relay_max_message is checked
+ * by ws_validate). One line naming both settings and their files. */
+static int ws_check_total(ws_mod *m, const ws_cfg *cfg)
+{
+    if (!cfg->rendezvous_port || m->max_frame <= cfg->buffer_total)
+        return 0;
+    RDV_ERR(m->core,
+            "websocket-transport.buffer_total = %lld (conf.d/50-websocket-transport.conf) is smaller than "
+            "core.max_frame = %lld (conf.d/00-core.conf): a rendezvous message that size could never be held; raise "
+            "buffer_total or lower max_frame",
+            (long long)cfg->buffer_total, (long long)m->max_frame);
+    return -EINVAL;
+}
+
 static int ws_init(rdv_core *core, const void *cfg_, void **state)
 {
     const ws_cfg *cfg = cfg_;
@@ -199,6 +234,11 @@ static int ws_init(rdv_core *core, const void *cfg_, void **state)
     }
     if (api->core_int(core, "max_frame", &m->max_frame) < 0 || m->max_frame <= 0)
         m->max_frame = 1 << 20;
+    if ((r = ws_check_total(m, cfg)) < 0) {
+        free(m->proxies);
+        free(m);
+        return r;
+    }
     m->relay = api->service_get(core, RDV_SVC_RELAY_WS, RDV_SVC_RELAY_WS_VERSION, &m->relay_self);
     if ((r = ws_register_stats(m)) < 0 ||
         (r = api->admin_command(core, "websocket", "websocket  (ports, limits, open connections)", ws_admin, m)) < 0) {
@@ -245,7 +285,8 @@ static int ws_start(void *state)
 }
 
 /* Only RDV_SETF_RELOAD settings differ: limits and timeouts apply to new
- * messages and deadlines, trusted_proxies to new handshakes. */
+ * messages and deadlines, trusted_proxies to new handshakes; a smaller
+ * buffer_total keeps what is held and refuses growth past it. */
 static int ws_reconfigure(void *state, const void *cfg_)
 {
     ws_mod *m = state;
@@ -253,6 +294,8 @@ static int ws_reconfigure(void *state, const void *cfg_)
     ws_cidr *v;
     size_t n;
     char err[160];
+    if (ws_check_total(m, cfg) < 0)
+        return -EINVAL; /* the old configuration stays */
     int r = ws_parse_proxies(&cfg->trusted_proxies, &v, &n, err, sizeof err);
     if (r < 0) {
         RDV_ERR(m->core, "%s", err);

@@ -1144,22 +1144,31 @@ static const char *const with_ws[] = {
 };
 static char ws_port_set[64];
 
-static void start_with_ws(void)
+/* extra: more "-o" settings (NULL-terminated), or NULL. */
+static void start_with_ws_and(const char *const *extra)
 {
     prepare(with_ws, NULL);
     snprintf(ws_port_set, sizeof ws_port_set, "websocket-transport.relay_port=%d", relay_port + 2);
     int n = 0;
     while (args[n])
         n++;
-    args[n++] = "-o", args[n++] = ws_port_set, args[n] = NULL;
+    args[n++] = "-o", args[n++] = ws_port_set;
+    for (size_t i = 0; extra && extra[i] && n < 62; i++)
+        args[n++] = "-o", args[n++] = extra[i];
+    args[n] = NULL;
     cr_assert_eq(launch(true), 0, "rdvd did not start");
 }
 
-static int ws_conn(const char *src)
+static void start_with_ws(void) { start_with_ws_and(NULL); }
+
+/* rcvbuf: SO_RCVBUF before connecting (a small window), 0 = default. */
+static int ws_conn_rcvbuf(const char *src, int rcvbuf)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (rcvbuf)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     struct sockaddr_in a = { .sin_family = AF_INET }, d = { .sin_family = AF_INET };
     inet_pton(AF_INET, src, &a.sin_addr);
     inet_pton(AF_INET, "127.0.0.1", &d.sin_addr);
@@ -1182,6 +1191,8 @@ static int ws_conn(const char *src)
     cr_assert(strstr(resp, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") != NULL, "RFC 6455 accept key");
     return fd;
 }
+
+static int ws_conn(const char *src) { return ws_conn_rcvbuf(src, 0); }
 
 /* One masked binary frame (client to server). */
 static void ws_send(int fd, const void *p, size_t n) { rdc_ws_send_frame(fd, true, 2, true, p, n); }
@@ -1314,6 +1325,79 @@ Test(relay, L22_L23_websocket_to_tcp_mixed_pair)
     cr_assert_eq(len, big);
     cr_assert_arr_eq(got, y, big);
     free(got), free(y), free(frame);
+    close(w), close(t);
+    check_alive();
+}
+
+/* relay.md §4.6, L61 with a WebSocket viewer on a slow link: a 12 MiB
+ * message waits in the core's write queue (what the kernel's send buffer,
+ * at most 4 MiB here, does not take) and drains at ~1 MB/s. The
+ * core reports a drain only once that queue is empty, so "progress" must
+ * come from the queue going down, or the pair would be ended as stalled
+ * (stall_timeout_ms = 3 s here: the kernel takes bytes from the queue in
+ * bursts, when a third of its send buffer is free) although every second
+ * moves bytes. A reader that then stops altogether still ends the pair as
+ * stalled. */
+Test(relay, L61_slow_websocket_reader_making_progress_is_not_stalled, .timeout = 90)
+{
+    static const char *const extra[] = { "relay.stall_timeout_ms=3000", NULL };
+    start_with_ws_and(extra);
+    uint8_t rr[128];
+    size_t n = rr_payload(rr, "slow-ws");
+    int w = ws_conn_rcvbuf("127.0.22.1", 65536);
+    ws_send(w, rr, n);
+    wait_stat("relay.waiting", 1, 3000);
+    int t = conn("127.0.22.2");
+    request(t, "slow-ws", NULL);
+    wait_stat("relay.pairs_message", 1, 3000);
+    size_t big = 12u << 20, hl;
+    uint8_t hdr[4];
+    hl = rdv_frame_header(big, hdr);
+    uint8_t *frame = malloc(hl + big);
+    memcpy(frame, hdr, hl);
+    for (size_t i = 0; i < big; i++)
+        frame[hl + i] = (uint8_t)(i * 7 + (i >> 13));
+    fcntl(t, F_SETFL, fcntl(t, F_GETFL) | O_NONBLOCK);
+    fcntl(w, F_SETFL, fcntl(w, F_GETFL) | O_NONBLOCK);
+    /* Send it all while reading the WebSocket side, 50 KiB per 50 ms. */
+    size_t off = 0, want = 10 + big, got = 0;
+    uint8_t *in = malloc(want);
+    long end = now_ms() + 40000L * slowf();
+    while (got < want) {
+        if (off < hl + big) {
+            ssize_t k = send(t, frame + off, hl + big - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (k > 0)
+                off += (size_t)k;
+        }
+        usleep(50000);
+        size_t chunk = want - got < 51200 ? want - got : 51200;
+        ssize_t k = recv(w, in + got, chunk, MSG_DONTWAIT);
+        cr_assert(k != 0, "the relay closed the slow reader after %zu of %zu bytes (closed_stall %llu)", got, want,
+                  (unsigned long long)rdvt_stat(&srv, "relay.closed_stall"));
+        if (k > 0)
+            got += (size_t)k;
+        cr_assert_lt(now_ms(), end, "only %zu of %zu bytes in time", got, want);
+    }
+    cr_assert_eq(in[0], 0x82, "one binary frame");
+    cr_assert_eq(in[1], 127);
+    cr_assert_arr_eq(in + 10, frame + hl, big, "the message arrived intact");
+    cr_assert_eq(rdvt_stat(&srv, "relay.closed_stall"), 0);
+    cr_assert_eq(rdvt_stat(&srv, "relay.pairs"), 1);
+    /* Now the viewer stops reading: stalled within a few seconds. */
+    off = 0;
+    end = now_ms() + 15000L * slowf();
+    while (rdvt_stat(&srv, "relay.closed_stall") == 0) {
+        if (off < hl + big) {
+            ssize_t k = send(t, frame + off, hl + big - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (k > 0)
+                off += (size_t)k;
+        }
+        usleep(50000);
+        cr_assert_lt(now_ms(), end, "a reader that stopped was not ended");
+    }
+    cr_assert_eq(rdvt_stat(&srv, "relay.closed_stall"), 1);
+    cr_assert_eq(rdvt_stat(&srv, "relay.message_bytes"), 0, "its share is given back");
+    free(in), free(frame);
     close(w), close(t);
     check_alive();
 }

@@ -22,8 +22,9 @@
  * id with api->conn_info (wqueue for back-pressure); it sends and closes
  * through rdv_relay_ws_side_ops so that framing and close frames stay here.
  * After side_open returned RDV_OK the core's idle timer of that connection
- * is off (conn_set_idle 0) and this module arms no timer for it: the relay's
- * pair timers decide. */
+ * is off (conn_set_idle 0) and this module arms no timer for it but the
+ * deadline of a message being received (message_timeout_ms): otherwise the
+ * relay's pair timers decide. */
 #ifndef RDV_WS_RELAY_SVC_H
 #define RDV_WS_RELAY_SVC_H
 

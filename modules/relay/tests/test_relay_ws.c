@@ -352,3 +352,161 @@ Test(wsx, stop_closes_websocket_sides)
     cr_assert_eq(ft.api->side_open(ft.self, 999, &(rdv_addr){ 0 }, &(rdv_addr){ 0 }, NULL, 0, &ft_ops, NULL),
                  RDV_CLOSE, "no new sides while stopping");
 }
+
+/* ------------------------------------------------------------------ write queues the test controls
+ * The fake core writes everything at once (conn_info's wqueue is always
+ * 0). These tests give the relay a core whose conn_info reports a queue
+ * per side, as the real core does for a WebSocket reader that does not
+ * keep up; on_drain (side_drain) comes only when it is empty, as in the
+ * real core. */
+static rdv_core_api wq_api;
+static const rdv_core_api *wq_orig;
+static size_t wq_len[FT_SIDES];
+static bool wq_hold; /* sends stay in the queue */
+
+static int wq_conn_info(rdv_core *c, rdv_conn_id id, rdv_conn_info *out)
+{
+    int r = wq_orig->conn_info(c, id, out);
+    ft_side *s = ft_find(id);
+    if (r == 0 && s)
+        out->wqueue = wq_len[s - ft.s];
+    return r;
+}
+
+static int wq_send(void *tp, rdv_conn_id id, const uint8_t *p, size_t n)
+{
+    int r = ft_send(tp, id, p, n);
+    ft_side *s = ft_find(id);
+    if (r == 0 && s && wq_hold)
+        wq_len[s - ft.s] += n;
+    return r;
+}
+
+static const rdv_relay_ws_side_ops wq_ops = { .send = wq_send, .pause = ft_pause, .close = ft_close };
+
+static void wq_start(const char *conf)
+{
+    if (conf) { /* load again with conf */
+        fc_unload(fc, rdv_module_get(), st);
+        cr_assert_eq(fc_load(fc, rdv_module_get(), conf, &st), 0);
+        R = st;
+        rdv_core *h = fc_handle(fc, "websocket-transport");
+        ft.api = h->api->service_get(h, RDV_SVC_RELAY_WS, RDV_SVC_RELAY_WS_VERSION, &ft.self);
+    }
+    memset(wq_len, 0, sizeof wq_len);
+    wq_hold = true;
+    wq_orig = R->core->api;
+    wq_api = *wq_orig;
+    wq_api.conn_info = wq_conn_info;
+    R->core->api = &wq_api;
+}
+
+static void wq_teardown(void)
+{
+    if (R && wq_orig)
+        R->core->api = wq_orig;
+    wq_orig = NULL;
+    ft_teardown();
+}
+
+static int wq_open(const char *addr, const char *uuid, ft_side **out)
+{
+    rdv_addr a = fc_addr(addr);
+    rdv_conn_id id = fc_conn_open(fc, "relay-ws", RDV_TR_TCP, &a);
+    ft_side *s = &ft.s[ft.n++];
+    memset(s, 0, sizeof *s);
+    s->id = id;
+    *out = s;
+    uint8_t rr[256];
+    size_t n = rt_rr(rr, sizeof rr, uuid, NULL);
+    return ft.api->side_open(ft.self, id, &a, &a, rr, n, &wq_ops, NULL);
+}
+
+static void wq_free_msgs(ft_side *s)
+{
+    for (int k = 0; k < s->nmsg; k++)
+        free(s->msg[k]);
+    s->nmsg = 0;
+}
+
+TestSuite(wsq, .init = ft_setup, .fini = wq_teardown);
+
+/* relay.md §4.6 / L61: "no write progress". A viewer on a slow link drains
+ * a 2 MiB queue at 30000 bytes/s (240 kbit/s): the queue goes down every
+ * second but is empty only after ~70 s, and the core reports a drain only
+ * then. Progress, not a stall. A reader that stops altogether still ends
+ * the pair after stall_timeout_ms. */
+Test(wsq, L61_slow_websocket_reader_making_progress_is_not_stalled)
+{
+    wq_start(NULL);
+    ft_side *a, *b;
+    cr_assert_eq(wq_open("10.2.0.1:1", "slowviewer", &a), RDV_OK);
+    cr_assert_eq(wq_open("10.2.0.2:1", "slowviewer", &b), RDV_OK);
+    fc_advance(fc, 0);
+    size_t big = 2u << 20;
+    uint8_t *m = calloc(1, big);
+    cr_assert_eq(ft.api->side_message(ft.self, a->id, m, big), RDV_OK);
+    free(m);
+    cr_assert_eq(b->nmsg, 1);
+    cr_assert(a->paused, "B's queue is over message_queue: A waits");
+    size_t *q = &wq_len[b - ft.s];
+    cr_assert_eq(*q, big);
+    for (int s = 0; s < 60; s++) {
+        *q -= 30000;
+        fc_advance(fc, 1000);
+    }
+    cr_assert_eq(rt_gauge("pairs"), 1, "a queue that goes down is write progress");
+    cr_assert_eq(rt_counter("closed_stall"), 0);
+    /* Now it stops reading altogether. */
+    fc_advance(fc, 29000);
+    cr_assert_eq(rt_gauge("pairs"), 1);
+    fc_advance(fc, 2000);
+    cr_assert_eq(rt_gauge("pairs"), 0, "no progress for stall_timeout_ms: ended");
+    cr_assert_eq(rt_counter("closed_stall"), 1);
+    cr_assert(a->closed && b->closed);
+}
+
+/* The core's queue for a WebSocket side holds what the relay sent: it
+ * counts in relay.message_total; a pair whose message would pass it ends,
+ * the others go on, and the share is given back as the queue drains. */
+Test(wsq, websocket_queues_count_in_message_total)
+{
+    wq_start("message_max=1048576\nmessage_total=1600000\n");
+    ft_side *a, *b, *c, *d;
+    cr_assert_eq(wq_open("10.2.1.1:1", "q1", &a), RDV_OK);
+    cr_assert_eq(wq_open("10.2.1.2:1", "q1", &b), RDV_OK);
+    cr_assert_eq(wq_open("10.2.2.1:1", "q2", &c), RDV_OK);
+    cr_assert_eq(wq_open("10.2.2.2:1", "q2", &d), RDV_OK);
+    fc_advance(fc, 0);
+    size_t mib = 1u << 20;
+    uint8_t *m = calloc(1, mib);
+    cr_assert_eq(ft.api->side_message(ft.self, a->id, m, mib), RDV_OK);
+    cr_assert_eq(b->nmsg, 1);
+    cr_assert_eq(rt_gauge("message_bytes"), mib, "queued for B (B does not read), counted");
+    cr_assert_eq(rt_gauge("buffered_bytes"), mib);
+    /* C's 1 MiB for D would pass 1600000. */
+    cr_assert_eq(ft.api->side_message(ft.self, c->id, m, mib), RDV_OK);
+    free(m);
+    cr_assert(c->closed && d->closed, "that pair ended");
+    cr_assert_eq(d->nmsg, 0, "nothing was queued past the total");
+    cr_assert_eq(rt_counter("closed_message_total"), 1);
+    cr_assert(fc_log_contains(fc, "relay.message_total=1600000") && fc_log_contains(fc, "conf.d/40-relay.conf"));
+    cr_assert_not(a->closed || b->closed, "the pair under the total goes on");
+    /* B reads everything: the share goes back, A is read again. */
+    wq_len[b - ft.s] = 0;
+    ft.api->side_drain(ft.self, b->id);
+    cr_assert_eq(rt_gauge("message_bytes"), 0);
+    fc_advance(fc, 0);
+    cr_assert_not(a->paused);
+    cr_assert_eq(ft.api->side_message(ft.self, a->id, (const uint8_t *)"0123456789", 10), RDV_OK);
+    cr_assert_eq(b->nmsg, 2);
+    cr_assert_eq(rt_gauge("message_bytes"), 10);
+    /* Sides leaving give their share back too. */
+    wq_len[b - ft.s] = 0; /* written: the pair ends at A's close */
+    a->closed = true;
+    ft.api->side_closed(ft.self, a->id);
+    cr_assert_eq(rt_gauge("pairs"), 0);
+    cr_assert_eq(rt_gauge("message_bytes"), 0);
+    cr_assert_eq(rt_gauge("buffered_bytes"), 0);
+    wq_free_msgs(b);
+}

@@ -755,3 +755,91 @@ Test(ws_conn, reload_applies_to_new_handshakes_and_idle)
     cr_assert_not(fc_conn_alive(f2, id), "the reloaded idle_ms applies");
     fc_free(f2);
 }
+
+/* ------------------------------------------------------------------ buffer_total, message_timeout_ms */
+Test(ws_conn, buffer_total_and_message_timeout_settings)
+{
+    const rdv_module *mod = rdv_module_get();
+    fc_core *f2 = fc_new();
+    void *st;
+    cr_assert_lt(fc_load(f2, mod, "rendezvous_port = 0\nrelay_max_message = 300000\nbuffer_total = 200000\n", &st), 0);
+    cr_assert(fc_log_contains(f2, "relay_max_message = 300000 is larger than buffer_total = 200000"),
+              "one line naming both");
+    /* The rendezvous port takes messages up to core.max_frame (1 MiB here). */
+    cr_assert_lt(fc_load(f2, mod, "relay_port = 0\nrelay_max_message = 65536\nbuffer_total = 500000\n", &st), 0);
+    cr_assert(fc_log_contains(f2, "websocket-transport.buffer_total = 500000") &&
+              fc_log_contains(f2, "core.max_frame = 1048576"));
+    const char *bad[] = { "buffer_total = 65535\n", "buffer_total = 68719476737\n", "buffer_total = lots\n",
+                          "message_timeout_ms = 999\n", "message_timeout_ms = 3600001\n" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        cr_assert_lt(fc_load(f2, mod, bad[i], &st), 0, "%s", bad[i]);
+#define RC "rendezvous_port = 21118\nrelay_port = 0\n"
+    cr_assert_eq(fc_load(f2, mod, RC "relay_max_message = 65536\nbuffer_total = 2000000\n", &st), 0);
+    char out[2048];
+    /* SIGHUP: refused reloads keep the old values. */
+    cr_assert_eq(fc_reconfigure(f2, mod, st, RC "relay_max_message = 65536\nbuffer_total = 1000000\n"), -EINVAL,
+                 "below core.max_frame");
+    cr_assert_eq(fc_reconfigure(f2, mod, st, RC "relay_max_message = 3000000\nbuffer_total = 2000000\n"), -EINVAL,
+                 "below relay_max_message");
+    cr_assert_eq(fc_admin(f2, "websocket", out, sizeof out), 0);
+    cr_assert(strstr(out, "limit 2000000 (buffer_total)"), "%s", out);
+    cr_assert_eq(fc_reconfigure(f2, mod, st, RC "relay_max_message = 65536\nbuffer_total = 3000000\n"
+                                                "message_timeout_ms = 2000\n"),
+                 0, "both reloadable");
+#undef RC
+    cr_assert_eq(fc_admin(f2, "websocket", out, sizeof out), 0);
+    cr_assert(strstr(out, "message buffers 0 bytes, limit 3000000 (buffer_total)"), "%s", out);
+    fc_free(f2);
+}
+
+/* The rendezvous port: 1 MiB messages (core.max_frame), 1200000 bytes in
+ * all, 5 s per message. */
+#define BCONF CONF "relay_max_message = 65536\nbuffer_total = 1200000\nmessage_timeout_ms = 5000\n"
+
+static void setup_budget(void)
+{
+    fc = fc_new();
+    ws_state = wt_load(fc, BCONF);
+    ws = fc_find_listener(fc, "ws", RDV_TR_TCP);
+}
+
+TestSuite(ws_conn_budget, .init = setup_budget, .fini = teardown);
+
+Test(ws_conn_budget, part_messages_past_the_total_are_closed_1013)
+{
+    rdv_conn_id c1 = wt_open(fc, ws, "198.51.100.30:1", ""), c2 = wt_open(fc, ws, "198.51.100.31:1", "");
+    rdv_conn_id c3 = wt_open(fc, ws, "198.51.100.32:1", "");
+    uint8_t *p = calloc(1, 600000);
+    wt_send(fc, c1, false, 2, p, 600000); /* holds up to core.max_frame */
+    cr_assert_geq(gauge("buffer_bytes"), 600000);
+    wt_send(fc, c2, false, 2, p, 200000);
+    wt_expect_close_frame(fc, 1013);
+    wt_expect_conn_close(fc, c2, true);
+    cr_assert_eq(ctr("closed_buffer_total"), 1);
+    cr_assert(fc_log_contains(fc, "websocket-transport.buffer_total=1200000"));
+    /* Small requests on other connections still work. */
+    Hbb__RendezvousMessage m = wt_nat_request();
+    wt_send_msg(fc, c3, &m);
+    expect_nat_reply(c3, 1);
+    cr_assert(fc_conn_alive(fc, c1));
+    fc_conn_peer_close(fc, c1);
+    cr_assert_leq(gauge("buffer_bytes"), 3 * 4096, "released with the connection");
+    free(p);
+}
+
+Test(ws_conn_budget, part_message_deadline_1008)
+{
+    rdv_conn_id id = wt_open(fc, ws, "198.51.100.33:1", "");
+    wt_send(fc, id, false, 2, "part", 4);
+    fc_advance(fc, 2000);
+    wt_send(fc, id, true, 9, "", 0); /* not activity while a message is half received */
+    wt_expect_frame(fc, 10);
+    fc_advance(fc, 2999);
+    cr_assert(fc_conn_alive(fc, id));
+    fc_advance(fc, 1);
+    wt_expect_close_frame(fc, 1008);
+    wt_expect_conn_close(fc, id, true);
+    cr_assert_eq(ctr("closed_message_timeout"), 1);
+    cr_assert_eq(ctr("closed_idle"), 0);
+    cr_assert_eq(gauge("buffer_bytes"), 0);
+}

@@ -484,3 +484,122 @@ Test(ws_relay_big, multi_mib_message_in_many_chunks_intact_S1)
     free(wire);
     free(msg);
 }
+
+/* ------------------------------------------------------------------ buffer_total, message_timeout_ms */
+/* 262144 bytes for all partly received messages; relay_max_message 200000.
+ * The deadline and release tests below run with the defaults (ws_relay). */
+static void setup_budget(void) { setup_conf(RCONF "buffer_total = 262144\n"); }
+
+TestSuite(ws_budget, .init = setup_budget, .fini = teardown);
+
+static uint64_t buffer_bytes(void) { return fc_gauge(fc, "websocket-transport.buffer_bytes"); }
+
+/* Fragments of `n` bytes each, the first one opening a binary message. */
+static void fragments(rdv_conn_id id, const uint8_t *p, size_t n, int count, bool open, bool fin)
+{
+    for (int i = 0; i < count; i++)
+        wt_send(fc, id, fin && i == count - 1, open && i == 0 ? 2 : 0, p, n);
+}
+
+Test(ws_budget, full_total_closes_the_growing_side_1013_others_go_on)
+{
+    rdv_conn_id a = side("127.0.0.2:4000", "uuid-hold", ""), b = side("127.0.0.3:4000", "uuid-hold", "");
+    rdv_conn_id c = side("127.0.0.4:4000", "uuid-grow", ""), d = side("127.0.0.5:4000", "uuid-grow", "");
+    rdv_conn_id e = side("127.0.0.6:4000", "uuid-small", ""), f = side("127.0.0.7:4000", "uuid-small", "");
+    fc_clear_sent(fc);
+    uint8_t *p = malloc(50000);
+    for (size_t i = 0; i < 50000; i++)
+        p[i] = (uint8_t)(i * 31);
+    fragments(a, p, 50000, 3, true, false); /* 150000 of a message in assembly */
+    cr_assert_geq(buffer_bytes(), 150000, "held and counted");
+    cr_assert_leq(buffer_bytes(), 262144);
+    fragments(c, p, 50000, 2, true, false); /* would pass 262144 */
+    wt_expect_close_frame(fc, 1013);
+    wt_expect_conn_close(fc, c, true);
+    wt_expect_conn_close(fc, d, true); /* the fake relay ends the pair */
+    cr_assert_eq(ctr("closed_buffer_total"), 1);
+    cr_assert_eq(ctr("closed_too_big"), 0, "not a message over the limit");
+    cr_assert(fc_log_contains(fc, "websocket-transport.buffer_total=262144") &&
+                  fc_log_contains(fc, "conf.d/50-websocket-transport.conf"),
+              "the log names the setting and its file");
+    /* The others go on: a small pair, and the holder's message completes. */
+    wt_send(fc, e, true, 2, "hi", 2);
+    expect_payload(f, "hi", 2);
+    wt_send(fc, a, true, 0, p, 40000);
+    const fc_sent *s = fc_next_sent(fc);
+    cr_assert(s && s->conn == b && s->len == 190000, "the holder's message is delivered whole");
+    cr_assert(memcmp(s->raw + 150000, p, 40000) == 0);
+    cr_assert_leq(buffer_bytes(), 6 * 4096, "its buffer is given back after the message");
+    cr_assert(fc_conn_alive(fc, a) && fc_conn_alive(fc, b) && fc_conn_alive(fc, e) && fc_conn_alive(fc, f));
+    free(p);
+}
+
+Test(ws_relay, share_released_when_the_side_closes)
+{
+    rdv_conn_id a = side("127.0.0.2:4001", "uuid-rel", "");
+    side("127.0.0.3:4001", "uuid-rel", "");
+    uint64_t base = buffer_bytes();
+    static uint8_t p[50000];
+    fragments(a, p, sizeof p, 2, true, false);
+    cr_assert_geq(buffer_bytes(), base + 100000);
+    fc_conn_peer_close(fc, a);
+    cr_assert_leq(buffer_bytes(), base, "given back with the connection");
+}
+
+/* Pings keep a relay side active (relay.md §4.3), so a part message could
+ * be held for ever: message_timeout_ms (default 120 s) ends it. */
+Test(ws_relay, message_deadline_despite_pings)
+{
+    rdv_conn_id a = side("127.0.0.2:4002", "uuid-slow", ""), b = side("127.0.0.3:4002", "uuid-slow", "");
+    static uint8_t p[1000];
+    wt_send(fc, a, false, 2, p, sizeof p);
+    for (int i = 0; i < 11; i++) {
+        fc_advance(fc, 10000);
+        wt_send(fc, a, true, 9, "k", 1);
+        wt_send(fc, a, false, 0, p, 10); /* a dribble does not move the deadline */
+    }
+    cr_assert(fc_conn_alive(fc, a), "110 s");
+    fc_clear_sent(fc);
+    fc_advance(fc, 10000);
+    wt_expect_close_frame(fc, 1008);
+    wt_expect_conn_close(fc, a, true);
+    wt_expect_conn_close(fc, b, true);
+    cr_assert_eq(ctr("closed_message_timeout"), 1);
+    cr_assert(fc_log_contains(fc, "message_timeout_ms"));
+}
+
+/* A side the relay paused (its partner is slow) is not the slow one. */
+Test(ws_relay, time_paused_by_the_relay_does_not_count)
+{
+    rdv_conn_id a = side("127.0.0.2:4003", "uuid-paused", "");
+    side("127.0.0.3:4003", "uuid-paused", "");
+    static uint8_t p[1000];
+    wt_send(fc, a, false, 2, p, sizeof p);
+    fc_advance(fc, 60000);
+    cr_assert_eq(fr.ops->pause(fr.tp, a, true), 0);
+    fc_advance(fc, 300000);
+    cr_assert(fc_conn_alive(fc, a), "no deadline while paused");
+    cr_assert_eq(fr.ops->pause(fr.tp, a, false), 0);
+    fc_advance(fc, 59000);
+    cr_assert(fc_conn_alive(fc, a), "the paused 300 s do not count");
+    fc_advance(fc, 1000);
+    cr_assert_not(fc_conn_alive(fc, a));
+    cr_assert_eq(ctr("closed_message_timeout"), 1);
+}
+
+/* Complete messages, however many, arm no timer per message and are never
+ * cut; a message in assembly just under the deadline completes. */
+Test(ws_relay, messages_that_complete_in_time_are_kept)
+{
+    rdv_conn_id a = side("127.0.0.2:4004", "uuid-ok", ""), b = side("127.0.0.3:4004", "uuid-ok", "");
+    fc_clear_sent(fc);
+    for (int i = 0; i < 5; i++) {
+        wt_send(fc, a, false, 2, "ab", 2);
+        fc_advance(fc, 119000);
+        wt_send(fc, a, true, 0, "cd", 2);
+        expect_payload(b, "abcd", 4);
+        fc_advance(fc, 5000);
+    }
+    cr_assert(fc_conn_alive(fc, a));
+    cr_assert_eq(ctr("closed_message_timeout"), 0);
+}

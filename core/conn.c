@@ -3,7 +3,12 @@
  *
  * Lifetime: a connection is found by id (uthash). Closing it removes it from
  * the table at once, so a stale id answers -ENOTCONN; the memory is freed
- * when no callback frame is using it any more (c->busy). */
+ * when no callback frame is using it any more (c->busy).
+ *
+ * Out of memory never exits the process: a connection whose record, or the
+ * table slot uthash would have to create or grow, cannot be allocated is
+ * closed at accept (counter core.tcp_refused_oom), before any module hears
+ * of it; the table stays as it was. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +16,14 @@
 #include <sys/uio.h>
 #include <unistd.h>
 #include <sodium.h>
+
+/* uthash's default on a failed allocation is exit(-1); its non-fatal mode
+ * rolls the add back and leaves hh.tbl NULL (uthash user guide, "Out of
+ * memory"). Its allocations go through rdv_conn_hash_malloc, which a unit
+ * test can make fail (tests/unit/test_conn_oom.c). */
+void *rdv_conn_hash_malloc(size_t sz);
+#define HASH_NONFATAL_OOM 1
+#define uthash_malloc(sz) rdv_conn_hash_malloc(sz)
 #include <uthash.h>
 
 #include "rdv/wire.h"
@@ -43,6 +56,22 @@ struct rdv_conn {
     uint64_t bytes_in, bytes_out;
     UT_hash_handle hh;
 };
+
+/* ---- uthash's allocator, with a fault-injection hook for the unit tests
+ * (inert unless rdv_conn_test_hash_fail_from() arms it; loop thread only). */
+static unsigned long conn_hash_calls, conn_hash_fail_at;
+
+void *rdv_conn_hash_malloc(size_t sz)
+{
+    unsigned long n = ++conn_hash_calls;
+    return conn_hash_fail_at && n >= conn_hash_fail_at ? NULL : malloc(sz);
+}
+
+/* The nth allocation uthash makes for the table from now on fails, and every
+ * later one, until called with 0. */
+void rdv_conn_test_hash_fail_from(unsigned long nth) { conn_hash_fail_at = nth ? conn_hash_calls + nth : 0; }
+
+unsigned long rdv_conn_test_hash_allocs(void) { return conn_hash_calls; }
 
 static rdv_conn *conn_table(rdv_server *s) { return s->conns; }
 static void conn_table_set(rdv_server *s, rdv_conn *head) { s->conns = head; }
@@ -498,11 +527,23 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
 }
 
 /* ------------------------------------------------------------------ accept */
+/* No memory for a new connection: it is closed before anyone hears of it. */
+static void conn_refuse_oom(rdv_server *s, rdv_listener *l, int fd, const rdv_addr *peer)
+{
+    close(fd);
+    (*s->st.tcp_refused_oom)++;
+    char a[RDV_ADDR_STRLEN];
+    RDV_LOG_RL(&s->core_mod.handle, RDV_LOG_WARN,
+               "%s: out of memory: connection from %s closed at accept (%zu open); fix: give rdvd more memory "
+               "or lower core.max_connections",
+               l->name, rdv_addr_str(peer, a, sizeof a), s->nconns);
+}
+
 void rdv_conn_accept(rdv_server *s, rdv_listener *l, int fd, const rdv_addr *peer)
 {
     rdv_conn *c = calloc(1, sizeof *c);
     if (!c) {
-        close(fd);
+        conn_refuse_oom(s, l, fd, peer);
         return;
     }
     c->id = ++s->next_id;
@@ -516,6 +557,11 @@ void rdv_conn_accept(rdv_server *s, rdv_listener *l, int fd, const rdv_addr *pee
     rdv_conn *head = conn_table(s);
     HASH_ADD(hh, head, id, sizeof c->id, c);
     conn_table_set(s, head);
+    if (!c->hh.tbl) { /* uthash rolled the add back: the table is as it was */
+        free(c);
+        conn_refuse_oom(s, l, fd, peer);
+        return;
+    }
     s->nconns++;
 
     c->busy++;

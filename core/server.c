@@ -17,6 +17,7 @@ static void register_core_stats(rdv_server *s)
         { &s->st.refused_access, "tcp_refused_access", "connections refused by the ACCESS phase" },
         { &s->st.accept_emfile, "accept_out_of_fds", "accept paused: out of file descriptors" },
         { &s->st.closed_oversize, "closed_oversize", "connections closed for a frame over core.max_frame" },
+        { &s->st.tcp_refused_oom, "tcp_refused_oom", "connections closed at accept: out of memory" },
         { &s->st.closed_protocol, "closed_protocol", "connections closed for a protocol error" },
         { &s->st.closed_idle, "closed_idle", "connections closed by the idle timeout" },
         { &s->st.closed_overflow, "closed_write_overflow", "connections closed: write queue full" },

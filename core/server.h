@@ -161,7 +161,7 @@ struct rdv_server {
     char err[1024];           /* last start-up/reload error (tests read it) */
 
     struct {
-        uint64_t *accepted, *refused_limit, *refused_access, *accept_emfile;
+        uint64_t *accepted, *refused_limit, *refused_access, *accept_emfile, *tcp_refused_oom;
         uint64_t *closed_oversize, *closed_protocol, *closed_idle, *closed_overflow;
         uint64_t *udp_in, *udp_out, *udp_undecodable, *udp_empty, *udp_unhandled, *udp_send_fail, *udp_pauses, *udp_hot;
         uint64_t *tcp_frames, *tcp_undecodable, *tcp_unhandled, *msg_dropped_access;
@@ -222,6 +222,11 @@ void rdv_udp_batch_free(rdv_server *s);
 
 /* conn.c */
 rdv_conn *rdv_conn_get(rdv_server *s, rdv_conn_id id);
+/* Test hook (conn.c; inert unless armed): the nth allocation uthash makes
+ * for the connection table from now on fails, and every later one, until
+ * called with 0; allocs counts them. */
+void rdv_conn_test_hash_fail_from(unsigned long nth);
+unsigned long rdv_conn_test_hash_allocs(void);
 void rdv_conn_accept(rdv_server *s, rdv_listener *l, int fd, const rdv_addr *peer);
 int rdv_conn_send_payload(rdv_server *s, rdv_conn *c, const uint8_t *p, size_t n);
 int rdv_conn_send_bytes(rdv_server *s, rdv_conn *c, const uint8_t *p, size_t n);

@@ -20,6 +20,21 @@
 
 #include "apx.h"
 
+/* ---- uthash's allocator for the request and session tables, with a
+ * fault-injection hook for the unit suite (inert unless
+ * apx_test_hash_fail_from() arms it). Loop thread only. */
+static unsigned long apx_hash_calls, apx_hash_fail_at;
+
+void *apx_hash_malloc(size_t sz)
+{
+    unsigned long n = ++apx_hash_calls;
+    return apx_hash_fail_at && n >= apx_hash_fail_at ? NULL : malloc(sz);
+}
+
+void apx_test_hash_fail_from(unsigned long nth) { apx_hash_fail_at = nth ? apx_hash_calls + nth : 0; }
+
+unsigned long apx_test_hash_allocs(void) { return apx_hash_calls; }
+
 static const rdv_setting apx_settings[] = {
     RDV_SETTING_STRING(apx_cfg, api_base_url, "", RDV_SETF_RELOAD,
                        "HTTP API server requests are forwarded to, e.g. \"http://127.0.0.1:21114\" "
@@ -118,6 +133,17 @@ static int apx_on_http_proxy(void *state, const rdv_msg_ctx *ctx, const void *ms
     }
     const char *why = NULL;
     int status = apx_http_start(ax, ctx->conn, req, ctx->peer, &why);
+    if (status == 500 && strcmp(why, APX_OOM) == 0) {
+        /* Nothing was kept (the request table is as it was); the client
+         * gets its answer and may ask again. */
+        (*ax->st.oom)++;
+        RDV_LOG_RL(ax->core, RDV_LOG_WARN,
+                   "out of memory: HttpProxyRequest on connection %llu not forwarded (answered 500); "
+                   "fix: give rdvd more memory or lower api-proxy.max_in_flight",
+                   (unsigned long long)ctx->conn);
+        apx_reply_error(ax, ctx->conn, status, why);
+        return RDV_OK;
+    }
     if (status) {
         (*ax->st.rejected)++;
         RDV_LOG_RL(ax->core, RDV_LOG_INFO, "HttpProxyRequest refused: %s", why);
@@ -197,6 +223,7 @@ static void apx_counters(apx *ax)
     ax->st.hc_refused = ctr(c, "hc_refused", "HealthCheck connections closed: not keyed or max_sessions");
     ax->st.hc_disabled = ctr(c, "hc_disabled", "HealthCheck connections closed: health_check = false");
     ax->st.heartbeats = ctr(c, "heartbeats", "empty frames sent on HealthCheck connections");
+    ax->st.oom = ctr(c, "oom", "HttpProxyRequests answered 500 and HealthCheck connections closed: out of memory");
 }
 
 /* ---- lifecycle */

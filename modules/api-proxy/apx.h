@@ -4,7 +4,17 @@
 #ifndef RDV_APX_H
 #define RDV_APX_H
 
+#include <stddef.h>
+
 #include <curl/curl.h>
+
+/* The two tables (requests, sessions) must not exit the process when memory
+ * runs out: uthash's non-fatal mode rolls a failed add back and leaves
+ * hh.tbl NULL (uthash user guide, "Out of memory"). Its allocations go
+ * through apx_hash_malloc (api_proxy.c), which a unit test can make fail. */
+void *apx_hash_malloc(size_t sz);
+#define HASH_NONFATAL_OOM 1
+#define uthash_malloc(sz) apx_hash_malloc(sz)
 #include <uthash.h>
 
 #include <rdv/core.h>
@@ -30,6 +40,16 @@ typedef struct apx_cfg {
 } apx_cfg;
 
 #define APX_DEFAULT_METHODS "GET, POST, PUT, PATCH, DELETE"
+
+/* The error text of a request refused for lack of memory (status 500);
+ * the handler counts those as `oom`, not `rejected`. */
+#define APX_OOM "out of memory"
+
+/* Test hook (unit suite; inert unless armed): the nth allocation uthash
+ * makes for the module's tables from now on fails, and every later one,
+ * until called with 0. apx_test_hash_allocs() counts those allocations. */
+void apx_test_hash_fail_from(unsigned long nth);
+unsigned long apx_test_hash_allocs(void);
 
 /* A socket libcurl asked us to watch. */
 typedef struct apx_sock {
@@ -68,6 +88,7 @@ typedef struct apx_stats {
     uint64_t *requests, *forwarded, *not_configured, *insecure, *rejected, *busy;
     uint64_t *upstream_error, *timeout, *too_large, *aborted;
     uint64_t *hc_accepted, *hc_refused, *hc_disabled, *heartbeats;
+    uint64_t *oom;
 } apx_stats;
 
 typedef struct apx {

@@ -3,9 +3,14 @@
  * length of a session: we never answer the HealthCheck itself, send an
  * empty frame every heartbeat_ms, accept the client's empty echoes, and
  * close the connection after 3 x heartbeat_ms without any frame from it
- * (the core's idle timer does that part). One table, one timer for all. */
+ * (the core's idle timer does that part). One table, one timer for all.
+ * A session that cannot get memory (its record, or a table slot uthash
+ * would have to create or grow) is closed and counted (`oom`); the table
+ * stays as it was. */
 #include <errno.h>
 #include <stdlib.h>
+
+#include <rdv/wire.h>
 
 #include "apx.h"
 
@@ -54,10 +59,25 @@ int apx_hc_on_check(apx *ax, const rdv_msg_ctx *ctx)
         return RDV_CLOSE;
     }
     apx_session *s = calloc(1, sizeof *s);
-    if (!s)
-        return -ENOMEM;
-    s->conn = ctx->conn, s->peer = *ctx->peer, s->since_ms = api->now_ms(ax->core);
-    HASH_ADD(hh, ax->sessions, conn, sizeof s->conn, s);
+    if (s) {
+        s->conn = ctx->conn, s->peer = *ctx->peer, s->since_ms = api->now_ms(ax->core);
+        HASH_ADD(hh, ax->sessions, conn, sizeof s->conn, s);
+        if (!s->hh.tbl) { /* uthash rolled the add back: the table is as it was */
+            free(s);
+            s = NULL;
+        }
+    }
+    if (!s) {
+        /* Closed like a session over max_sessions: a connection we do not
+         * heartbeat would only idle out. */
+        (*ax->st.oom)++;
+        char a[RDV_ADDR_STRLEN];
+        RDV_LOG_RL(ax->core, RDV_LOG_WARN,
+                   "out of memory: HealthCheck session from %s not kept; closing (fix: give rdvd more memory "
+                   "or lower api-proxy.max_sessions)",
+                   rdv_addr_str(ctx->peer, a, sizeof a));
+        return RDV_CLOSE;
+    }
     if (ax->nsessions++ == 0)
         api->timer_start(ax->hb_timer, (uint64_t)ax->cfg->heartbeat_ms, (uint64_t)ax->cfg->heartbeat_ms);
     api->conn_set_idle(ax->core, ctx->conn, apx_hc_idle(ax));

@@ -7,7 +7,9 @@
  * Every request is bounded: max_in_flight at once, one per connection, the
  * body and headers both ways, and timeout_ms overall. The answer is one
  * HttpProxyResponse on the client's connection (sealed by the core if the
- * connection is keyed); a client that went away is simply dropped. */
+ * connection is keyed); a client that went away is simply dropped. A
+ * request that cannot get memory (its record, or a slot in the request
+ * table) is answered 500 "out of memory" with nothing kept. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -345,17 +347,30 @@ int apx_http_start(apx *ax, rdv_conn_id conn, const Hbb__HttpProxyRequest *req, 
     if (!rq || !(rq->easy = apx_cu.easy_init())) {
         free(rq);
         apx_plan_free(&plan);
-        *why = "out of memory";
+        *why = APX_OOM;
         return 500;
     }
     rq->conn = conn, rq->ax = ax;
     rq->url = plan.url, rq->headers = plan.headers; /* owned by rq from here */
-    if (apx_easy_setup(ax, rq, &plan, req) < 0 || apx_cu.multi_add_handle(ax->multi, rq->easy) != CURLM_OK) {
+    if (apx_easy_setup(ax, rq, &plan, req) < 0) {
         apx_req_free(rq);
         *why = "cannot start the upstream request";
         return 500;
     }
+    /* Into the table before curl hears of it: a failed add (uthash rolled it
+     * back, the table is as it was) then only has rq to free. */
     HASH_ADD(hh, ax->reqs, conn, sizeof rq->conn, rq);
+    if (!rq->hh.tbl) {
+        apx_req_free(rq);
+        *why = APX_OOM;
+        return 500;
+    }
+    if (apx_cu.multi_add_handle(ax->multi, rq->easy) != CURLM_OK) {
+        HASH_DELETE(hh, ax->reqs, rq);
+        apx_req_free(rq);
+        *why = "cannot start the upstream request";
+        return 500;
+    }
     ax->nreqs++;
     return 0;
 }

@@ -287,7 +287,7 @@ int apx_plan_build(const apx_cfg *cfg, const Hbb__HttpProxyRequest *req, const r
     return 0;
 oom:
     apx_plan_free(out);
-    return apx_fail(why, "out of memory", 500);
+    return apx_fail(why, APX_OOM, 500);
 }
 
 void apx_plan_free(apx_plan *p)

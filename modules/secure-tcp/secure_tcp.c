@@ -100,6 +100,7 @@ static void stcp_counters(stcp *s)
     s->st.failed_unexpected = ctr(c, "failed_unexpected",
                                   "KeyExchange closed: none offered, already answered, or not the first frame");
     s->st.failed_install = ctr(c, "failed_install", "client KeyExchange closed: the core refused the key");
+    s->st.oom = ctr(c, "oom", "connections not offered: out of memory (they stay in plaintext)");
 }
 
 /* ---- lifecycle */

@@ -3,7 +3,17 @@
 #ifndef RDV_STCP_H
 #define RDV_STCP_H
 
+#include <stddef.h>
+
 #include <sodium.h>
+
+/* The offer table must not exit the process when memory runs out: uthash's
+ * non-fatal mode rolls a failed add back and leaves hh.tbl NULL (uthash
+ * user guide, "Out of memory"). Its allocations go through stcp_hash_malloc
+ * (stcp_handshake.c), which a unit test can make fail. */
+void *stcp_hash_malloc(size_t sz);
+#define HASH_NONFATAL_OOM 1
+#define uthash_malloc(sz) stcp_hash_malloc(sz)
 #include <uthash.h>
 
 #include <rdv/core.h>
@@ -36,6 +46,7 @@ typedef struct stcp_stats {
     uint64_t *offered, *completed, *plaintext, *offered_prepared, *prepared_discarded;
     uint64_t *skipped_nokey, *skipped_full, *skipped_error;
     uint64_t *failed_count, *failed_length, *failed_box, *failed_unexpected, *failed_install;
+    uint64_t *oom;
 } stcp_stats;
 
 typedef struct stcp {
@@ -67,6 +78,11 @@ int stcp_accept(stcp *s, rdv_conn_id id, const Hbb__KeyExchange *kx);
 void stcp_forget(stcp *s, rdv_conn_id id);
 /* Wipe and free every offer. */
 void stcp_forget_all(stcp *s);
+/* Test hook (unit suite; inert unless armed): the nth allocation uthash
+ * makes for the offer table from now on fails, and every later one, until
+ * called with 0. stcp_test_hash_allocs() counts those allocations. */
+void stcp_test_hash_fail_from(unsigned long nth);
+unsigned long stcp_test_hash_allocs(void);
 /* Prepared offers: size the pool to cfg->precompute (wiping what no longer
  * fits) and start filling it; stcp_pool_free wipes and frees it. */
 int stcp_pool_init(stcp *s);

@@ -1,6 +1,12 @@
 /* stcp_handshake.c — the server side of the secure-TCP key exchange
  * (wire.md §6.3): frame 1 out, frame 2 in, the session key handed to the
- * core's record layer (wire.md §6.4 is the core's job). */
+ * core's record layer (wire.md §6.4 is the core's job).
+ *
+ * Out of memory (an offer's record, or a slot uthash would have to create
+ * or grow in the offer table) means no offer: the connection stays in
+ * plaintext, as when max_pending is reached, counted (`oom`). The offer is
+ * in the table before frame 1 goes out, so a client is never sent a frame 1
+ * whose answer we could not check. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +14,20 @@
 #include "stcp.h"
 
 int (*stcp_box_keypair)(unsigned char *pk, unsigned char *sk) = crypto_box_keypair;
+
+/* ---- uthash's allocator, with a fault-injection hook for the unit suite
+ * (inert unless stcp_test_hash_fail_from() arms it). Loop thread only. */
+static unsigned long stcp_hash_calls, stcp_hash_fail_at;
+
+void *stcp_hash_malloc(size_t sz)
+{
+    unsigned long n = ++stcp_hash_calls;
+    return stcp_hash_fail_at && n >= stcp_hash_fail_at ? NULL : malloc(sz);
+}
+
+void stcp_test_hash_fail_from(unsigned long nth) { stcp_hash_fail_at = nth ? stcp_hash_calls + nth : 0; }
+
+unsigned long stcp_test_hash_allocs(void) { return stcp_hash_calls; }
 
 #define STCP_SM_LEN (crypto_sign_BYTES + crypto_box_PUBLICKEYBYTES) /* 96 */
 #define STCP_SEALED_LEN (crypto_box_MACBYTES + 32)                   /* 48 */
@@ -151,11 +171,23 @@ void stcp_offer(stcp *s, rdv_conn_id id)
         return;
     }
     stcp_hs *hs = calloc(1, sizeof *hs);
+    if (hs) {
+        hs->id = id;
+        HASH_ADD(hh, s->pending, id, sizeof hs->id, hs);
+        if (!hs->hh.tbl) { /* uthash rolled the add back: the table is as it was */
+            free(hs);
+            hs = NULL;
+        }
+    }
     if (!hs) {
-        (*s->st.skipped_error)++;
+        (*s->st.oom)++;
+        RDV_LOG_RL(s->core, RDV_LOG_WARN,
+                   "out of memory: conn %llu not offered a key exchange (it stays in plaintext); fix: give rdvd "
+                   "more memory or lower secure-tcp.max_pending",
+                   (unsigned long long)id);
         return;
     }
-    hs->id = id;
+    s->npending++;
     uint8_t sm[STCP_SM_LEN];
     int r = stcp_take(s, hs->box_sk, sm);
     if (r == 0) {
@@ -169,17 +201,15 @@ void stcp_offer(stcp *s, rdv_conn_id id)
         r = s->core->api->send(s->core, id, &m);
     }
     if (r < 0) {
-        /* A send failure has closed the connection already. */
-        sodium_memzero(hs->box_sk, sizeof hs->box_sk);
-        free(hs);
+        /* A send failure has closed the connection already, and the close
+         * hook may have dropped the offer (hs is then freed): look it up. */
+        if ((hs = stcp_find(s, id)))
+            stcp_drop(s, hs);
         (*s->st.skipped_error)++;
         RDV_LOG_RL(s->core, RDV_LOG_WARN, "conn %llu: cannot offer a key exchange: %s", (unsigned long long)id,
                    strerror(-r));
         return;
     }
-    /* Only now: a failed send may have run the close hook for this id. */
-    HASH_ADD(hh, s->pending, id, sizeof hs->id, hs);
-    s->npending++;
     (*s->st.offered)++;
 }
 

@@ -916,3 +916,178 @@ Test(lazy, libcurl_is_loaded_only_once_an_api_server_is_configured)
     cr_assert_eq(r->status, 200);
     cr_assert_eq(fc_counter(fc, "api-proxy.forwarded"), 1);
 }
+
+/* ------------------------------------------------------------------ out of memory
+ * uthash's allocations for the request and session tables fail through the
+ * module's test hook (apx_test_hash_fail_from); the process must not exit,
+ * a refused request still gets its answer (§15.6), a refused HealthCheck
+ * connection is closed, and nothing already in a table is lost. On the
+ * code before uthash's non-fatal mode each of these exited. */
+static void oom_teardown(void)
+{
+    apx_test_hash_fail_from(0);
+    teardown();
+}
+
+TestSuite(api_proxy_oom, .init = setup, .fini = oom_teardown, .timeout = 60);
+
+static int up_requests(void)
+{
+    pthread_mutex_lock(&up.mu);
+    int n = up.requests;
+    pthread_mutex_unlock(&up.mu);
+    return n;
+}
+
+/* The first request makes the table: its header (1st allocation) or its
+ * buckets (2nd). Failing either answers 500 "out of memory" and keeps
+ * nothing; the connection stays, and its next request is forwarded. */
+Test(api_proxy_oom, first_request_answered_when_the_table_cannot_be_made)
+{
+    apx *ax = st;
+    rdv_conn_id id = keyed_conn();
+    for (unsigned long nth = 1; nth <= 2; nth++) {
+        apx_test_hash_fail_from(nth);
+        cr_assert_eq(send_req(id, "GET", "/api/a", NULL, 0, NULL), RDV_OK);
+        expect_error(id, 500, "out of memory");
+        cr_assert_eq(fc_counter(fc, "api-proxy.oom"), nth, "allocation %lu failing", nth);
+        cr_assert_eq(fc_counter(fc, "api-proxy.rejected"), 0);
+        cr_assert_eq(fc_gauge(fc, "api-proxy.in_flight"), 0);
+        cr_assert_null(ax->reqs);
+        cr_assert_not(apx_http_busy(ax, id));
+    }
+    cr_assert(fc_log_contains(fc, "out of memory: HttpProxyRequest on connection"));
+    apx_test_hash_fail_from(0);
+    unsigned long allocs = apx_test_hash_allocs();
+    cr_assert_eq(send_req(id, "GET", "/api/a", NULL, 0, NULL), RDV_OK);
+    cr_assert_eq(apx_test_hash_allocs(), allocs + 2, "the table was made");
+    const Hbb__HttpProxyResponse *r = expect_response(id, pump(5000));
+    cr_assert_eq(r->status, 200);
+    cr_assert_eq(up_requests(), 1, "only the request that was kept reached the API server");
+    cr_assert_eq(fc_counter(fc, "api-proxy.oom"), 2);
+    cr_assert_eq(fc_gauge(fc, "api-proxy.in_flight"), 0);
+}
+
+/* Requests on new connections until one would grow the table: that one is
+ * answered 500, every other stays in flight; once memory is back the same
+ * connection asks again (same key, the bucket that was full) and the table
+ * grows; the others leave and the last one is answered by the API server. */
+Test(api_proxy_oom, request_that_would_grow_the_table_is_refused_the_rest_kept)
+{
+    enum { MAX = 3000 };
+    static rdv_conn_id ids[MAX + 1];
+    reload(conf_with("max_in_flight = 4096\n"));
+    apx *ax = st;
+    ids[0] = keyed_conn();
+    cr_assert_eq(send_req(ids[0], "GET", "/a", NULL, 0, NULL), RDV_OK); /* the table exists */
+    apx_test_hash_fail_from(1);
+    unsigned long allocs = apx_test_hash_allocs();
+    int n;
+    for (n = 1; n <= MAX; n++) {
+        ids[n] = keyed_conn();
+        cr_assert_eq(send_req(ids[n], "GET", "/a", NULL, 0, NULL), RDV_OK);
+        if (fc_counter(fc, "api-proxy.oom"))
+            break;
+        cr_assert_eq(fc_sent_count(fc), 0, "request %d answered at once", n);
+    }
+    cr_assert_eq(fc_counter(fc, "api-proxy.oom"), 1, "no request reached an expansion in %d", MAX);
+    cr_assert_gt(n, 10, "the table grew after %d requests only", n);
+    cr_assert_eq(apx_test_hash_allocs(), allocs + 1, "one expansion was attempted");
+    expect_error(ids[n], 500, "out of memory");
+    cr_assert_not(apx_http_busy(ax, ids[n]));
+    cr_assert_eq(fc_gauge(fc, "api-proxy.in_flight"), (uint64_t)n, "the first + %d accepted", n - 1);
+    for (int i = 0; i < n; i++)
+        cr_assert(apx_http_busy(ax, ids[i]), "request %d lost", i);
+    apx_test_hash_fail_from(0);
+    allocs = apx_test_hash_allocs();
+    cr_assert_eq(send_req(ids[n], "GET", "/a", NULL, 0, NULL), RDV_OK);
+    cr_assert_eq(apx_test_hash_allocs(), allocs + 1, "memory is back: the table grows");
+    cr_assert_eq(fc_gauge(fc, "api-proxy.in_flight"), (uint64_t)n + 1);
+    for (int i = 0; i < n; i++) {
+        cr_assert(apx_http_busy(ax, ids[i]), "request %d lost in the expansion", i);
+        cr_assert_eq(fc_conn_peer_close(fc, ids[i]), 0);
+    }
+    cr_assert_eq(fc_gauge(fc, "api-proxy.in_flight"), 1);
+    cr_assert_eq(fc_counter(fc, "api-proxy.aborted"), (uint64_t)n);
+    cr_assert_eq(fc_sent_count(fc), 0);
+    const Hbb__HttpProxyResponse *r = expect_response(ids[n], pump(5000));
+    cr_assert_eq(r->status, 200);
+    cr_assert_eq(fc_counter(fc, "api-proxy.oom"), 1);
+}
+
+/* The first HealthCheck makes the session table; failing either of its
+ * allocations closes that connection (no session, no heartbeat timer).
+ * Once memory is back a session is kept and heartbeated. */
+Test(api_proxy_oom, health_check_closed_when_the_table_cannot_be_made)
+{
+    reload(conf_with("heartbeat_ms = 1000\n"));
+    apx *ax = st;
+    for (unsigned long nth = 1; nth <= 2; nth++) {
+        apx_test_hash_fail_from(nth);
+        rdv_conn_id id = keyed_conn();
+        cr_assert_eq(send_hc(id), RDV_CLOSE);
+        cr_assert_not(fc_conn_alive(fc, id));
+        cr_assert_eq(fc_counter(fc, "api-proxy.oom"), nth, "allocation %lu failing", nth);
+        cr_assert_eq(fc_counter(fc, "api-proxy.hc_accepted"), 0);
+        cr_assert_eq(fc_gauge(fc, "api-proxy.hc_sessions"), 0);
+        cr_assert_null(ax->sessions);
+        cr_assert_eq(heartbeat_from(id), RDV_DECLINED);
+    }
+    cr_assert(fc_log_contains(fc, "out of memory: HealthCheck session from 10.2.0."));
+    fc_clear_sent(fc);
+    fc_advance(fc, 5000);
+    cr_assert_eq(fc_sent_count(fc), 0, "no heartbeat for a session not kept");
+    apx_test_hash_fail_from(0);
+    unsigned long allocs = apx_test_hash_allocs();
+    rdv_conn_id id = keyed_conn();
+    cr_assert_eq(send_hc(id), RDV_OK);
+    cr_assert_eq(apx_test_hash_allocs(), allocs + 2, "the table was made");
+    cr_assert_eq(fc_gauge(fc, "api-proxy.hc_sessions"), 1);
+    fc_advance(fc, 1000);
+    const fc_sent *s = fc_next_sent(fc);
+    cr_assert(s && s->conn == id && s->len == 0, "heartbeat");
+}
+
+/* HealthChecks until one would grow the table: that connection is closed,
+ * every other session stays and is heartbeated; once memory is back new
+ * sessions are kept until the table grows, and all are heartbeated. */
+Test(api_proxy_oom, health_check_that_would_grow_the_table_is_closed_the_rest_kept)
+{
+    enum { MAX = 3000 };
+    reload(conf_with("heartbeat_ms = 1000\n"));
+    rdv_conn_id first = keyed_conn(), refused = 0;
+    cr_assert_eq(send_hc(first), RDV_OK); /* the table exists */
+    apx_test_hash_fail_from(1);
+    unsigned long allocs = apx_test_hash_allocs();
+    int n;
+    for (n = 1; n <= MAX; n++) {
+        rdv_conn_id id = keyed_conn();
+        int r = send_hc(id);
+        if (fc_counter(fc, "api-proxy.oom")) {
+            cr_assert_eq(r, RDV_CLOSE);
+            refused = id;
+            break;
+        }
+        cr_assert_eq(r, RDV_OK);
+    }
+    cr_assert_eq(fc_counter(fc, "api-proxy.oom"), 1, "no session reached an expansion in %d", MAX);
+    cr_assert_gt(n, 10, "the table grew after %d sessions only", n);
+    cr_assert_eq(apx_test_hash_allocs(), allocs + 1, "one expansion was attempted");
+    cr_assert_not(fc_conn_alive(fc, refused));
+    cr_assert_eq(fc_gauge(fc, "api-proxy.hc_sessions"), (uint64_t)n, "the first + %d accepted", n - 1);
+    fc_clear_sent(fc);
+    fc_advance(fc, 1000);
+    cr_assert_eq(fc_sent_count(fc), (size_t)n, "one heartbeat per kept session");
+    for (const fc_sent *s; (s = fc_next_sent(fc));)
+        cr_assert(s->conn != refused && fc_conn_alive(fc, s->conn));
+    apx_test_hash_fail_from(0);
+    allocs = apx_test_hash_allocs();
+    int m;
+    for (m = 1; m <= MAX && apx_test_hash_allocs() == allocs; m++)
+        cr_assert_eq(send_hc(keyed_conn()), RDV_OK);
+    cr_assert_eq(apx_test_hash_allocs(), allocs + 1, "memory is back: the table grows");
+    cr_assert_eq(fc_gauge(fc, "api-proxy.hc_sessions"), (uint64_t)(n + m - 1));
+    fc_advance(fc, 1000);
+    cr_assert_eq(fc_sent_count(fc), (size_t)(n + m - 1));
+    cr_assert_eq(fc_counter(fc, "api-proxy.oom"), 1);
+}

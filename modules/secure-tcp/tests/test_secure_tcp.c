@@ -630,3 +630,100 @@ Test(secure_tcp, no_prepared_offers_without_a_key_or_when_off)
     cr_assert_eq(fc_counter(fc, "secure-tcp.offered"), 1);
     cr_assert_eq(fc_counter(fc, "secure-tcp.offered_prepared"), 0);
 }
+
+/* ------------------------------------------------------------------ out of memory
+ * uthash's allocations for the offer table fail through the module's test
+ * hook (stcp_test_hash_fail_from). The process must not exit; a connection
+ * whose offer cannot be kept gets no frame 1 and works in plaintext (as at
+ * max_pending), and every offer already made stays answerable. On the code
+ * before uthash's non-fatal mode each of these exited. */
+static void oom_teardown(void)
+{
+    stcp_test_hash_fail_from(0);
+    teardown();
+}
+
+TestSuite(secure_tcp_oom, .init = setup, .fini = oom_teardown, .timeout = 60);
+
+/* A connection refused an offer: nothing sent, plaintext works. */
+static void expect_no_offer_plaintext_works(rdv_conn_id id)
+{
+    cr_assert_eq(fc_sent_count(fc), 0, "no frame 1 without a kept offer");
+    cr_assert(fc_conn_alive(fc, id));
+    cr_assert_eq(fc_conn_msg(fc, id, nat_req()), RDV_OK);
+    expect_nat_answer(id, false);
+}
+
+/* The first offer makes the table: its header (1st allocation) or its
+ * buckets (2nd). Failing either sends no frame 1 and uses up no prepared
+ * offer; once memory is back the next connection completes a handshake. */
+Test(secure_tcp_oom, no_offer_when_the_table_cannot_be_made)
+{
+    stcp *s = st;
+    fill_pool();
+    cr_assert_eq(fc_gauge(fc, "secure-tcp.prepared"), 16);
+    for (unsigned long nth = 1; nth <= 2; nth++) {
+        stcp_test_hash_fail_from(nth);
+        rdv_conn_id id = open_on("main", RDV_TR_TCP);
+        cr_assert_eq(fc_counter(fc, "secure-tcp.oom"), nth, "allocation %lu failing", nth);
+        cr_assert_eq(fc_gauge(fc, "secure-tcp.pending"), 0);
+        cr_assert_null(s->pending);
+        cr_assert_eq(fc_gauge(fc, "secure-tcp.prepared"), 16, "a prepared offer was used up");
+        expect_no_offer_plaintext_works(id);
+    }
+    cr_assert_eq(fc_counter(fc, "secure-tcp.offered"), 0);
+    cr_assert_eq(fc_counter(fc, "secure-tcp.skipped_error"), 0);
+    cr_assert(fc_log_contains(fc, "out of memory: conn"));
+    stcp_test_hash_fail_from(0);
+    unsigned long allocs = stcp_test_hash_allocs();
+    expect_still_working();
+    cr_assert_eq(stcp_test_hash_allocs(), allocs + 2, "the table was made");
+    cr_assert_eq(fc_counter(fc, "secure-tcp.completed"), 1);
+    cr_assert_eq(fc_counter(fc, "secure-tcp.oom"), 2);
+}
+
+/* Connections until one's offer would grow the table: that one gets no
+ * frame 1, every earlier offer completes its handshake; once memory is
+ * back new connections are offered until the table grows. */
+Test(secure_tcp_oom, offer_that_would_grow_the_table_is_not_made_the_rest_kept)
+{
+    enum { MAX = 3000 };
+    static rdv_conn_id ids[MAX + 1];
+    static uint8_t bpk[MAX + 1][32];
+    stcp *s = st;
+    ids[0] = offered_conn(bpk[0]); /* the table exists */
+    stcp_test_hash_fail_from(1);
+    unsigned long allocs = stcp_test_hash_allocs();
+    int n;
+    for (n = 1; n <= MAX; n++) {
+        ids[n] = open_on("main", RDV_TR_TCP);
+        if (fc_counter(fc, "secure-tcp.oom"))
+            break;
+        expect_offer(ids[n], bpk[n]);
+    }
+    cr_assert_eq(fc_counter(fc, "secure-tcp.oom"), 1, "no offer reached an expansion in %d", MAX);
+    cr_assert_gt(n, 10, "the table grew after %d offers only", n);
+    cr_assert_eq(stcp_test_hash_allocs(), allocs + 1, "one expansion was attempted");
+    cr_assert_eq(fc_gauge(fc, "secure-tcp.pending"), (uint64_t)n, "the first + %d offered", n - 1);
+    cr_assert_eq(HASH_COUNT(s->pending), (unsigned)n);
+    expect_no_offer_plaintext_works(ids[n]);
+    for (int i = 0; i < n; i++) {
+        uint8_t key[32];
+        randombytes_buf(key, sizeof key);
+        cr_assert_eq(send_answer(ids[i], bpk[i], key), RDV_OK, "offer %d lost", i);
+        cr_assert_eq(memcmp(fc_conn(fc, ids[i])->key, key, 32), 0);
+    }
+    cr_assert_eq(fc_counter(fc, "secure-tcp.completed"), (uint64_t)n);
+    cr_assert_eq(fc_gauge(fc, "secure-tcp.pending"), 0);
+    cr_assert_null(s->pending, "the last handshake freed the table");
+    /* memory is back: offers are kept (the table is made again, then grows) */
+    stcp_test_hash_fail_from(0);
+    allocs = stcp_test_hash_allocs();
+    int m;
+    for (m = 1; m <= MAX && stcp_test_hash_allocs() < allocs + 3; m++)
+        offered_conn(bpk[0]);
+    cr_assert_eq(stcp_test_hash_allocs(), allocs + 3, "table made (2) and grown (1)");
+    cr_assert_eq(fc_gauge(fc, "secure-tcp.pending"), (uint64_t)(m - 1));
+    expect_still_working();
+    cr_assert_eq(fc_counter(fc, "secure-tcp.oom"), 1);
+}

@@ -166,6 +166,9 @@ static void relay_stats_init(relay *r)
     s->pipe_failures = counter(c, "pipe_failures", "pipes that could not be created (descriptors)");
     s->list_full = counter(c, "list_full", "list entries dropped at relay.list_max");
     s->ws_sides = counter(c, "ws_sides", "WebSocket sides offered by websocket-transport");
+    s->oom = counter(c, "oom",
+                     "operations refused for lack of memory (nothing else changed): a list entry or list file, a "
+                     "waiting side, a WebSocket side (refused sides also count in rejected_internal)");
 
     static const struct { const char *name; uint64_t (*fn)(void *); const char *help; } g[] = {
         { "pairs", relay_g_pairs, "active pairs" },
@@ -191,9 +194,9 @@ static void relay_stats_init(relay *r)
 
 /* ------------------------------------------------------------------ lists */
 /* relay.md §7: at start a missing file is an empty list, not an error. On a
- * reload (SIGHUP) a file that cannot be read keeps the entries in use: a
- * reload racing an editor must not unblock everyone. An existing empty
- * file is a deliberate empty list. */
+ * reload (SIGHUP) a file that cannot be read, or not held for lack of
+ * memory, keeps the entries in use: a reload racing an editor must not
+ * unblock everyone. An existing empty file is a deliberate empty list. */
 static void relay_lists_load(relay *r, bool reload)
 {
     relay_set *sets[2] = { &r->black, &r->block };
@@ -206,6 +209,8 @@ static void relay_lists_load(relay *r, bool reload)
             continue;
         }
         long n = relay_set_load(sets[i], files[i], &dropped);
+        if (n == -ENOMEM)
+            (*r->st.oom)++; /* logged below like an unreadable file: the list in use stays */
         const char *why = n == -EILSEQ ? "not UTF-8 text" : strerror((int)-n);
         if (n >= 0)
             RDV_INFO(r->core, "%s: %ld entries from %s", sets[i]->name, n, files[i]);

@@ -19,11 +19,25 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <uthash.h>
-
 #include <rdv/core.h>
 #include <rdv/proto.h>
 #include <rdv/wire.h>
+
+/* Out of memory in a table (the lists, the waiting sides, the WebSocket
+ * sides) must not exit the process: uthash's non-fatal mode rolls a failed
+ * add back and leaves hh.tbl NULL (uthash user guide, "Out of memory"); the
+ * caller refuses that one operation. Its allocations go through
+ * relay_hash_malloc (relay_lists.c), which a unit test can make fail. */
+void *relay_hash_malloc(size_t sz);
+#define HASH_NONFATAL_OOM 1
+#define uthash_malloc(sz) relay_hash_malloc(sz)
+#include <uthash.h>
+
+/* Test hook (unit suites; inert unless armed): the nth allocation uthash
+ * makes for the module's tables from now on fails, and every later one,
+ * until called with 0. relay_test_hash_allocs() counts those allocations. */
+void relay_test_hash_fail_from(unsigned long nth);
+unsigned long relay_test_hash_allocs(void);
 
 /* ------------------------------------------------------------------ settings */
 typedef struct relay_cfg {
@@ -90,15 +104,16 @@ typedef struct relay_set {
 
 /* Exact text membership (relay.md §7). */
 bool relay_set_has(const relay_set *s, const char *key);
-/* 1 added, 0 present already, -ENOSPC when full (counted by the caller). */
+/* 1 added, 0 present already, -ENOSPC when full, -ENOMEM out of memory
+ * (the set unchanged; both counted by the caller). */
 int relay_set_add(relay_set *s, const char *key, size_t len);
 bool relay_set_del(relay_set *s, const char *key);
 void relay_set_clear(relay_set *s);
 /* Replace the set by the entries of a list file (relay.md §7 format).
  * Returns the number of entries read, or -errno if the file is missing,
- * unreadable or not UTF-8: the set is then UNCHANGED (the caller decides:
- * empty at start, the old entries on a reload). *dropped counts entries
- * past the cap. */
+ * unreadable or not UTF-8, or memory ran out (-ENOMEM): the set is then
+ * UNCHANGED (the caller decides: empty at start, the old entries on a
+ * reload). *dropped counts entries past the cap. */
 long relay_set_load(relay_set *s, const char *path, size_t *dropped);
 /* Parse file contents (exposed for tests). */
 long relay_set_parse(relay_set *s, const char *text, size_t n, size_t *dropped);
@@ -388,6 +403,7 @@ typedef struct relay_stats {
         *list_full;
     uint64_t *ws_sides;
     uint64_t *urgent_marks;
+    uint64_t *oom;
 } relay_stats;
 
 struct relay {

@@ -53,8 +53,14 @@ static void relay_set_cmd_add(relay *r, relay_set *s, const char *arg)
         return;
     for (const char *p = arg;;) {
         size_t len = strcspn(p, "|");
-        if (len && relay_set_add(s, p, len) == -ENOSPC)
+        int e = len ? relay_set_add(s, p, len) : 0;
+        if (e == -ENOSPC) {
             (*r->st.list_full)++;
+        } else if (e == -ENOMEM) { /* that entry is not added; the set is as it was */
+            (*r->st.oom)++;
+            RDV_LOG_RL(r->core, RDV_LOG_WARN, "out of memory: %.*s not added to the %s", (int)(len > 64 ? 64 : len),
+                       p, s->name);
+        }
         if (!p[len])
             break;
         p += len + 1;

@@ -1,5 +1,10 @@
 /* relay_lists.c — blacklist.txt / blocklist.txt (relay.md §7): sets of
- * exact IP texts, bounded, read from files and edited by console commands. */
+ * exact IP texts, bounded, read from files and edited by console commands.
+ *
+ * Out of memory: an entry whose copy or table slot cannot be allocated is
+ * refused (-ENOMEM) with the set as it was; a list file is built into a
+ * fresh set, so a reload that runs out keeps the list in use, like one
+ * that cannot read its file. Also home of uthash's allocator hook (relay.h). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -11,6 +16,20 @@
 
 /* Larger list files are refused whole (a mistake, not a list). */
 #define RELAY_LIST_FILE_MAX (64u << 20)
+
+/* ---- uthash's allocator for every table of the module, with a fault
+ * injection hook for the unit tests (inert unless armed). Loop thread only. */
+static unsigned long relay_hash_calls, relay_hash_fail_at;
+
+void *relay_hash_malloc(size_t sz)
+{
+    unsigned long n = ++relay_hash_calls;
+    return relay_hash_fail_at && n >= relay_hash_fail_at ? NULL : malloc(sz);
+}
+
+void relay_test_hash_fail_from(unsigned long nth) { relay_hash_fail_at = nth ? relay_hash_calls + nth : 0; }
+
+unsigned long relay_test_hash_allocs(void) { return relay_hash_calls; }
 
 char *relay_ip_text(const rdv_addr *a, char *buf, size_t len)
 {
@@ -40,6 +59,10 @@ int relay_set_add(relay_set *s, const char *key, size_t len)
     memcpy(e->key, key, len);
     e->key[len] = '\0';
     HASH_ADD_KEYPTR(hh, s->head, e->key, len, e);
+    if (!e->hh.tbl) { /* uthash rolled the add back: the set is as it was */
+        free(e);
+        return -ENOMEM;
+    }
     s->n++;
     return 1;
 }

@@ -128,6 +128,19 @@ static void relay_pair_sides(relay *r, relay_side *early_side, relay_side *late)
     relay_pair_msg_new(r, ep, addr);
 }
 
+/* No memory for a waiting entry (or its slot in the table): the side is
+ * refused as if the table were full; the table and the other sides are
+ * untouched, and its client may ask again. */
+static void relay_wait_oom(relay *r, relay_side *s)
+{
+    char a[INET6_ADDRSTRLEN];
+    (*r->st.rej_internal)++;
+    (*r->st.oom)++;
+    RDV_LOG_RL(r->core, RDV_LOG_WARN, "out of memory: side from %s not waiting for its partner (refused)",
+               relay_ip_text(&s->addr, a, sizeof a));
+    relay_side_close(r, s);
+}
+
 void relay_wait_or_pair(relay *r, relay_side *s, const char *uuid, size_t uuid_len)
 {
     /* The blocklist may have grown since accept (console, SIGHUP): both
@@ -174,8 +187,7 @@ void relay_wait_or_pair(relay *r, relay_side *s, const char *uuid, size_t uuid_l
     }
     w = calloc(1, sizeof *w + uuid_len + 1);
     if (!w) {
-        (*r->st.rej_internal)++;
-        relay_side_close(r, s);
+        relay_wait_oom(r, s);
         return;
     }
     const rdv_core_api *api = r->core->api;
@@ -199,6 +211,14 @@ void relay_wait_or_pair(relay *r, relay_side *s, const char *uuid, size_t uuid_l
     }
     w->deadline_ms = api->now_ms(r->core) + (uint64_t)r->cfg->wait_timeout_ms;
     HASH_ADD_KEYPTR(hh, r->waiting, w->uuid, uuid_len, w);
+    if (!w->hh.tbl) { /* uthash rolled the add back: undo the watcher, refuse the side */
+        api->io_free(w->io);
+        if (w->ep)
+            w->ep->waiter = NULL;
+        free(w);
+        relay_wait_oom(r, s);
+        return;
+    }
     w->prev = r->wlast;
     if (r->wlast)
         r->wlast->next = w;

@@ -182,6 +182,17 @@ static bool relay_ws_blocked(relay *r, const rdv_addr *a)
     return relay_set_has(&r->block, relay_ip_text(a, ip, sizeof ip));
 }
 
+/* A side we cannot hold is refused at side_open (the transport closes it);
+ * its client may try again. */
+static void relay_ws_oom(relay *r, const rdv_addr *peer)
+{
+    char a[INET6_ADDRSTRLEN];
+    (*r->st.rej_internal)++;
+    (*r->st.oom)++;
+    RDV_LOG_RL(r->core, RDV_LOG_WARN, "out of memory: WebSocket side from %s refused",
+               relay_ip_text(peer, a, sizeof a));
+}
+
 static int relay_ws_side_open(void *self, rdv_conn_id id, const rdv_addr *peer, const rdv_addr *tcp_peer,
                               const uint8_t *first, size_t n, const rdv_relay_ws_side_ops *ops, void *tp)
 {
@@ -196,15 +207,18 @@ static int relay_ws_side_open(void *self, rdv_conn_id id, const rdv_addr *peer, 
         return RDV_CLOSE;
     }
     relay_ep_ws *w = calloc(1, sizeof *w);
-    if (!w) {
-        (*r->st.rej_internal)++;
+    if (w) {
+        w->base.ops = &relay_ws_ep_ops;
+        w->base.r = r;
+        w->base.reading = true; /* the transport delivers until told otherwise */
+        w->id = id, w->ops = ops, w->tp = tp;
+        HASH_ADD(hh, r->ws_sides, id, sizeof w->id, w);
+    }
+    if (!w || !w->hh.tbl) { /* no memory, or uthash rolled the add back: refused, nothing held */
+        free(w);
+        relay_ws_oom(r, peer);
         return RDV_CLOSE;
     }
-    w->base.ops = &relay_ws_ep_ops;
-    w->base.r = r;
-    w->base.reading = true; /* the transport delivers until told otherwise */
-    w->id = id, w->ops = ops, w->tp = tp;
-    HASH_ADD(hh, r->ws_sides, id, sizeof w->id, w);
     r->nws++;
     w->opening = true;
     int rc = relay_offer_ep(r, &w->base, peer, first, n);

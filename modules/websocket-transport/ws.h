@@ -15,13 +15,28 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <uthash.h>
 #include <wslay/wslay.h>
 
 #include <rdv/core.h>
 #include <rdv/wire.h>
 
 #include "rdv/svc/relay_ws.h"
+
+/* Out of memory in the connection table must not exit the process:
+ * uthash's non-fatal mode rolls a failed add back and leaves hh.tbl NULL
+ * (uthash user guide, "Out of memory"); that connection is refused. Its
+ * allocations go through ws_hash_malloc (ws_conn.c), which a unit test can
+ * make fail. */
+void *ws_hash_malloc(size_t sz);
+#define HASH_NONFATAL_OOM 1
+#define uthash_malloc(sz) ws_hash_malloc(sz)
+#include <uthash.h>
+
+/* Test hook (unit suites; inert unless armed): the nth allocation uthash
+ * makes for the connection table from now on fails, and every later one,
+ * until called with 0. ws_test_hash_allocs() counts those allocations. */
+void ws_test_hash_fail_from(unsigned long nth);
+unsigned long ws_test_hash_allocs(void);
 
 /* ------------------------------------------------------------------ HTTP head */
 #define WS_HVAL_MAX 256         /* longest header value we keep (longer: treated as invalid) */
@@ -188,6 +203,7 @@ typedef struct ws_stats {
     uint64_t *closed_idle, *closed_close_timeout, *closed_shutdown, *closed_error;
     uint64_t *closed_buffer_total, *closed_message_timeout;
     uint64_t *relay_handoff, *relay_refused;
+    uint64_t *oom;
 } ws_stats;
 
 struct ws_mod {

@@ -38,6 +38,20 @@
 #define WS_MSG_KEEP 4096 /* reassembly buffer kept between messages */
 #define WS_CODE_TRY_AGAIN_LATER 1013 /* RFC 6455 §7.4.2 (IANA registry): buffer_total reached */
 
+/* ---- uthash's allocator for the connection table, with a fault injection
+ * hook for the unit tests (ws.h; inert unless armed). Loop thread only. */
+static unsigned long ws_hash_calls, ws_hash_fail_at;
+
+void *ws_hash_malloc(size_t sz)
+{
+    unsigned long n = ++ws_hash_calls;
+    return ws_hash_fail_at && n >= ws_hash_fail_at ? NULL : malloc(sz);
+}
+
+void ws_test_hash_fail_from(unsigned long nth) { ws_hash_fail_at = nth ? ws_hash_calls + nth : 0; }
+
+unsigned long ws_test_hash_allocs(void) { return ws_hash_calls; }
+
 /* ------------------------------------------------------------------ lookup, lifetime */
 static ws_conn *ws_find(ws_mod *m, rdv_conn_id id)
 {
@@ -713,6 +727,23 @@ static long ws_handshake(ws_conn *c, const uint8_t *p, size_t n)
 }
 
 /* ------------------------------------------------------------------ core callbacks */
+/* No memory to hold a new connection: answered 503 like max_connections
+ * (the client may come back) and closed; the table and every other
+ * connection are untouched. */
+static int ws_refuse_oom(ws_port *port, rdv_conn_id id, const rdv_addr *peer)
+{
+    ws_mod *m = port->m;
+    const rdv_core_api *api = m->core->api;
+    char a[RDV_ADDR_STRLEN];
+    (*m->st.oom)++;
+    RDV_LOG_RL(m->core, RDV_LOG_WARN, "%s: out of memory: connection from %s refused (503)",
+               api->listener_name(port->l), rdv_addr_str(peer, a, sizeof a));
+    char out[256];
+    size_t n = ws_http_answer_error(503, out, sizeof out);
+    api->send_bytes(m->core, id, (const uint8_t *)out, n);
+    return RDV_CLOSE;
+}
+
 static int ws_on_open(void *ud, rdv_conn_id id, const rdv_addr *peer)
 {
     ws_port *port = ud;
@@ -731,16 +762,21 @@ static int ws_on_open(void *ud, rdv_conn_id id, const rdv_addr *peer)
     }
     ws_conn *c = calloc(1, sizeof *c);
     if (!c)
-        return RDV_CLOSE;
+        return ws_refuse_oom(port, id, peer);
     c->id = id, c->m = m, c->port = port, c->phase = WS_HANDSHAKE;
     c->tcp_peer = c->peer = *peer;
     c->opened_ms = c->last_ms = api->now_ms(m->core);
     c->timer = api->timer_new(m->core, ws_timer_cb, c);
     if (!c->timer) {
         free(c);
-        return RDV_CLOSE;
+        return ws_refuse_oom(port, id, peer);
     }
     HASH_ADD(hh, m->conns, id, sizeof c->id, c);
+    if (!c->hh.tbl) { /* uthash rolled the add back: nothing refers to c yet */
+        api->timer_free(c->timer);
+        free(c);
+        return ws_refuse_oom(port, id, peer);
+    }
     m->nconns++, m->nhandshake++;
     (*m->st.accepted)++;
     /* Our deadlines (handshake, per-message idle, close wait) replace the

@@ -144,6 +144,7 @@ static int ws_register_stats(ws_mod *m)
         C(closed_message_timeout, "closed (1008): a message not complete within message_timeout_ms"),
         C(relay_handoff, "relay port: sides handed to the relay"),
         C(relay_refused, "relay port: sides refused (by the relay, or a first message not binary)"),
+        C(oom, "connections refused at accept for lack of memory (503; the others are untouched)"),
 #undef C
     };
     for (size_t i = 0; i < sizeof ctr / sizeof ctr[0]; i++) {

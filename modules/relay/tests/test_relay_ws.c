@@ -510,3 +510,82 @@ Test(wsq, websocket_queues_count_in_message_total)
     cr_assert_eq(rt_gauge("buffered_bytes"), 0);
     wq_free_msgs(b);
 }
+
+/* ------------------------------------------------------------------ out of memory
+ * uthash's allocations fail through the module's test hook (relay.h). A
+ * side that cannot be held is refused at side_open (RDV_CLOSE: the
+ * transport closes it, we never call its ops->close), counted, and
+ * nothing else changes; once memory is back sides pair again. On the code
+ * before uthash's non-fatal mode each of these exited the process. */
+static void ft_oom_teardown(void)
+{
+    relay_test_hash_fail_from(0);
+    ft_teardown();
+}
+
+TestSuite(wsx_oom, .init = ft_setup, .fini = ft_oom_teardown);
+
+/* The first side makes the WebSocket side table (allocations 1, 2), then
+ * the waiting table (3, 4): whichever fails, the side is refused and both
+ * tables are as before (empty). */
+Test(wsx_oom, side_refused_when_a_table_cannot_be_made)
+{
+    ft_side *s;
+    for (unsigned long nth = 1; nth <= 4; nth++) {
+        relay_test_hash_fail_from(nth);
+        cr_assert_eq(ft_open("10.1.0.1:5000", "10.1.0.1:5000", "oom", &s), RDV_CLOSE, "allocation %lu failing", nth);
+        cr_assert_not(s->closed, "refused at side_open: the transport closes it");
+        cr_assert_eq(rt_counter("oom"), nth);
+        cr_assert_eq(rt_counter("rejected_internal"), nth);
+        cr_assert_eq(rt_gauge("ws_open"), 0);
+        cr_assert_eq(rt_gauge("waiting"), 0);
+        cr_assert_null(R->ws_sides);
+        cr_assert_null(R->waiting);
+        cr_assert_eq(rt_gauge("buffered_bytes"), 0);
+    }
+    cr_assert(fc_log_contains(fc, "out of memory: WebSocket side from 10.1.0.1 refused"));
+    cr_assert(fc_log_contains(fc, "out of memory: side from 10.1.0.1 not waiting for its partner"));
+    relay_test_hash_fail_from(0);
+    ft_side *a, *b;
+    cr_assert_eq(ft_open("10.1.0.1:5000", "10.1.0.1:5000", "oom", &a), RDV_OK);
+    cr_assert_eq(rt_gauge("waiting"), 1);
+    cr_assert_eq(ft_open("10.1.0.2:5000", "10.1.0.2:5000", "oom", &b), RDV_OK);
+    cr_assert_eq(rt_gauge("pairs_message"), 1);
+    cr_assert_eq(rt_gauge("ws_open"), 2);
+    fc_advance(fc, 0);
+    cr_assert_eq(ft.api->side_message(ft.self, a->id, (const uint8_t *)"abc", 3), RDV_OK);
+    cr_assert_eq(b->nmsg, 1);
+    cr_assert_arr_eq(b->msg[0], "abc", 3);
+}
+
+/* A pair of WebSocket sides is up (their table exists, the waiting table
+ * is empty again). A third side gets its slot among the sides, but no
+ * waiting entry: it is refused and taken out again, the pair goes on
+ * untouched, and a pair forms again once memory is back. */
+Test(wsx_oom, side_without_a_waiting_entry_is_refused_the_pair_goes_on)
+{
+    ft_side *a, *b, *c;
+    cr_assert_eq(ft_open("10.1.0.1:5000", "10.1.0.1:5000", "up", &a), RDV_OK);
+    cr_assert_eq(ft_open("10.1.0.2:5000", "10.1.0.2:5000", "up", &b), RDV_OK);
+    fc_advance(fc, 0);
+    cr_assert_null(R->waiting);
+    relay_test_hash_fail_from(1);
+    unsigned long allocs = relay_test_hash_allocs();
+    cr_assert_eq(ft_open("10.1.0.3:5000", "10.1.0.3:5000", "other", &c), RDV_CLOSE);
+    cr_assert_eq(relay_test_hash_allocs(), allocs + 1, "only the waiting table was attempted");
+    cr_assert_not(c->closed, "refused at side_open: the transport closes it");
+    cr_assert_eq(rt_counter("oom"), 1);
+    cr_assert_eq(rt_gauge("ws_open"), 2, "the refused side is no longer held");
+    cr_assert_eq(rt_gauge("waiting"), 0);
+    cr_assert_eq(rt_gauge("pairs_message"), 1);
+    cr_assert_eq(ft.api->side_message(ft.self, b->id, (const uint8_t *)"xyz", 3), RDV_OK);
+    cr_assert_eq(a->nmsg, 1, "the pair still relays");
+    cr_assert_arr_eq(a->msg[0], "xyz", 3);
+    cr_assert_eq(ft.api->side_message(ft.self, c->id, (const uint8_t *)"zz", 2), RDV_CLOSE, "c is unknown");
+    relay_test_hash_fail_from(0);
+    ft_side *d, *e;
+    cr_assert_eq(ft_open("10.1.0.3:5000", "10.1.0.3:5000", "other", &d), RDV_OK);
+    cr_assert_eq(ft_open("10.1.0.4:5000", "10.1.0.4:5000", "other", &e), RDV_OK);
+    cr_assert_eq(rt_gauge("pairs_message"), 2);
+    cr_assert_eq(rt_gauge("ws_open"), 4);
+}

@@ -843,3 +843,105 @@ Test(ws_conn_budget, part_message_deadline_1008)
     cr_assert_eq(ctr("closed_idle"), 0);
     cr_assert_eq(gauge("buffer_bytes"), 0);
 }
+
+/* ------------------------------------------------------------------ out of memory
+ * uthash's allocations for the connection table fail through the module's
+ * test hook (ws.h). The one connection is refused like max_connections
+ * (503, closed, counted in oom), nothing exits, the table stays consistent
+ * and later connections work. On the code before uthash's non-fatal mode
+ * each of these exited the process. */
+#include "ws.h"
+
+static void oom_teardown(void)
+{
+    ws_test_hash_fail_from(0);
+    teardown();
+}
+
+TestSuite(ws_conn_oom, .init = setup, .fini = oom_teardown);
+
+/* Every connection in the table is found by its id and open in the core. */
+static void check_conns(void)
+{
+    ws_mod *m = ws_state;
+    size_t n = 0;
+    ws_conn *c, *tmp;
+    HASH_ITER(hh, m->conns, c, tmp) {
+        ws_conn *f = NULL;
+        HASH_FIND(hh, m->conns, &c->id, sizeof c->id, f);
+        cr_assert_eq(f, c, "connection %llu not found by its id", (unsigned long long)c->id);
+        cr_assert(fc_conn_alive(fc, c->id));
+        n++;
+    }
+    cr_assert_eq(n, m->nconns);
+    cr_assert_eq(gauge("connections"), n);
+}
+
+/* The first connection makes the table: its header (1st allocation) or
+ * its buckets (2nd). */
+Test(ws_conn_oom, connection_refused_503_when_the_table_cannot_be_made)
+{
+    for (unsigned long nth = 1; nth <= 2; nth++) {
+        ws_test_hash_fail_from(nth);
+        rdv_conn_id id = open_raw("198.51.100.40:1");
+        cr_assert_not(fc_conn_alive(fc, id), "allocation %lu failing", nth);
+        wt_expect_http(fc, 503);
+        cr_assert_eq(fc_sent_count(fc), 0);
+        cr_assert_eq(ctr("oom"), nth);
+        cr_assert_eq(ctr("accepted"), 0);
+        cr_assert_eq(gauge("handshaking"), 0);
+        cr_assert_null(((ws_mod *)ws_state)->conns);
+        check_conns();
+    }
+    cr_assert(fc_log_contains(fc, "ws: out of memory: connection from 198.51.100.40:1 refused (503)"));
+    ws_test_hash_fail_from(0);
+    rdv_conn_id id = wt_open(fc, ws, "198.51.100.40:2", "");
+    Hbb__RendezvousMessage m = wt_nat_request();
+    wt_send_msg(fc, id, &m);
+    expect_nat_reply(id, 2);
+    check_conns();
+}
+
+/* Connections come until one would grow the table: that one is refused,
+ * the others stay and work (a handshake, a request, a close), and once
+ * memory is back a new connection is taken. */
+Test(ws_conn_oom, connection_that_would_grow_the_table_is_refused_the_rest_kept)
+{
+    rdv_conn_id first = wt_open(fc, ws, "198.51.100.41:1", ""); /* the table exists */
+    ws_test_hash_fail_from(1);
+    unsigned long allocs = ws_test_hash_allocs();
+    rdv_conn_id id = 0, id1 = 0;
+    int n;
+    for (n = 1; n <= 3000; n++) {
+        id = open_raw("198.51.100.42:2");
+        if (n == 1)
+            id1 = id;
+        if (ctr("oom"))
+            break;
+    }
+    cr_assert_eq(ctr("oom"), 1, "no connection reached an expansion in 3000");
+    cr_assert_gt(n, 10, "the table grew after %d connections only", n);
+    cr_assert_eq(ws_test_hash_allocs(), allocs + 1, "one expansion was attempted");
+    cr_assert_not(fc_conn_alive(fc, id));
+    wt_expect_http(fc, 503);
+    cr_assert_eq(ctr("accepted"), (uint64_t)n, "1 + %d accepted", n - 1);
+    cr_assert_eq(gauge("handshaking"), (uint64_t)n - 1);
+    check_conns();
+    /* still short of memory: the others go on */
+    char req[2048];
+    size_t len = wt_request(req, sizeof req, "/", "");
+    cr_assert_eq(fc_conn_raw(fc, id1, (const uint8_t *)req, len), RDV_OK);
+    wt_expect_http(fc, 101);
+    Hbb__RendezvousMessage m = wt_nat_request();
+    wt_send_msg(fc, first, &m);
+    expect_nat_reply(first, 1);
+    wt_expect_close_frame(fc, 1000);
+    fc_conn_peer_close(fc, id1);
+    cr_assert_eq(gauge("connections"), (uint64_t)n - 1);
+    check_conns();
+    ws_test_hash_fail_from(0);
+    rdv_conn_id again = wt_open(fc, ws, "198.51.100.42:3", "");
+    wt_send_msg(fc, again, &m);
+    expect_nat_reply(again, 3);
+    check_conns();
+}

@@ -21,10 +21,8 @@
  * rolls the add back and leaves hh.tbl NULL (uthash user guide, "Out of
  * memory"). Its allocations go through rdv_conn_hash_malloc, which a unit
  * test can make fail (tests/unit/test_conn_oom.c). */
-void *rdv_conn_hash_malloc(size_t sz);
-#define HASH_NONFATAL_OOM 1
-#define uthash_malloc(sz) rdv_conn_hash_malloc(sz)
-#include <uthash.h>
+#define RDV_UTHASH_PREFIX rdv_conn
+#include <rdv/uthash.h>
 
 #include "rdv/wire.h"
 #include "server.h"
@@ -57,21 +55,8 @@ struct rdv_conn {
     UT_hash_handle hh;
 };
 
-/* ---- uthash's allocator, with a fault-injection hook for the unit tests
- * (inert unless rdv_conn_test_hash_fail_from() arms it; loop thread only). */
-static unsigned long conn_hash_calls, conn_hash_fail_at;
-
-void *rdv_conn_hash_malloc(size_t sz)
-{
-    unsigned long n = ++conn_hash_calls;
-    return conn_hash_fail_at && n >= conn_hash_fail_at ? NULL : malloc(sz);
-}
-
-/* The nth allocation uthash makes for the table from now on fails, and every
- * later one, until called with 0. */
-void rdv_conn_test_hash_fail_from(unsigned long nth) { conn_hash_fail_at = nth ? conn_hash_calls + nth : 0; }
-
-unsigned long rdv_conn_test_hash_allocs(void) { return conn_hash_calls; }
+/* ---- uthash's allocator and its test hook (rdv/uthash.h) */
+RDV_UTHASH_HOOK_DEFINE()
 
 static rdv_conn *conn_table(rdv_server *s) { return s->conns; }
 static void conn_table_set(rdv_server *s, rdv_conn *head) { s->conns = head; }

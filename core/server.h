@@ -222,9 +222,8 @@ void rdv_udp_batch_free(rdv_server *s);
 
 /* conn.c */
 rdv_conn *rdv_conn_get(rdv_server *s, rdv_conn_id id);
-/* Test hook (conn.c; inert unless armed): the nth allocation uthash makes
- * for the connection table from now on fails, and every later one, until
- * called with 0; allocs counts them. */
+/* Test hook (RDV_UTHASH_HOOK_DEFINE in conn.c, see rdv/uthash.h): uthash's
+ * allocations for the connection table fail from the nth on, until 0. */
 void rdv_conn_test_hash_fail_from(unsigned long nth);
 unsigned long rdv_conn_test_hash_allocs(void);
 void rdv_conn_accept(rdv_server *s, rdv_listener *l, int fd, const rdv_addr *peer);

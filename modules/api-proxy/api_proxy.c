@@ -20,20 +20,8 @@
 
 #include "apx.h"
 
-/* ---- uthash's allocator for the request and session tables, with a
- * fault-injection hook for the unit suite (inert unless
- * apx_test_hash_fail_from() arms it). Loop thread only. */
-static unsigned long apx_hash_calls, apx_hash_fail_at;
-
-void *apx_hash_malloc(size_t sz)
-{
-    unsigned long n = ++apx_hash_calls;
-    return apx_hash_fail_at && n >= apx_hash_fail_at ? NULL : malloc(sz);
-}
-
-void apx_test_hash_fail_from(unsigned long nth) { apx_hash_fail_at = nth ? apx_hash_calls + nth : 0; }
-
-unsigned long apx_test_hash_allocs(void) { return apx_hash_calls; }
+/* ---- uthash's allocator and its test hook (rdv/uthash.h) */
+RDV_UTHASH_HOOK_DEFINE()
 
 static const rdv_setting apx_settings[] = {
     RDV_SETTING_STRING(apx_cfg, api_base_url, "", RDV_SETF_RELOAD,

@@ -12,10 +12,8 @@
  * runs out: uthash's non-fatal mode rolls a failed add back and leaves
  * hh.tbl NULL (uthash user guide, "Out of memory"). Its allocations go
  * through apx_hash_malloc (api_proxy.c), which a unit test can make fail. */
-void *apx_hash_malloc(size_t sz);
-#define HASH_NONFATAL_OOM 1
-#define uthash_malloc(sz) apx_hash_malloc(sz)
-#include <uthash.h>
+#define RDV_UTHASH_PREFIX apx
+#include <rdv/uthash.h>
 
 #include <rdv/core.h>
 #include <rdv/proto.h>
@@ -45,11 +43,6 @@ typedef struct apx_cfg {
  * the handler counts those as `oom`, not `rejected`. */
 #define APX_OOM "out of memory"
 
-/* Test hook (unit suite; inert unless armed): the nth allocation uthash
- * makes for the module's tables from now on fails, and every later one,
- * until called with 0. apx_test_hash_allocs() counts those allocations. */
-void apx_test_hash_fail_from(unsigned long nth);
-unsigned long apx_test_hash_allocs(void);
 
 /* A socket libcurl asked us to watch. */
 typedef struct apx_sock {

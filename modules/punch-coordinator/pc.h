@@ -26,10 +26,8 @@
  * uthash's non-fatal mode rolls a failed add back and leaves hh.tbl NULL
  * (uthash user guide, "Out of memory"). Its allocations go through
  * pc_hash_malloc (pc_pending.c), which a unit test can make fail. */
-void *pc_hash_malloc(size_t sz);
-#define HASH_NONFATAL_OOM 1
-#define uthash_malloc(sz) pc_hash_malloc(sz)
-#include <uthash.h>
+#define RDV_UTHASH_PREFIX pc
+#include <rdv/uthash.h>
 
 /* Largest relay list we keep (entries after splitting on ','), and the
  * longest entry (a host name is at most 253 characters). */
@@ -214,11 +212,6 @@ int pc_pending_deliver(pc *p, const rdv_addr *a, const Hbb__RendezvousMessage *m
 void pc_pending_conn_closed(pc *p, rdv_conn_id conn);
 void pc_pending_sweep(pc *p);
 void pc_pending_trim(pc *p);
-/* Test hook (unit suites; inert unless armed): the nth allocation uthash
- * makes for the pending tables from now on fails, and every later one,
- * until called with 0. pc_test_hash_allocs() counts those allocations. */
-void pc_test_hash_fail_from(unsigned long nth);
-unsigned long pc_test_hash_allocs(void);
 
 /* pc_handlers.c */
 extern const rdv_handler pc_handlers[];

@@ -23,24 +23,8 @@
 
 #include "pc.h"
 
-/* ---- uthash's allocator, with a fault-injection hook for the unit tests
- * (inert unless pc_test_hash_fail_from() arms it). Loop thread only; the
- * atomics just keep a test's arming well defined. */
-static atomic_ulong pc_hash_calls, pc_hash_fail_at;
-
-void *pc_hash_malloc(size_t sz)
-{
-    unsigned long n = atomic_fetch_add(&pc_hash_calls, 1) + 1, at = atomic_load(&pc_hash_fail_at);
-    return at && n >= at ? NULL : malloc(sz);
-}
-
-void pc_test_hash_fail_from(unsigned long nth)
-{
-    unsigned long calls = atomic_load(&pc_hash_calls);
-    atomic_store(&pc_hash_fail_at, nth ? calls + nth : 0);
-}
-
-unsigned long pc_test_hash_allocs(void) { return atomic_load(&pc_hash_calls); }
+/* ---- uthash's allocator and its test hook (rdv/uthash.h) */
+RDV_UTHASH_HOOK_DEFINE()
 
 void pc_key_of(pc_key *k, const rdv_addr *a)
 {

@@ -28,16 +28,8 @@
  * add back and leaves hh.tbl NULL (uthash user guide, "Out of memory"); the
  * caller refuses that one operation. Its allocations go through
  * relay_hash_malloc (relay_lists.c), which a unit test can make fail. */
-void *relay_hash_malloc(size_t sz);
-#define HASH_NONFATAL_OOM 1
-#define uthash_malloc(sz) relay_hash_malloc(sz)
-#include <uthash.h>
-
-/* Test hook (unit suites; inert unless armed): the nth allocation uthash
- * makes for the module's tables from now on fails, and every later one,
- * until called with 0. relay_test_hash_allocs() counts those allocations. */
-void relay_test_hash_fail_from(unsigned long nth);
-unsigned long relay_test_hash_allocs(void);
+#define RDV_UTHASH_PREFIX relay
+#include <rdv/uthash.h>
 
 /* ------------------------------------------------------------------ settings */
 typedef struct relay_cfg {

@@ -17,19 +17,8 @@
 /* Larger list files are refused whole (a mistake, not a list). */
 #define RELAY_LIST_FILE_MAX (64u << 20)
 
-/* ---- uthash's allocator for every table of the module, with a fault
- * injection hook for the unit tests (inert unless armed). Loop thread only. */
-static unsigned long relay_hash_calls, relay_hash_fail_at;
-
-void *relay_hash_malloc(size_t sz)
-{
-    unsigned long n = ++relay_hash_calls;
-    return relay_hash_fail_at && n >= relay_hash_fail_at ? NULL : malloc(sz);
-}
-
-void relay_test_hash_fail_from(unsigned long nth) { relay_hash_fail_at = nth ? relay_hash_calls + nth : 0; }
-
-unsigned long relay_test_hash_allocs(void) { return relay_hash_calls; }
+/* ---- uthash's allocator and its test hook (rdv/uthash.h) */
+RDV_UTHASH_HOOK_DEFINE()
 
 char *relay_ip_text(const rdv_addr *a, char *buf, size_t len)
 {

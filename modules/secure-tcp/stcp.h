@@ -11,10 +11,8 @@
  * non-fatal mode rolls a failed add back and leaves hh.tbl NULL (uthash
  * user guide, "Out of memory"). Its allocations go through stcp_hash_malloc
  * (stcp_handshake.c), which a unit test can make fail. */
-void *stcp_hash_malloc(size_t sz);
-#define HASH_NONFATAL_OOM 1
-#define uthash_malloc(sz) stcp_hash_malloc(sz)
-#include <uthash.h>
+#define RDV_UTHASH_PREFIX stcp
+#include <rdv/uthash.h>
 
 #include <rdv/core.h>
 #include <rdv/proto.h>
@@ -78,11 +76,6 @@ int stcp_accept(stcp *s, rdv_conn_id id, const Hbb__KeyExchange *kx);
 void stcp_forget(stcp *s, rdv_conn_id id);
 /* Wipe and free every offer. */
 void stcp_forget_all(stcp *s);
-/* Test hook (unit suite; inert unless armed): the nth allocation uthash
- * makes for the offer table from now on fails, and every later one, until
- * called with 0. stcp_test_hash_allocs() counts those allocations. */
-void stcp_test_hash_fail_from(unsigned long nth);
-unsigned long stcp_test_hash_allocs(void);
 /* Prepared offers: size the pool to cfg->precompute (wiping what no longer
  * fits) and start filling it; stcp_pool_free wipes and frees it. */
 int stcp_pool_init(stcp *s);

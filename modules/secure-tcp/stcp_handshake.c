@@ -15,19 +15,8 @@
 
 int (*stcp_box_keypair)(unsigned char *pk, unsigned char *sk) = crypto_box_keypair;
 
-/* ---- uthash's allocator, with a fault-injection hook for the unit suite
- * (inert unless stcp_test_hash_fail_from() arms it). Loop thread only. */
-static unsigned long stcp_hash_calls, stcp_hash_fail_at;
-
-void *stcp_hash_malloc(size_t sz)
-{
-    unsigned long n = ++stcp_hash_calls;
-    return stcp_hash_fail_at && n >= stcp_hash_fail_at ? NULL : malloc(sz);
-}
-
-void stcp_test_hash_fail_from(unsigned long nth) { stcp_hash_fail_at = nth ? stcp_hash_calls + nth : 0; }
-
-unsigned long stcp_test_hash_allocs(void) { return stcp_hash_calls; }
+/* ---- uthash's allocator and its test hook (rdv/uthash.h) */
+RDV_UTHASH_HOOK_DEFINE()
 
 #define STCP_SM_LEN (crypto_sign_BYTES + crypto_box_PUBLICKEYBYTES) /* 96 */
 #define STCP_SEALED_LEN (crypto_box_MACBYTES + 32)                   /* 48 */

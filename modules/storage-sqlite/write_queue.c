@@ -20,10 +20,8 @@
 
 #include <sqlite3.h>
 
-static void *wq_hash_malloc(size_t sz);
-#define HASH_NONFATAL_OOM 1
-#define uthash_malloc(sz) wq_hash_malloc(sz)
-#include <uthash.h>
+#define RDV_UTHASH_PREFIX wq
+#include <rdv/uthash.h>
 #include <utlist.h>
 
 #include "write_queue.h"
@@ -76,24 +74,8 @@ struct wq {
     wq_stats st; /* counters and last error; pending fields computed on read */
 };
 
-/* ---- uthash's allocator, with a fault-injection hook for the unit tests.
- * Inert unless wq_test_hash_fail_from() arms it; process-wide (one queue
- * per loaded module in practice), atomic because the worker allocates too. */
-static atomic_ulong wq_hash_calls, wq_hash_fail_at;
-
-static void *wq_hash_malloc(size_t sz)
-{
-    unsigned long n = atomic_fetch_add(&wq_hash_calls, 1) + 1, at = atomic_load(&wq_hash_fail_at);
-    return at && n >= at ? NULL : malloc(sz);
-}
-
-void wq_test_hash_fail_from(unsigned long nth)
-{
-    unsigned long calls = atomic_load(&wq_hash_calls);
-    atomic_store(&wq_hash_fail_at, nth ? calls + nth : 0);
-}
-
-unsigned long wq_test_hash_allocs(void) { return atomic_load(&wq_hash_calls); }
+/* ---- uthash's allocator and its test hook (rdv/uthash.h) */
+RDV_UTHASH_HOOK_DEFINE()
 
 /* ---- clocks (the worker cannot use the core's: it is not thread-safe) */
 static uint64_t wq_mono_ms(void)

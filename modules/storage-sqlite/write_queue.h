@@ -80,9 +80,9 @@ void wq_set_reporting(wq *q, bool on);
 /* Detach the completions reported so far (caller frees each with free()). */
 wq_done *wq_take_done(wq *q);
 
-/* Test hook (unit suites; inert unless armed): the nth allocation uthash
- * makes for the queue's table from now on fails, and every later one, until
- * called with 0. wq_test_hash_allocs() counts those allocations. */
+/* Test hook (unit suites; defined by RDV_UTHASH_HOOK_DEFINE in
+ * write_queue.c, see rdv/uthash.h): uthash's allocations for the queue's
+ * table fail from the nth on, until called with 0. */
 void wq_test_hash_fail_from(unsigned long nth);
 unsigned long wq_test_hash_allocs(void);
 

@@ -27,16 +27,9 @@
  * (uthash user guide, "Out of memory"); that connection is refused. Its
  * allocations go through ws_hash_malloc (ws_conn.c), which a unit test can
  * make fail. */
-void *ws_hash_malloc(size_t sz);
-#define HASH_NONFATAL_OOM 1
-#define uthash_malloc(sz) ws_hash_malloc(sz)
-#include <uthash.h>
+#define RDV_UTHASH_PREFIX ws
+#include <rdv/uthash.h>
 
-/* Test hook (unit suites; inert unless armed): the nth allocation uthash
- * makes for the connection table from now on fails, and every later one,
- * until called with 0. ws_test_hash_allocs() counts those allocations. */
-void ws_test_hash_fail_from(unsigned long nth);
-unsigned long ws_test_hash_allocs(void);
 
 /* ------------------------------------------------------------------ HTTP head */
 #define WS_HVAL_MAX 256         /* longest header value we keep (longer: treated as invalid) */

@@ -38,19 +38,8 @@
 #define WS_MSG_KEEP 4096 /* reassembly buffer kept between messages */
 #define WS_CODE_TRY_AGAIN_LATER 1013 /* RFC 6455 §7.4.2 (IANA registry): buffer_total reached */
 
-/* ---- uthash's allocator for the connection table, with a fault injection
- * hook for the unit tests (ws.h; inert unless armed). Loop thread only. */
-static unsigned long ws_hash_calls, ws_hash_fail_at;
-
-void *ws_hash_malloc(size_t sz)
-{
-    unsigned long n = ++ws_hash_calls;
-    return ws_hash_fail_at && n >= ws_hash_fail_at ? NULL : malloc(sz);
-}
-
-void ws_test_hash_fail_from(unsigned long nth) { ws_hash_fail_at = nth ? ws_hash_calls + nth : 0; }
-
-unsigned long ws_test_hash_allocs(void) { return ws_hash_calls; }
+/* ---- uthash's allocator and its test hook (rdv/uthash.h) */
+RDV_UTHASH_HOOK_DEFINE()
 
 /* ------------------------------------------------------------------ lookup, lifetime */
 static ws_conn *ws_find(ws_mod *m, rdv_conn_id id)

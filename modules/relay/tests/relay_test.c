@@ -144,6 +144,28 @@ void rt_pump(int rounds)
     }
 }
 
+long rt_read_frame(int fd, uint8_t *buf, size_t cap, int ms)
+{
+    size_t have = 0, hl, pl;
+    for (int t = 0; t < ms * 10; t++) {
+        rt_pump(1);
+        ssize_t k = recv(fd, buf + have, cap - have, MSG_DONTWAIT);
+        if (k == 0)
+            return -2;
+        if (k > 0)
+            have += (size_t)k;
+        rdv_frame_status s = rdv_frame_parse(buf, have, cap, &hl, &pl);
+        if (s == RDV_FRAME_OK) {
+            cr_assert_eq(have, hl + pl, "exactly one frame");
+            memmove(buf, buf + hl, pl);
+            return (long)pl;
+        }
+        if (k <= 0)
+            usleep(100);
+    }
+    return -1;
+}
+
 long rt_read(int fd, void *buf, size_t cap, int ms)
 {
     size_t got = 0;

@@ -49,6 +49,10 @@ void rt_pump(int rounds);
 /* Read what is available on fd within ms (pumping meanwhile): bytes read,
  * -2 on EOF before any byte, 0 if nothing. */
 long rt_read(int fd, void *buf, size_t cap, int ms);
+/* One whole BytesCodec frame from fd within ms (pumping meanwhile), which
+ * must be all that arrived; its payload moved to buf[0]. Payload length,
+ * -2 on EOF, -1 if none. */
+long rt_read_frame(int fd, uint8_t *buf, size_t cap, int ms);
 /* True if the client end sees EOF/reset (the module closed its side). */
 bool rt_closed(int fd);
 /* True if nothing is readable on fd and it is still open. */

@@ -38,29 +38,6 @@ static void send_frame(int fd, const void *p, size_t n)
         rt_write_all(fd, p, n);
 }
 
-/* One whole frame from fd within ms (pumping); its payload length, -2 on
- * EOF, -1 if none. */
-static long read_frame(int fd, uint8_t *buf, size_t cap, int ms)
-{
-    size_t have = 0, hl, pl;
-    for (int t = 0; t < ms * 10; t++) {
-        rt_pump(1);
-        ssize_t k = recv(fd, buf + have, cap - have, MSG_DONTWAIT);
-        if (k == 0)
-            return -2;
-        if (k > 0)
-            have += (size_t)k;
-        if (rdv_frame_parse(buf, have, cap, &hl, &pl) == RDV_FRAME_OK) {
-            cr_assert_eq(have, hl + pl, "exactly one frame");
-            memmove(buf, buf + hl, pl);
-            return (long)pl;
-        }
-        if (k <= 0)
-            usleep(100);
-    }
-    return -1;
-}
-
 static void pair_at(rt_conn *a, rt_conn *b, const char *uuid, const char *addr_a, const char *addr_b)
 {
     *a = rt_open(addr_a);
@@ -73,10 +50,10 @@ static void echo_both_ways(rt_conn *a, rt_conn *b, const char *what)
 {
     uint8_t buf[64];
     send_frame(a->cli, what, strlen(what));
-    cr_assert_eq(read_frame(b->cli, buf, sizeof buf, 1000), (long)strlen(what), "%s: a -> b", what);
+    cr_assert_eq(rt_read_frame(b->cli, buf, sizeof buf, 1000), (long)strlen(what), "%s: a -> b", what);
     cr_assert_arr_eq(buf, what, strlen(what));
     send_frame(b->cli, what, strlen(what));
-    cr_assert_eq(read_frame(a->cli, buf, sizeof buf, 1000), (long)strlen(what), "%s: b -> a", what);
+    cr_assert_eq(rt_read_frame(a->cli, buf, sizeof buf, 1000), (long)strlen(what), "%s: b -> a", what);
     cr_assert_arr_eq(buf, what, strlen(what));
 }
 
@@ -115,7 +92,7 @@ Test(budget, full_total_ends_the_growing_pair_while_others_keep_working)
      * arrives whole once it is complete. */
     echo_both_ways(&a1, &b1, "after");
     rt_write_all(a2.cli, big + 120000, sizeof big - 120000);
-    cr_assert_eq(read_frame(b2.cli, got, sizeof got, 2000), (long)sizeof big);
+    cr_assert_eq(rt_read_frame(b2.cli, got, sizeof got, 2000), (long)sizeof big);
     cr_assert_arr_eq(got, big, sizeof big);
     cr_assert_lt(rt_gauge("message_bytes"), 65536, "the large buffer is given back after its frame");
     cr_assert_eq(rt_counter("closed_message_total"), 1);
@@ -171,7 +148,7 @@ Test(budget, output_queued_for_a_slow_tcp_reader_counts)
     }
     free(drain);
     static uint8_t got[100008];
-    cr_assert_eq(read_frame(b.cli, got, sizeof got, 2000), (long)sizeof msg);
+    cr_assert_eq(rt_read_frame(b.cli, got, sizeof got, 2000), (long)sizeof msg);
     cr_assert_arr_eq(got, msg, sizeof msg);
     rt_pump(5);
     cr_assert_leq(rt_gauge("message_bytes"), 4096 * 4, "the queue's buffer is given back once written");
@@ -220,7 +197,7 @@ Test(budget, slow_frames_that_complete_are_kept)
         rt_pump(3);
         fc_advance(fc, 4000);
         rt_write_all(a.cli, "efgh", 4);
-        cr_assert_eq(read_frame(b.cli, buf, sizeof buf, 1000), 8, "frame %d", i);
+        cr_assert_eq(rt_read_frame(b.cli, buf, sizeof buf, 1000), 8, "frame %d", i);
     }
     cr_assert_eq(rt_gauge("pairs"), 1);
     cr_assert_eq(rt_counter("closed_message_timeout"), 0);

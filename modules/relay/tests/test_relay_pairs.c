@@ -314,28 +314,6 @@ Test(pairs, pipe_pool_is_bounded)
 }
 
 /* ------------------------------------------------------------------ message mode (§4.3) */
-static long read_frame(int fd, uint8_t *buf, size_t cap, int ms)
-{
-    size_t have = 0, hl, pl;
-    for (int t = 0; t < ms * 10; t++) {
-        rt_pump(1);
-        ssize_t k = recv(fd, buf + have, cap - have, MSG_DONTWAIT);
-        if (k == 0)
-            return -2;
-        if (k > 0)
-            have += (size_t)k;
-        rdv_frame_status s = rdv_frame_parse(buf, have, cap, &hl, &pl);
-        if (s == RDV_FRAME_OK) {
-            cr_assert_eq(have, hl + pl, "exactly one frame");
-            memmove(buf, buf + hl, pl);
-            return (long)pl;
-        }
-        if (k <= 0)
-            usleep(100);
-    }
-    return -1;
-}
-
 static void send_frame(int fd, const void *p, size_t n)
 {
     uint8_t hdr[4];
@@ -354,7 +332,7 @@ Test(pairs, message_mode_forwards_frames_and_drops_empty_ones)
     static uint8_t buf[3u << 20];
     send_frame(a.cli, "", 0); /* empty: activity only (L24) */
     send_frame(a.cli, "hello", 5);
-    cr_assert_eq(read_frame(b.cli, buf, sizeof buf, 1000), 5);
+    cr_assert_eq(rt_read_frame(b.cli, buf, sizeof buf, 1000), 5);
     cr_assert_arr_eq(buf, "hello", 5);
     /* Non-minimal header in, minimal header out (L22-like widths). */
     const uint8_t odd[] = { 0x03 | (3 << 2), 0, 0, 0, 'a', 'b', 'c' }; /* 4-byte header, 3 bytes */
@@ -368,7 +346,7 @@ Test(pairs, message_mode_forwards_frames_and_drops_empty_ones)
     uint8_t *x = malloc(big);
     rt_fill(x, big, 8);
     send_frame(a.cli, x, big);
-    cr_assert_eq(read_frame(b.cli, buf, sizeof buf, 5000), (long)big);
+    cr_assert_eq(rt_read_frame(b.cli, buf, sizeof buf, 5000), (long)big);
     cr_assert_arr_eq(buf, x, big);
     free(x);
 }
@@ -393,7 +371,7 @@ Test(pairs, message_mode_eof_flushes_then_ends)
     rt_write_all(a.cli, "\x40", 1); /* half a frame header for 16 bytes: dropped */
     shutdown(a.cli, SHUT_WR);
     uint8_t buf[64];
-    cr_assert_eq(read_frame(b.cli, buf, sizeof buf, 1000), 4);
+    cr_assert_eq(rt_read_frame(b.cli, buf, sizeof buf, 1000), 4);
     cr_assert(rt_closed(b.cli));
     cr_assert(rt_closed(a.cli));
 }
@@ -440,7 +418,7 @@ Test(pairs, an_endpoint_side_pairs_in_message_mode)
     uint8_t buf[64];
     for (int i = 0; i < 50; i++)
         fc_io_fire(fc, s[1], RDV_IO_READ | RDV_IO_WRITE), rt_pump(1);
-    cr_assert_eq(read_frame(s[0], buf, sizeof buf, 100), 5);
+    cr_assert_eq(rt_read_frame(s[0], buf, sizeof buf, 100), 5);
     cr_assert_arr_eq(buf, "to-ep", 5);
     /* A refused first message is the caller's to destroy. */
     relay_ep *ep2 = relay_ep_tcp_new(R, dup(s[0]), NULL, 0);

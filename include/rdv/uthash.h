@@ -1,5 +1,6 @@
 /* rdv/uthash.h — uthash (Debian uthash-dev) for rdvd code: running out of
- * memory refuses one add instead of exiting the process.
+ * memory refuses one add instead of exiting the process, and keys a client
+ * chooses cannot be crafted to collide.
  *
  * uthash's default on a failed allocation is exit(-1). Including this
  * header instead of <uthash.h> turns on its non-fatal mode: an add that
@@ -39,6 +40,16 @@ unsigned long RDV_UTHASH_FN(_test_hash_allocs)(void);
 
 #define HASH_NONFATAL_OOM 1
 #define uthash_malloc(sz) RDV_UTHASH_FN(_hash_malloc)(sz)
+/* Keys are often chosen by clients (relay uuids, source addresses). With
+ * uthash's default hash (Jenkins, no secret) a client can craft keys that
+ * share one bucket: uthash then stops expanding and every lookup walks
+ * them all. SipHash with a random per-process key (rdv_keyed_hash) makes
+ * bucket positions unpredictable. A file may define its own HASH_FUNCTION
+ * first. */
+#ifndef HASH_FUNCTION
+#include <rdv/wire.h>
+#define HASH_FUNCTION(keyptr, keylen, hashv) ((hashv) = (unsigned)rdv_keyed_hash((keyptr), (size_t)(keylen)))
+#endif
 #include <uthash.h>
 
 #define RDV_UTHASH_HOOK_DEFINE()                                                                     \

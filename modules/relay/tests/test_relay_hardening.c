@@ -252,3 +252,39 @@ Test(hard, D_missing_lists_at_start_are_empty_and_quiet)
     cr_assert_eq(fc_reconfigure(fc, rdv_module_get(), st, ""), 0);
     cr_assert_eq(rt_gauge("blocklist_entries"), 1, "a file that appears is read on the next reload");
 }
+
+/* E. The waiting table is keyed by uuids the clients choose (§3.4, L45).
+ * With uthash's default hash (Jenkins, no secret) uuids crafted to share
+ * the low 12 bits of their hash - a few thousand tries each - all land in
+ * one bucket: uthash's expansions do not split them, it stops expanding,
+ * and every RequestRelay walks the whole chain. rdv/uthash.h hashes with a
+ * per-process SipHash key, so the same uuids spread. */
+Test(hard, E_crafted_uuids_do_not_share_a_bucket)
+{
+    enum { N = 300 };
+    static char uuid[N][24];
+    int found = 0;
+    for (uint32_t i = 0; found < N; i++) {
+        char u[24];
+        int len = snprintf(u, sizeof u, "flood-%08x", i);
+        unsigned h;
+        HASH_JEN(u, (unsigned)len, h);
+        if ((h & 0xfff) == 0x5a5)
+            memcpy(uuid[found++], u, (size_t)len + 1);
+    }
+    static rt_conn c[N];
+    for (int k = 0; k < N; k++) {
+        char addr[32];
+        snprintf(addr, sizeof addr, "10.2.%d.%d:4000", k / 200, k % 200 + 1);
+        c[k] = rt_open(addr);
+        cr_assert_eq(rt_request(&c[k], uuid[k], NULL), RDV_OK);
+    }
+    cr_assert_eq(rt_gauge("waiting"), N);
+    const UT_hash_table *t = R->waiting->hh.tbl;
+    unsigned longest = 0;
+    for (unsigned b = 0; b < t->num_buckets; b++)
+        if (t->buckets[b].count > longest)
+            longest = t->buckets[b].count;
+    cr_assert_lt(longest, 20, "%u of %d waiting sides in one bucket (of %u)", longest, N, t->num_buckets);
+    cr_assert_eq(t->noexpand, 0, "the table stopped expanding");
+}

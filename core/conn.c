@@ -31,6 +31,13 @@
 #define RBUF_INITIAL 4096
 #define WBUF_KEEP 65536 /* a drained write queue keeps at most this much buffer */
 
+/* What a read buffer of cap bytes counts against core.read_total: all but
+ * its first RBUF_INITIAL bytes. That much per connection is bounded by
+ * core.max_connections; not charging it keeps a crowd of connections that
+ * each hold a few bytes (slowloris) from using up the total that frames
+ * still arriving need. */
+static uint64_t rbuf_charge(size_t cap) { return cap > RBUF_INITIAL ? cap - RBUF_INITIAL : 0; }
+
 struct rdv_conn {
     rdv_conn_id id;
     rdv_server *srv;
@@ -71,6 +78,7 @@ rdv_conn *rdv_conn_get(rdv_server *s, rdv_conn_id id)
 static void conn_free(rdv_conn *c)
 {
     sodium_memzero(c->key, sizeof c->key);
+    c->srv->rbuf_bytes -= rbuf_charge(c->rcap);
     free(c->rbuf);
     free(c->wbuf);
     free(c);
@@ -344,9 +352,24 @@ static void arm_idle(rdv_conn *c)
     ev_timer_start(s->loop, &c->idle);
 }
 
-/* Make room for `need` more bytes after the unconsumed data. */
-static int rbuf_reserve(rdv_conn *c, size_t need)
+/* How much a buffer that is full grows by: doubling, from RBUF_INITIAL, at
+ * most READ_CHUNK. Buffers grow as bytes arrive, never to a length a
+ * header declares, so a client must send what it makes the server hold. */
+static size_t rbuf_step(const rdv_conn *c)
 {
+    size_t step = c->rcap ? c->rcap : RBUF_INITIAL;
+    return step < READ_CHUNK ? step : READ_CHUNK;
+}
+
+/* Make room for `need` more bytes after the unconsumed data: doubling, but
+ * not past `ceiling` (0: none) when that is enough - the end of the frame
+ * being read, so that its last bytes do not double its buffer. Read
+ * buffers of all connections together stay within core.read_total
+ * (s->rbuf_bytes, see rbuf_charge): growth past it is tried at exactly
+ * what is needed, and refused (-EDQUOT) if even that does not fit. */
+static int rbuf_reserve(rdv_conn *c, size_t need, size_t ceiling)
+{
+    rdv_server *s = c->srv;
     if (c->roff && c->roff + c->rlen + need > c->rcap) {
         memmove(c->rbuf, c->rbuf + c->roff, c->rlen);
         c->roff = 0;
@@ -356,11 +379,48 @@ static int rbuf_reserve(rdv_conn *c, size_t need)
     size_t cap = c->rcap ? c->rcap : RBUF_INITIAL;
     while (cap < c->rlen + need)
         cap *= 2;
+    if (ceiling && cap > ceiling && ceiling >= c->rlen + need)
+        cap = ceiling;
+    uint64_t others = s->rbuf_bytes - rbuf_charge(c->rcap), total = (uint64_t)s->cfg.read_total;
+    if (others + rbuf_charge(cap) > total) {
+        if (others + rbuf_charge(c->rlen + need) > total)
+            return -EDQUOT;
+        cap = c->rlen + need;
+    }
     uint8_t *nb = realloc(c->rbuf, cap);
     if (!nb)
         return -ENOMEM;
     c->rbuf = nb, c->rcap = cap;
+    s->rbuf_bytes = others + rbuf_charge(cap);
     return 0;
+}
+
+/* The end of the frame being assembled when its header is complete (0
+ * otherwise, and for raw connections): the buffer's ceiling. */
+static size_t rbuf_frame_end(const rdv_conn *c)
+{
+    size_t hl = 0, pl = 0;
+    if (c->l->mode == RDV_LISTEN_RAW || !c->rlen ||
+        rdv_frame_parse(c->rbuf + c->roff, c->rlen, c->l->max_frame, &hl, &pl) != RDV_FRAME_NEED || !hl)
+        return 0;
+    return hl + pl;
+}
+
+/* A read buffer could not grow: core.read_total is reached (this
+ * connection is the one growing), or memory ran out. */
+static void rbuf_refused(rdv_conn *c, int e)
+{
+    rdv_server *s = c->srv;
+    if (e == -EDQUOT) {
+        (*s->st.closed_read_total)++;
+        char a[RDV_ADDR_STRLEN];
+        RDV_LOG_RL(&s->core_mod.handle, RDV_LOG_WARN,
+                   "core.read_total = %lld bytes held in read buffers (conf.d/00-core.conf): conn %llu from %s (%s) "
+                   "closed; raise read_total if clients send large frames on many connections at once",
+                   (long long)s->cfg.read_total, (unsigned long long)c->id, rdv_addr_str(&c->peer, a, sizeof a),
+                   c->l->name);
+    }
+    rdv_conn_close(s, c, RDV_CLOSE_ERROR, false);
 }
 
 /* Deliver one whole frame payload. Returns false if the connection is gone
@@ -409,12 +469,8 @@ static void process_frames(rdv_conn *c)
             rdv_conn_close(s, c, RDV_CLOSE_OVERSIZE, false);
             return;
         }
-        if (st == RDV_FRAME_NEED) {
-            /* Grow only to the declared size, which is already known to be legal. */
-            if (hl && rbuf_reserve(c, hl + pl - c->rlen) < 0)
-                rdv_conn_close(s, c, RDV_CLOSE_ERROR, false);
-            return;
-        }
+        if (st == RDV_FRAME_NEED)
+            return; /* read_cb grows the buffer as the rest arrives */
         c->last_ms = rdv_now_ms(s); /* idle counts from the last complete frame */
         const uint8_t *payload = c->rbuf + c->roff + hl;
         c->roff += hl + pl;
@@ -466,19 +522,31 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
         if (c->rlen && rdv_frame_parse(c->rbuf + c->roff, c->rlen, c->l->max_frame, &hl, &pl) == RDV_FRAME_NEED &&
             hl)
             need = hl + pl - c->rlen;
-        if (room < need && rbuf_reserve(c, need) < 0) {
-            rdv_conn_close(s, c, RDV_CLOSE_ERROR, false);
+        size_t chunk = need < rbuf_step(c) ? need : rbuf_step(c);
+        if (room < chunk) {
+            int e = rbuf_reserve(c, chunk, hl ? hl + pl : 0);
+            if (e < 0) {
+                rbuf_refused(c, e);
+                conn_release(c);
+                return;
+            }
+            room = c->rcap - c->roff - c->rlen;
+        }
+        if (room > need)
+            room = need;
+    } else if (room == 0) {
+        size_t want = c->rlen < limit ? limit - c->rlen : 0;
+        if (want > rbuf_step(c))
+            want = rbuf_step(c);
+        if (want == 0) {
+            (*s->st.closed_oversize)++;
+            rdv_conn_close(s, c, RDV_CLOSE_OVERSIZE, false);
             conn_release(c);
             return;
         }
-        room = need;
-    } else if (room == 0) {
-        size_t want = c->rlen < limit ? limit - c->rlen : 0;
-        if (want > READ_CHUNK)
-            want = READ_CHUNK;
-        if (want == 0 || rbuf_reserve(c, want) < 0) {
-            (*s->st.closed_oversize)++;
-            rdv_conn_close(s, c, RDV_CLOSE_OVERSIZE, false);
+        int e = rbuf_reserve(c, want, rbuf_frame_end(c));
+        if (e < 0) {
+            rbuf_refused(c, e);
             conn_release(c);
             return;
         }
@@ -504,6 +572,7 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
          * max_connections x max_frame the node's footprint; an idle
          * connection holds none. */
         if (!c->dead && c->rlen == 0 && c->rbuf) {
+            s->rbuf_bytes -= rbuf_charge(c->rcap);
             free(c->rbuf);
             c->rbuf = NULL, c->rcap = 0, c->roff = 0;
         }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rdv/wire.h"
 #include "server.h"
 
 #define SHUTDOWN_POLL_S 0.05
@@ -18,6 +19,7 @@ static void register_core_stats(rdv_server *s)
         { &s->st.accept_emfile, "accept_out_of_fds", "accept paused: out of file descriptors" },
         { &s->st.closed_oversize, "closed_oversize", "connections closed for a frame over core.max_frame" },
         { &s->st.tcp_refused_oom, "tcp_refused_oom", "connections closed at accept: out of memory" },
+        { &s->st.closed_read_total, "closed_read_total", "connections closed: their read buffer would pass core.read_total" },
         { &s->st.closed_protocol, "closed_protocol", "connections closed for a protocol error" },
         { &s->st.closed_idle, "closed_idle", "connections closed by the idle timeout" },
         { &s->st.closed_overflow, "closed_write_overflow", "connections closed: write queue full" },
@@ -42,6 +44,7 @@ static void register_core_stats(rdv_server *s)
 
 static uint64_t gauge_conns(void *ud) { return ((rdv_server *)ud)->nconns; }
 static uint64_t gauge_arena_peak(void *ud) { return ((rdv_server *)ud)->arena.peak; }
+static uint64_t gauge_read_bytes(void *ud) { return ((rdv_server *)ud)->rbuf_bytes; }
 
 static int load_conf(rdv_server *s, rdv_conf **out, char *err, size_t errlen)
 {
@@ -158,6 +161,17 @@ static int fill_core(rdv_server *s, const rdv_conf *conf, rdv_core_cfg *cfg, rdv
             goto bad;
         }
     }
+    if (cfg->read_total < cfg->max_frame + RDV_FRAME_HDR_MAX || cfg->read_total < cfg->read_buffer) {
+        char where[256];
+        snprintf(err, errlen,
+                 "%s: core.read_total = %lld is below one frame (core.max_frame = %lld, + %d header bytes) or "
+                 "core.read_buffer = %lld: set read_total to at least %lld",
+                 rdv_conf_group_origin(conf, "core", where, sizeof where), (long long)cfg->read_total,
+                 (long long)cfg->max_frame, RDV_FRAME_HDR_MAX, (long long)cfg->read_buffer,
+                 (long long)(cfg->max_frame + RDV_FRAME_HDR_MAX > cfg->read_buffer ? cfg->max_frame + RDV_FRAME_HDR_MAX
+                                                                                   : cfg->read_buffer));
+        goto bad;
+    }
     (void)s;
     return 0;
 bad:
@@ -232,6 +246,7 @@ int rdv_server_init(rdv_server *s, const rdv_boot *boot)
     register_core_stats(s);
     rdv_stat_gauge(s, "core", "connections", gauge_conns, s, "connections open now");
     rdv_stat_gauge(s, "core", "arena_peak_bytes", gauge_arena_peak, s, "largest decoded message, bytes");
+    rdv_stat_gauge(s, "core", "read_bytes", gauge_read_bytes, s, "bytes held in connections' read buffers (core.read_total)");
 
     if (rdv_admin_open(s, dry ? "" : s->cfg.admin_socket) < 0) {
         snprintf(err, sizeof err, "admin console not available (see above)");

@@ -542,3 +542,134 @@ Test(wqueue, reader_that_never_reads_is_closed_with_a_bounded_queue)
     close(fd);
     check_alive();
 }
+
+/* ------------------------------------------------------------------ core.read_total */
+/* Read buffers of all connections together are bounded: frames still
+ * arriving grow their buffers as bytes come (never to a declared length),
+ * and the connection whose buffer would pass core.read_total is closed
+ * (closed_read_total) while the others keep theirs and complete their
+ * frames; closing gives the bytes back (gauge core.read_bytes). */
+static const char *const readtotal_files[] = {
+    "00-core.conf",
+    "core: {\n"
+    "  modules = [ \"example\" ];\n"
+    "  module_path = \"@MODDIR@\";\n"
+    "  max_frame = 262144;\n"
+    "  read_total = 524288;\n"
+    "  listeners = ( { name = \"example\"; port = @PORT@; udp = false; tcp = true; } );\n"
+    "};\n",
+    NULL,
+};
+
+static void setup_readtotal(void) { start_with(readtotal_files); }
+
+TestSuite(readtotal, .init = setup_readtotal, .fini = teardown, .timeout = 120);
+
+#define RT_FRAME 200000u /* payload declared by each client */
+#define RT_SENT 150000u  /* payload sent before waiting */
+#define RT_HELD (RT_FRAME + 3 - 4096) /* its buffer, less the 4 KiB a connection is not charged */
+
+/* A connection from ip with a 200,000-byte frame of zeros (not a valid
+ * message) in progress: header and the first 150,000 bytes. */
+static int partial_frame(const char *ip)
+{
+    static uint8_t zeros[RT_FRAME];
+    uint8_t hdr[4];
+    size_t hl = rdv_frame_header(RT_FRAME, hdr);
+    int t = rdvt_tcp(ip, srv.port);
+    cr_assert_eq(rdvt_tcp_send_raw(t, hdr, hl), 0);
+    cr_assert_eq(rdvt_tcp_send_raw(t, zeros, RT_SENT), 0);
+    return t;
+}
+
+static void wait_read_bytes_at_least(uint64_t n)
+{
+    for (int i = 0; i < 300 && rdvt_stat(&srv, "core.read_bytes") < n; i++)
+        usleep(10000);
+    cr_assert_geq(rdvt_stat(&srv, "core.read_bytes"), n);
+}
+
+Test(readtotal, the_connection_growing_past_the_total_is_closed_the_others_complete)
+{
+    /* Each buffer grows to its frame (header 3 + 200,000 bytes) as the
+     * bytes arrive: wait for both, so that the third is the one growing. */
+    int a = partial_frame("127.0.40.1");
+    wait_read_bytes_at_least(RT_HELD);
+    int b = partial_frame("127.0.40.2");
+    wait_read_bytes_at_least(2 * RT_HELD);
+    /* Two frames in progress hold ~400 KB of the 512 KiB: a third cannot. */
+    int c = partial_frame("127.0.40.3");
+    cr_assert(rdvt_tcp_closed(c, 3000), "the third connection must be closed");
+    close(c);
+    cr_assert_eq(rdvt_stat(&srv, "core.closed_read_total"), 1);
+    cr_assert(rdvt_wait_log(&srv, "core.read_total = 524288", 2000));
+    cr_assert_leq(rdvt_stat(&srv, "core.read_bytes"), 524288);
+    cr_assert_not(rdvt_tcp_closed(a, 200), "an earlier frame in progress is kept");
+    cr_assert_not(rdvt_tcp_closed(b, 200));
+    /* The rest arrives: both frames complete (zeros do not decode, so each
+     * connection is then closed as undecodable, not for the budget). */
+    static uint8_t zeros[RT_FRAME - RT_SENT];
+    cr_assert_eq(rdvt_tcp_send_raw(a, zeros, sizeof zeros), 0);
+    cr_assert_eq(rdvt_tcp_send_raw(b, zeros, sizeof zeros), 0);
+    cr_assert(rdvt_tcp_closed(a, 3000) && rdvt_tcp_closed(b, 3000));
+    close(a), close(b);
+    cr_assert_eq(rdvt_stat(&srv, "core.tcp_undecodable"), 2, "both frames arrived whole");
+    cr_assert_eq(rdvt_stat(&srv, "core.closed_read_total"), 1);
+    for (int i = 0; i < 300 && rdvt_stat(&srv, "core.read_bytes"); i++)
+        usleep(10000);
+    cr_assert_eq(rdvt_stat(&srv, "core.read_bytes"), 0, "closing gives the buffers back");
+}
+
+/* A declared length costs nothing, and neither does a connection holding
+ * a few bytes (its first 4 KiB are not charged): 40 connections each
+ * announce a frame of max_frame and send 10 bytes of it; all stay and the
+ * total is untouched (40 x 256 KiB would be 20 times it). */
+Test(readtotal, a_declared_length_is_not_reserved)
+{
+    int t[40];
+    uint8_t hdr[4], ten[10] = { 0 };
+    size_t hl = rdv_frame_header(262144, hdr);
+    for (int i = 0; i < 40; i++) {
+        char ip[32];
+        snprintf(ip, sizeof ip, "127.0.41.%d", i + 1);
+        t[i] = rdvt_tcp(ip, srv.port);
+        cr_assert_eq(rdvt_tcp_send_raw(t[i], hdr, hl), 0);
+        cr_assert_eq(rdvt_tcp_send_raw(t[i], ten, sizeof ten), 0);
+    }
+    for (int i = 0; i < 300 && rdvt_stat(&srv, "core.tcp_accepted") < 40; i++)
+        usleep(10000);
+    usleep(200000);
+    cr_assert_eq(rdvt_stat(&srv, "core.closed_read_total"), 0);
+    cr_assert_eq(rdvt_stat(&srv, "core.read_bytes"), 0);
+    for (int i = 0; i < 40; i++) {
+        cr_assert_not(rdvt_tcp_closed(t[i], 0), "connection %d", i);
+        close(t[i]);
+    }
+}
+
+/* read_total must hold one whole frame: a reload below it is refused with
+ * one line naming both settings; the running values stay. */
+Test(readtotal, a_total_below_one_frame_is_refused)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/conf.d/00-core.conf", srv.dir);
+    FILE *f = fopen(path, "r");
+    char conf[2048];
+    size_t n = fread(conf, 1, sizeof conf - 1, f);
+    fclose(f);
+    conf[n] = '\0';
+    char *p = strstr(conf, "read_total = 524288;");
+    cr_assert_not_null(p);
+    memcpy(p, "read_total = 200000;", 20);
+    f = fopen(path, "w");
+    fputs(conf, f);
+    fclose(f);
+    char *r = rdvt_admin(&srv, "reload");
+    cr_assert(r && strstr(r, "refused"), "%s", r ? r : "(null)");
+    free(r);
+    cr_assert(rdvt_wait_log(&srv, "core.read_total = 200000 is below one frame (core.max_frame = 262144", 2000));
+    int t = partial_frame("127.0.42.1");
+    wait_read_bytes_at_least(RT_HELD);
+    cr_assert_not(rdvt_tcp_closed(t, 200), "the old total (512 KiB) is still in force");
+    close(t);
+}

@@ -404,8 +404,11 @@ Test(coalesce, hot_sources_are_read_on_arrival)
     close(u);
 }
 
-Test(coalesce, reload_turns_it_off)
+/* Replaces `from` (same length) with `to` in conf.d/00-core.conf and
+ * reloads; the admin console's answer (free it). */
+static char *edit_core_conf_and_reload(const char *from, const char *to)
 {
+    cr_assert_eq(strlen(from), strlen(to));
     char path[512];
     snprintf(path, sizeof path, "%s/conf.d/00-core.conf", srv.dir);
     FILE *f = fopen(path, "r");
@@ -413,13 +416,18 @@ Test(coalesce, reload_turns_it_off)
     size_t n = fread(conf, 1, sizeof conf - 1, f);
     fclose(f);
     conf[n] = '\0';
-    char *p = strstr(conf, "udp_coalesce_us = 2000;");
-    cr_assert_not_null(p);
-    memcpy(p, "udp_coalesce_us =    0;", 23);
+    char *p = strstr(conf, from);
+    cr_assert_not_null(p, "%s not in 00-core.conf", from);
+    memcpy(p, to, strlen(to));
     f = fopen(path, "w");
     fputs(conf, f);
     fclose(f);
-    char *r = rdvt_admin(&srv, "reload");
+    return rdvt_admin(&srv, "reload");
+}
+
+Test(coalesce, reload_turns_it_off)
+{
+    char *r = edit_core_conf_and_reload("udp_coalesce_us = 2000;", "udp_coalesce_us =    0;");
     cr_assert(r && strstr(r, "reloaded"), "%s", r ? r : "(null)");
     free(r);
     int u[COALESCE_SOURCES];
@@ -651,20 +659,7 @@ Test(readtotal, a_declared_length_is_not_reserved)
  * one line naming both settings; the running values stay. */
 Test(readtotal, a_total_below_one_frame_is_refused)
 {
-    char path[512];
-    snprintf(path, sizeof path, "%s/conf.d/00-core.conf", srv.dir);
-    FILE *f = fopen(path, "r");
-    char conf[2048];
-    size_t n = fread(conf, 1, sizeof conf - 1, f);
-    fclose(f);
-    conf[n] = '\0';
-    char *p = strstr(conf, "read_total = 524288;");
-    cr_assert_not_null(p);
-    memcpy(p, "read_total = 200000;", 20);
-    f = fopen(path, "w");
-    fputs(conf, f);
-    fclose(f);
-    char *r = rdvt_admin(&srv, "reload");
+    char *r = edit_core_conf_and_reload("read_total = 524288;", "read_total = 200000;");
     cr_assert(r && strstr(r, "refused"), "%s", r ? r : "(null)");
     free(r);
     cr_assert(rdvt_wait_log(&srv, "core.read_total = 200000 is below one frame (core.max_frame = 262144", 2000));

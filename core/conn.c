@@ -17,10 +17,7 @@
 #include <unistd.h>
 #include <sodium.h>
 
-/* uthash's default on a failed allocation is exit(-1); its non-fatal mode
- * rolls the add back and leaves hh.tbl NULL (uthash user guide, "Out of
- * memory"). Its allocations go through rdv_conn_hash_malloc, which a unit
- * test can make fail (tests/unit/test_conn_oom.c). */
+/* Out of memory in the connection table refuses one operation (rdv/uthash.h). */
 #define RDV_UTHASH_PREFIX rdv_conn
 #include <rdv/uthash.h>
 

@@ -8,10 +8,7 @@
 
 #include <curl/curl.h>
 
-/* The two tables (requests, sessions) must not exit the process when memory
- * runs out: uthash's non-fatal mode rolls a failed add back and leaves
- * hh.tbl NULL (uthash user guide, "Out of memory"). Its allocations go
- * through apx_hash_malloc (api_proxy.c), which a unit test can make fail. */
+/* Out of memory in the request and session tables refuses one operation (rdv/uthash.h). */
 #define RDV_UTHASH_PREFIX apx
 #include <rdv/uthash.h>
 

@@ -22,10 +22,7 @@
 #include <rdv/svc/registry.h>
 #include <rdv/wire.h>
 
-/* The pending tables must not exit the process when memory runs out:
- * uthash's non-fatal mode rolls a failed add back and leaves hh.tbl NULL
- * (uthash user guide, "Out of memory"). Its allocations go through
- * pc_hash_malloc (pc_pending.c), which a unit test can make fail. */
+/* Out of memory in the pending tables refuses one operation (rdv/uthash.h). */
 #define RDV_UTHASH_PREFIX pc
 #include <rdv/uthash.h>
 

@@ -23,11 +23,7 @@
 #include <rdv/proto.h>
 #include <rdv/wire.h>
 
-/* Out of memory in a table (the lists, the waiting sides, the WebSocket
- * sides) must not exit the process: uthash's non-fatal mode rolls a failed
- * add back and leaves hh.tbl NULL (uthash user guide, "Out of memory"); the
- * caller refuses that one operation. Its allocations go through
- * relay_hash_malloc (relay_lists.c), which a unit test can make fail. */
+/* Out of memory in the lists, waiting sides and WebSocket sides refuses one operation (rdv/uthash.h). */
 #define RDV_UTHASH_PREFIX relay
 #include <rdv/uthash.h>
 

@@ -7,10 +7,7 @@
 
 #include <sodium.h>
 
-/* The offer table must not exit the process when memory runs out: uthash's
- * non-fatal mode rolls a failed add back and leaves hh.tbl NULL (uthash
- * user guide, "Out of memory"). Its allocations go through stcp_hash_malloc
- * (stcp_handshake.c), which a unit test can make fail. */
+/* Out of memory in the offer table refuses one operation (rdv/uthash.h). */
 #define RDV_UTHASH_PREFIX stcp
 #include <rdv/uthash.h>
 

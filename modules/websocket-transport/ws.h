@@ -22,11 +22,7 @@
 
 #include "rdv/svc/relay_ws.h"
 
-/* Out of memory in the connection table must not exit the process:
- * uthash's non-fatal mode rolls a failed add back and leaves hh.tbl NULL
- * (uthash user guide, "Out of memory"); that connection is refused. Its
- * allocations go through ws_hash_malloc (ws_conn.c), which a unit test can
- * make fail. */
+/* Out of memory in the connection table refuses one operation (rdv/uthash.h). */
 #define RDV_UTHASH_PREFIX ws
 #include <rdv/uthash.h>
 

@@ -144,6 +144,15 @@ void rt_pump(int rounds)
     }
 }
 
+void rt_send_frame(int fd, const void *p, size_t n)
+{
+    uint8_t hdr[4];
+    size_t hl = rdv_frame_header(n, hdr);
+    rt_write_all(fd, hdr, hl);
+    if (n)
+        rt_write_all(fd, p, n);
+}
+
 long rt_read_frame(int fd, uint8_t *buf, size_t cap, int ms)
 {
     size_t have = 0, hl, pl;

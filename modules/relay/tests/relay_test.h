@@ -49,6 +49,8 @@ void rt_pump(int rounds);
 /* Read what is available on fd within ms (pumping meanwhile): bytes read,
  * -2 on EOF before any byte, 0 if nothing. */
 long rt_read(int fd, void *buf, size_t cap, int ms);
+/* Write p as one BytesCodec frame (minimal header), pumping while full. */
+void rt_send_frame(int fd, const void *p, size_t n);
 /* One whole BytesCodec frame from fd within ms (pumping meanwhile), which
  * must be all that arrived; its payload moved to buf[0]. Payload length,
  * -2 on EOF, -1 if none. */

@@ -29,15 +29,6 @@ static int reload(const char *conf)
     return r;
 }
 
-static void send_frame(int fd, const void *p, size_t n)
-{
-    uint8_t hdr[4];
-    size_t hl = rdv_frame_header(n, hdr);
-    rt_write_all(fd, hdr, hl);
-    if (n)
-        rt_write_all(fd, p, n);
-}
-
 static void pair_at(rt_conn *a, rt_conn *b, const char *uuid, const char *addr_a, const char *addr_b)
 {
     *a = rt_open(addr_a);
@@ -49,10 +40,10 @@ static void pair_at(rt_conn *a, rt_conn *b, const char *uuid, const char *addr_a
 static void echo_both_ways(rt_conn *a, rt_conn *b, const char *what)
 {
     uint8_t buf[64];
-    send_frame(a->cli, what, strlen(what));
+    rt_send_frame(a->cli, what, strlen(what));
     cr_assert_eq(rt_read_frame(b->cli, buf, sizeof buf, 1000), (long)strlen(what), "%s: a -> b", what);
     cr_assert_arr_eq(buf, what, strlen(what));
-    send_frame(b->cli, what, strlen(what));
+    rt_send_frame(b->cli, what, strlen(what));
     cr_assert_eq(rt_read_frame(a->cli, buf, sizeof buf, 1000), (long)strlen(what), "%s: b -> a", what);
     cr_assert_arr_eq(buf, what, strlen(what));
 }
@@ -129,7 +120,7 @@ Test(budget, output_queued_for_a_slow_tcp_reader_counts)
         filled += (size_t)k;
     static uint8_t msg[100000];
     rt_fill(msg, sizeof msg, 9);
-    send_frame(a.cli, msg, sizeof msg);
+    rt_send_frame(a.cli, msg, sizeof msg);
     rt_pump(20);
     cr_assert_geq(rt_gauge("message_bytes"), sizeof msg, "queued for B, counted");
     rt_conn c, d;
@@ -170,7 +161,7 @@ Test(budget, partial_frame_deadline_ends_the_pair)
     rt_pump(5);
     for (int i = 0; i < 11; i++) { /* 110 s: B's empty frames keep the pair from idling */
         fc_advance(fc, 10000);
-        send_frame(b.cli, "", 0);
+        rt_send_frame(b.cli, "", 0);
         rt_write_all(a.cli, part, 10); /* a dribble does not move the deadline */
         rt_pump(5);
     }

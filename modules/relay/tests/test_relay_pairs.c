@@ -314,15 +314,6 @@ Test(pairs, pipe_pool_is_bounded)
 }
 
 /* ------------------------------------------------------------------ message mode (§4.3) */
-static void send_frame(int fd, const void *p, size_t n)
-{
-    uint8_t hdr[4];
-    size_t hl = rdv_frame_header(n, hdr);
-    rt_write_all(fd, hdr, hl);
-    if (n)
-        rt_write_all(fd, p, n);
-}
-
 Test(pairs, message_mode_forwards_frames_and_drops_empty_ones)
 {
     cr_assert_eq(rt_reload_module("message_mode=true\nsingle_bandwidth=1e6\ntotal_bandwidth=1e6\n"), 0);
@@ -330,8 +321,8 @@ Test(pairs, message_mode_forwards_frames_and_drops_empty_ones)
     rt_pair(&a, &b, "msg");
     cr_assert_eq(rt_gauge("pairs_message"), 1);
     static uint8_t buf[3u << 20];
-    send_frame(a.cli, "", 0); /* empty: activity only (L24) */
-    send_frame(a.cli, "hello", 5);
+    rt_send_frame(a.cli, "", 0); /* empty: activity only (L24) */
+    rt_send_frame(a.cli, "hello", 5);
     cr_assert_eq(rt_read_frame(b.cli, buf, sizeof buf, 1000), 5);
     cr_assert_arr_eq(buf, "hello", 5);
     /* Non-minimal header in, minimal header out (L22-like widths). */
@@ -345,7 +336,7 @@ Test(pairs, message_mode_forwards_frames_and_drops_empty_ones)
     size_t big = 2u << 20;
     uint8_t *x = malloc(big);
     rt_fill(x, big, 8);
-    send_frame(a.cli, x, big);
+    rt_send_frame(a.cli, x, big);
     cr_assert_eq(rt_read_frame(b.cli, buf, sizeof buf, 5000), (long)big);
     cr_assert_arr_eq(buf, x, big);
     free(x);
@@ -367,7 +358,7 @@ Test(pairs, message_mode_eof_flushes_then_ends)
     cr_assert_eq(rt_reload_module("message_mode=true\n"), 0);
     rt_conn a, b;
     rt_pair(&a, &b, "msgeof");
-    send_frame(a.cli, "last", 4);
+    rt_send_frame(a.cli, "last", 4);
     rt_write_all(a.cli, "\x40", 1); /* half a frame header for 16 bytes: dropped */
     shutdown(a.cli, SHUT_WR);
     uint8_t buf[64];
@@ -414,7 +405,7 @@ Test(pairs, an_endpoint_side_pairs_in_message_mode)
     rt_conn t = rt_open("10.0.0.1:1");
     cr_assert_eq(rt_request(&t, "ep", NULL), RDV_OK);
     cr_assert_eq(rt_gauge("pairs_message"), 1, "a pair with a message side is in message mode (§4.1)");
-    send_frame(t.cli, "to-ep", 5);
+    rt_send_frame(t.cli, "to-ep", 5);
     uint8_t buf[64];
     for (int i = 0; i < 50; i++)
         fc_io_fire(fc, s[1], RDV_IO_READ | RDV_IO_WRITE), rt_pump(1);

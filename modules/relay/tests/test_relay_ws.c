@@ -110,7 +110,8 @@ static void ft_teardown(void)
 /* A side accepted on the relay-ws listener from tcp_addr, attributed to
  * peer_addr (X-Real-IP), offering RequestRelay{uuid}. Returns side_open's
  * answer; *out is the side. */
-static int ft_open(const char *tcp_addr, const char *peer_addr, const char *uuid, ft_side **out)
+static int ft_open_ops(const char *tcp_addr, const char *peer_addr, const char *uuid,
+                       const rdv_relay_ws_side_ops *ops, ft_side **out)
 {
     rdv_addr tcp = fc_addr(tcp_addr), peer = fc_addr(peer_addr);
     rdv_conn_id id = fc_conn_open(fc, "relay-ws", RDV_TR_TCP, &tcp);
@@ -120,7 +121,12 @@ static int ft_open(const char *tcp_addr, const char *peer_addr, const char *uuid
     *out = s;
     uint8_t rr[256];
     size_t n = rt_rr(rr, sizeof rr, uuid, NULL);
-    return ft.api->side_open(ft.self, id, &peer, &tcp, rr, n, &ft_ops, NULL);
+    return ft.api->side_open(ft.self, id, &peer, &tcp, rr, n, ops, NULL);
+}
+
+static int ft_open(const char *tcp_addr, const char *peer_addr, const char *uuid, ft_side **out)
+{
+    return ft_open_ops(tcp_addr, peer_addr, uuid, &ft_ops, out);
 }
 
 TestSuite(wsx, .init = ft_setup, .fini = ft_teardown);
@@ -411,15 +417,7 @@ static void wq_teardown(void)
 
 static int wq_open(const char *addr, const char *uuid, ft_side **out)
 {
-    rdv_addr a = fc_addr(addr);
-    rdv_conn_id id = fc_conn_open(fc, "relay-ws", RDV_TR_TCP, &a);
-    ft_side *s = &ft.s[ft.n++];
-    memset(s, 0, sizeof *s);
-    s->id = id;
-    *out = s;
-    uint8_t rr[256];
-    size_t n = rt_rr(rr, sizeof rr, uuid, NULL);
-    return ft.api->side_open(ft.self, id, &a, &a, rr, n, &wq_ops, NULL);
+    return ft_open_ops(addr, addr, uuid, &wq_ops, out);
 }
 
 static void wq_free_msgs(ft_side *s)

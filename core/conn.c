@@ -25,15 +25,17 @@
 #include "server.h"
 
 #define READ_CHUNK 65536
-#define RBUF_INITIAL 4096
-#define WBUF_KEEP 65536 /* a drained write queue keeps at most this much buffer */
+#define BUF_FREE 4096        /* the part of each buffer no total is charged for */
+#define RBUF_INITIAL BUF_FREE
+#define WBUF_STEP_MAX 1048576 /* a write queue grows by doubling up to this step */
 
-/* What a read buffer of cap bytes counts against core.read_total: all but
- * its first RBUF_INITIAL bytes. That much per connection is bounded by
- * core.max_connections; not charging it keeps a crowd of connections that
- * each hold a few bytes (slowloris) from using up the total that frames
- * still arriving need. */
-static uint64_t rbuf_charge(size_t cap) { return cap > RBUF_INITIAL ? cap - RBUF_INITIAL : 0; }
+/* What a read buffer or write queue of cap bytes counts against
+ * core.read_total / core.write_total: all but its first BUF_FREE bytes.
+ * That much per connection is bounded by core.max_connections; not
+ * charging it keeps a crowd of connections that each hold a few bytes
+ * (slowloris, or a reader a little behind) from using up the total that
+ * large frames and slow readers need. */
+static uint64_t buf_charge(size_t cap) { return cap > BUF_FREE ? cap - BUF_FREE : 0; }
 
 struct rdv_conn {
     rdv_conn_id id;
@@ -75,7 +77,8 @@ rdv_conn *rdv_conn_get(rdv_server *s, rdv_conn_id id)
 static void conn_free(rdv_conn *c)
 {
     sodium_memzero(c->key, sizeof c->key);
-    c->srv->rbuf_bytes -= rbuf_charge(c->rcap);
+    c->srv->rbuf_bytes -= buf_charge(c->rcap);
+    c->srv->wbuf_bytes -= buf_charge(c->wcap);
     free(c->rbuf);
     free(c->wbuf);
     free(c);
@@ -118,28 +121,48 @@ static int flush_queue(rdv_conn *c)
         c->woff += (size_t)n, c->wlen -= (size_t)n, c->bytes_out += (uint64_t)n;
     }
     c->woff = 0;
-    if (c->wcap > WBUF_KEEP) { /* a burst's buffer is not kept for the connection's life */
+    if (c->wcap > BUF_FREE) { /* a drained queue keeps no charged buffer */
+        c->srv->wbuf_bytes -= buf_charge(c->wcap);
         free(c->wbuf);
         c->wbuf = NULL, c->wcap = 0;
     }
     return 0;
 }
 
+static size_t round_up(size_t n, size_t q) { return (n + q - 1) / q * q; }
+
+/* Room for `extra` more queued bytes. The queue grows by doubling, by at
+ * most WBUF_STEP_MAX at a time (a 64 MiB message gets about its size, not
+ * 128 MiB). Queues of all connections together stay within
+ * core.write_total (s->wbuf_bytes, see buf_charge): when a full step does
+ * not fit, the queue grows by an eighth of a step at a time (so a queue
+ * near the total is not copied on every small answer), and if even what
+ * is needed does not fit the write is refused (-EDQUOT). */
 static int queue_reserve(rdv_conn *c, size_t extra)
 {
+    rdv_server *s = c->srv;
     if (c->woff && c->woff + c->wlen + extra > c->wcap) {
         memmove(c->wbuf, c->wbuf + c->woff, c->wlen);
         c->woff = 0;
     }
-    if (c->wlen + extra > c->wcap) {
-        size_t cap = c->wcap ? c->wcap : 4096;
-        while (cap < c->wlen + extra)
-            cap *= 2;
-        uint8_t *nb = realloc(c->wbuf, cap);
-        if (!nb)
-            return -ENOMEM;
-        c->wbuf = nb, c->wcap = cap;
+    size_t need = c->wlen + extra;
+    if (need <= c->wcap)
+        return 0;
+    size_t step = c->wcap < BUF_FREE ? BUF_FREE : c->wcap < WBUF_STEP_MAX ? c->wcap : WBUF_STEP_MAX;
+    size_t cap = c->wcap + step < need ? round_up(need, BUF_FREE) : c->wcap + step;
+    uint64_t others = s->wbuf_bytes - buf_charge(c->wcap), total = (uint64_t)s->cfg.write_total;
+    if (others + buf_charge(cap) > total) {
+        cap = round_up(need, step / 8 < BUF_FREE ? BUF_FREE : step / 8);
+        if (others + buf_charge(cap) > total)
+            cap = round_up(need, BUF_FREE);
+        if (others + buf_charge(cap) > total)
+            return -EDQUOT;
     }
+    uint8_t *nb = realloc(c->wbuf, cap);
+    if (!nb)
+        return -ENOMEM;
+    c->wbuf = nb, c->wcap = cap;
+    s->wbuf_bytes = others + buf_charge(cap);
     return 0;
 }
 
@@ -193,7 +216,19 @@ static int conn_write(rdv_conn *c, const uint8_t *hdr, size_t hlen, const uint8_
             return 0;
     }
     size_t total = hlen + blen + (seal ? RDV_SECURE_MACBYTES : 0) - done;
-    if (queue_reserve(c, total) < 0) {
+    int qr = queue_reserve(c, total);
+    if (qr == -EDQUOT) {
+        (*s->st.closed_write_total)++;
+        char a[RDV_ADDR_STRLEN];
+        RDV_LOG_RL(&s->core_mod.handle, RDV_LOG_WARN,
+                   "core.write_total = %lld bytes held in write queues (conf.d/00-core.conf): conn %llu from %s (%s), "
+                   "%zu bytes queued, closed; raise write_total if many readers fall behind at once",
+                   (long long)s->cfg.write_total, (unsigned long long)c->id, rdv_addr_str(&c->peer, a, sizeof a),
+                   c->l->name, c->wlen);
+        rdv_conn_close(s, c, RDV_CLOSE_OVERFLOW, false);
+        return -ENOBUFS;
+    }
+    if (qr < 0) {
         RDV_LOG_RL(&s->core_mod.handle, RDV_LOG_ERR, "conn %llu: out of memory queueing %zu bytes; closing",
                    (unsigned long long)c->id, total);
         rdv_conn_close(s, c, RDV_CLOSE_ERROR, false);
@@ -378,9 +413,9 @@ static int rbuf_reserve(rdv_conn *c, size_t need, size_t ceiling)
         cap *= 2;
     if (ceiling && cap > ceiling && ceiling >= c->rlen + need)
         cap = ceiling;
-    uint64_t others = s->rbuf_bytes - rbuf_charge(c->rcap), total = (uint64_t)s->cfg.read_total;
-    if (others + rbuf_charge(cap) > total) {
-        if (others + rbuf_charge(c->rlen + need) > total)
+    uint64_t others = s->rbuf_bytes - buf_charge(c->rcap), total = (uint64_t)s->cfg.read_total;
+    if (others + buf_charge(cap) > total) {
+        if (others + buf_charge(c->rlen + need) > total)
             return -EDQUOT;
         cap = c->rlen + need;
     }
@@ -388,7 +423,7 @@ static int rbuf_reserve(rdv_conn *c, size_t need, size_t ceiling)
     if (!nb)
         return -ENOMEM;
     c->rbuf = nb, c->rcap = cap;
-    s->rbuf_bytes = others + rbuf_charge(cap);
+    s->rbuf_bytes = others + buf_charge(cap);
     return 0;
 }
 
@@ -569,7 +604,7 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
          * max_connections x max_frame the node's footprint; an idle
          * connection holds none. */
         if (!c->dead && c->rlen == 0 && c->rbuf) {
-            s->rbuf_bytes -= rbuf_charge(c->rcap);
+            s->rbuf_bytes -= buf_charge(c->rcap);
             free(c->rbuf);
             c->rbuf = NULL, c->rcap = 0, c->roff = 0;
         }

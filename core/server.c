@@ -20,6 +20,7 @@ static void register_core_stats(rdv_server *s)
         { &s->st.closed_oversize, "closed_oversize", "connections closed for a frame over core.max_frame" },
         { &s->st.tcp_refused_oom, "tcp_refused_oom", "connections closed at accept: out of memory" },
         { &s->st.closed_read_total, "closed_read_total", "connections closed: their read buffer would pass core.read_total" },
+        { &s->st.closed_write_total, "closed_write_total", "connections closed: their write queue would pass core.write_total" },
         { &s->st.closed_protocol, "closed_protocol", "connections closed for a protocol error" },
         { &s->st.closed_idle, "closed_idle", "connections closed by the idle timeout" },
         { &s->st.closed_overflow, "closed_write_overflow", "connections closed: write queue full" },
@@ -45,6 +46,7 @@ static void register_core_stats(rdv_server *s)
 static uint64_t gauge_conns(void *ud) { return ((rdv_server *)ud)->nconns; }
 static uint64_t gauge_arena_peak(void *ud) { return ((rdv_server *)ud)->arena.peak; }
 static uint64_t gauge_read_bytes(void *ud) { return ((rdv_server *)ud)->rbuf_bytes; }
+static uint64_t gauge_write_bytes(void *ud) { return ((rdv_server *)ud)->wbuf_bytes; }
 
 static int load_conf(rdv_server *s, rdv_conf **out, char *err, size_t errlen)
 {
@@ -172,6 +174,17 @@ static int fill_core(rdv_server *s, const rdv_conf *conf, rdv_core_cfg *cfg, rdv
                                                                                    : cfg->read_buffer));
         goto bad;
     }
+    /* One queue at its limit plus one message (+ header and MAC) must fit. */
+    int64_t wmin = cfg->write_queue_max + cfg->max_frame + 64;
+    if (cfg->write_total < wmin) {
+        char where[256];
+        snprintf(err, errlen,
+                 "%s: core.write_total = %lld is below one full write queue (core.write_queue_max = %lld) plus one "
+                 "frame (core.max_frame = %lld): set write_total to at least %lld",
+                 rdv_conf_group_origin(conf, "core", where, sizeof where), (long long)cfg->write_total,
+                 (long long)cfg->write_queue_max, (long long)cfg->max_frame, (long long)wmin);
+        goto bad;
+    }
     (void)s;
     return 0;
 bad:
@@ -247,6 +260,7 @@ int rdv_server_init(rdv_server *s, const rdv_boot *boot)
     rdv_stat_gauge(s, "core", "connections", gauge_conns, s, "connections open now");
     rdv_stat_gauge(s, "core", "arena_peak_bytes", gauge_arena_peak, s, "largest decoded message, bytes");
     rdv_stat_gauge(s, "core", "read_bytes", gauge_read_bytes, s, "bytes held in connections' read buffers (core.read_total)");
+    rdv_stat_gauge(s, "core", "write_bytes", gauge_write_bytes, s, "bytes held in connections' write queues (core.write_total)");
 
     if (rdv_admin_open(s, dry ? "" : s->cfg.admin_socket) < 0) {
         snprintf(err, sizeof err, "admin console not available (see above)");

@@ -28,7 +28,7 @@ typedef struct rdv_core_cfg {
     int64_t udp_rcvbuf;
     int64_t udp_batch;
     int64_t udp_coalesce_us;
-    int64_t read_total;
+    int64_t read_total, write_total;
     bool ipv6;
 } rdv_core_cfg;
 
@@ -141,6 +141,7 @@ struct rdv_server {
     rdv_conn *conns;
     size_t nconns;
     uint64_t rbuf_bytes;      /* read buffers of all connections (core.read_total) */
+    uint64_t wbuf_bytes;      /* write queues of all connections (core.write_total) */
     rdv_conn_id next_id;
 
     /* one arena reused for every message (one loop thread) */
@@ -163,7 +164,8 @@ struct rdv_server {
     char err[1024];           /* last start-up/reload error (tests read it) */
 
     struct {
-        uint64_t *accepted, *refused_limit, *refused_access, *accept_emfile, *tcp_refused_oom, *closed_read_total;
+        uint64_t *accepted, *refused_limit, *refused_access, *accept_emfile, *tcp_refused_oom, *closed_read_total,
+            *closed_write_total;
         uint64_t *closed_oversize, *closed_protocol, *closed_idle, *closed_overflow;
         uint64_t *udp_in, *udp_out, *udp_undecodable, *udp_empty, *udp_unhandled, *udp_send_fail, *udp_pauses, *udp_hot;
         uint64_t *tcp_frames, *tcp_undecodable, *tcp_unhandled, *msg_dropped_access;

@@ -11,6 +11,7 @@ const rdv_setting rdv_core_settings[] = {
     RDV_SETTING_INT(rdv_core_cfg, idle_ms, 30000, 100, 86400000, 0, "TCP idle limit between complete frames, ms"),
     RDV_SETTING_INT(rdv_core_cfg, write_queue_max, 4194304, 4096, 1073741824, 0, "bytes queued for a reader that does not keep up before it is closed (the queue may exceed it by one message)"),
     RDV_SETTING_INT(rdv_core_cfg, read_total, 268435456, 131072, 68719476736LL, RDV_SETF_RELOAD, "bytes all TCP connections together may hold in read buffers (frames still arriving); a connection whose buffer would grow past it is closed; at least max_frame + 16 and read_buffer"),
+    RDV_SETTING_INT(rdv_core_cfg, write_total, 268435456, 131072, 68719476736LL, RDV_SETF_RELOAD, "bytes all TCP connections together may hold in write queues (answers a reader has not taken yet); a connection whose queue would grow past it is closed; at least write_queue_max + max_frame + 64"),
     RDV_SETTING_INT(rdv_core_cfg, read_buffer, 262144, 4096, 67108864, 0, "read buffer cap of raw (module-owned) connections, bytes"),
     RDV_SETTING_INT(rdv_core_cfg, shutdown_ms, 5000, 0, 600000, RDV_SETF_RELOAD, "how long SIGTERM waits for queued replies, ms"),
     RDV_SETTING_INT(rdv_core_cfg, udp_rcvbuf, 0, 0, 1073741824, 0, "SO_RCVBUF of UDP sockets (0: system default; hbbs --rmem)"),

@@ -551,6 +551,113 @@ Test(wqueue, reader_that_never_reads_is_closed_with_a_bounded_queue)
     check_alive();
 }
 
+/* ------------------------------------------------------------------ core.write_total */
+/* Write queues of all connections together are bounded: a reader that
+ * does not keep up holds at most core.write_queue_max, and many of them at
+ * most core.write_total; the connection whose queue would grow past the
+ * total is closed (closed_write_total) while the others keep theirs, and a
+ * drained queue gives its bytes back (gauge core.write_bytes). Before the
+ * total, 18,000 such readers (the descriptor limit) could each make rdvd
+ * hold 4 MiB. */
+static const char *const wtotal_files[] = {
+    "00-core.conf",
+    "core: {\n"
+    "  modules = [ \"example\" ];\n"
+    "  module_path = \"@MODDIR@\";\n"
+    "  max_frame = 65536;\n"
+    "  write_queue_max = 262144;\n"
+    "  write_total = 393216;\n"
+    "  listeners = ( { name = \"example\"; port = @PORT@; udp = true; tcp = true; } );\n"
+    "};\n",
+    NULL,
+};
+
+static void setup_wtotal(void) { start_with(wtotal_files); }
+
+TestSuite(wtotal, .init = setup_wtotal, .fini = teardown, .timeout = 240);
+
+/* Send TestNatRequests on fd, never reading the answers, until `stop`
+ * says so or the connection is closed (bounded in count and time).
+ * Returns true if it was closed. */
+static bool requests_until(int fd, bool (*stop)(void))
+{
+    static const uint8_t framed[] = { 0x0c, 0xa2, 0x01, 0x00 }; /* 1-byte header (wire.md §3) + nat_req */
+    static uint8_t batch[256 * sizeof framed];
+    for (size_t i = 0; i < 256; i++)
+        memcpy(batch + i * sizeof framed, framed, sizeof framed);
+    uint64_t deadline = rdc_now_ms() + 90000;
+    for (int i = 0; i < 200000 && rdc_now_ms() < deadline; i++) {
+        if (stop())
+            return false;
+        ssize_t n = send(fd, batch, sizeof batch, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+            return true;
+        if (rdvt_tcp_closed(fd, 0))
+            return true;
+        if (n < 0)
+            usleep(1000);
+    }
+    cr_assert_fail("neither stopped nor closed in time");
+    return false;
+}
+
+/* The first reader's queue is past 128 KiB: its buffer is 256 KiB, charged
+ * 252 KiB of the 384 KiB total (its first 4 KiB are free). */
+static bool first_queue_large(void) { return rdvt_stat(&srv, "core.write_bytes") >= 200000; }
+static bool total_reached(void) { return rdvt_stat(&srv, "core.closed_write_total") > 0; }
+
+Test(wtotal, the_queue_growing_past_the_total_is_closed_the_others_keep_theirs)
+{
+    int a = rdvt_tcp_rcvbuf("127.0.43.1", srv.port, 2048);
+    cr_assert_geq(a, 0);
+    cr_assert_not(requests_until(a, first_queue_large), "the first reader was closed");
+    uint64_t held = rdvt_stat(&srv, "core.write_bytes");
+    cr_assert_leq(held, 262144 - 4096, "one queue stays within write_queue_max");
+    /* A second reader that never reads can have only what is left. */
+    int b = rdvt_tcp_rcvbuf("127.0.43.2", srv.port, 2048);
+    cr_assert_geq(b, 0);
+    requests_until(b, total_reached);
+    cr_assert(rdvt_tcp_closed(b, 3000), "the second reader must be closed");
+    close(b);
+    cr_assert_eq(rdvt_stat(&srv, "core.closed_write_total"), 1);
+    cr_assert_eq(rdvt_stat(&srv, "core.closed_write_overflow"), 0, "closed by the total, not by its own queue");
+    cr_assert(rdvt_wait_log(&srv, "core.write_total = 393216 bytes held in write queues", 2000));
+    cr_assert_eq(rdvt_stat(&srv, "core.write_bytes"), held, "the first reader keeps its queue");
+    /* It reads now: its queue is given back, and every answer arrives on
+     * the connection that was kept (no end of stream). */
+    uint8_t buf[65536];
+    size_t got = 0;
+    bool eof = false;
+    uint64_t deadline = rdc_now_ms() + 20000;
+    for (int quiet = 0; !eof && quiet < 100 && rdc_now_ms() < deadline;) {
+        ssize_t n = recv(a, buf, sizeof buf, MSG_DONTWAIT);
+        if (n > 0)
+            got += (size_t)n, quiet = 0;
+        else if (n == 0)
+            eof = true;
+        else
+            usleep(2000), quiet += rdvt_stat(&srv, "core.write_bytes") == 0;
+    }
+    cr_assert_not(eof, "the first reader is kept");
+    cr_assert_eq(rdvt_stat(&srv, "core.write_bytes"), 0, "a drained queue keeps no charged buffer");
+    cr_assert_gt(got, 131072, "every queued answer arrives (%zu bytes)", got);
+    close(a);
+    check_alive();
+}
+
+/* write_total must hold one full queue and one frame: a reload below it is
+ * refused with one line naming the settings; the running values stay. */
+Test(wtotal, a_total_below_one_queue_is_refused)
+{
+    char *r = edit_core_conf_and_reload("write_total = 393216;", "write_total = 300000;");
+    cr_assert(r && strstr(r, "refused"), "%s", r ? r : "(null)");
+    free(r);
+    cr_assert(rdvt_wait_log(&srv, "core.write_total = 300000 is below one full write queue (core.write_queue_max = "
+                                  "262144) plus one frame (core.max_frame = 65536): set write_total to at least 327744",
+                            2000));
+    cr_assert_eq(rdvt_stat(&srv, "core.closed_write_total"), 0);
+}
+
 /* ------------------------------------------------------------------ core.read_total */
 /* Read buffers of all connections together are bounded: frames still
  * arriving grow their buffers as bytes come (never to a declared length),

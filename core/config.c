@@ -446,9 +446,13 @@ int rdv_conf_load_string(rdv_conf *c, const char *path, const char *text, char *
     config_init(&f->tree);
     files[c->nfiles++] = f;
     if (!config_read_string(&f->tree, text)) {
-        const char *where = config_error_file(&f->tree);
-        failf(err, errlen, "%s:%d: syntax error: %s", where ? where : path,
-              config_error_line(&f->tree), config_error_text(&f->tree));
+        const char *where = config_error_file(&f->tree), *why = config_error_text(&f->tree);
+        /* libconfig's usual text is just "syntax error": say what to look for */
+        if (!why || strcmp(why, "syntax error") == 0)
+            failf(err, errlen, "%s:%d: syntax error (look on this line and the one before it for a missing ';', "
+                  "',', ']', '}' or '\"')", where ? where : path, config_error_line(&f->tree));
+        else
+            failf(err, errlen, "%s:%d: syntax error: %s", where ? where : path, config_error_line(&f->tree), why);
         goto out;
     }
     if (check_int_literals(path, text, err, errlen) < 0)

@@ -349,7 +349,7 @@ Test(config, syntax_error_names_file_and_line)
 {
     write_file("10-a.conf", "test = {\n  port = ;\n};\n");
     cr_assert_eq(load(), -1);
-    assert_err_has("10-a.conf:2: syntax error: ");
+    assert_err_has("10-a.conf:2: syntax error (look on this line and the one before it for a missing ';'");
 }
 
 Test(config, missing_dir)

@@ -65,15 +65,25 @@ void rdv_buf_printf(rdv_buf *b, const char *fmt, ...)
         va_end(ap);
         if (n < 0)
             return;
-        if ((size_t)n < room) {
+        if ((size_t)n < room && b->len + (size_t)n < b->limit) {
             b->len += (size_t)n;
             return;
         }
         size_t want = b->len + (size_t)n + 1;
         if (want > b->limit) {
+            /* The answer ends here, with a visible marker (the limit is
+             * soft by its length): a print that does not fit is dropped
+             * whole, so one large print leaves only the marker. */
+            static const char mark[] = "...(cut: the answer passed 1 MiB)\n";
             b->truncated = true;
-            if (b->p && b->cap > b->len + 16) /* leave a visible marker */
-                b->len += (size_t)snprintf(b->p + b->len, b->cap - b->len, "...(cut)\n");
+            if (b->cap < b->len + sizeof mark) {
+                char *np = realloc(b->p, b->len + sizeof mark);
+                if (!np)
+                    return;
+                b->p = np, b->cap = b->len + sizeof mark;
+            }
+            memcpy(b->p + b->len, mark, sizeof mark);
+            b->len += sizeof mark - 1;
             return;
         }
         size_t cap = b->cap ? b->cap : 1024;

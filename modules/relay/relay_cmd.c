@@ -197,13 +197,20 @@ void relay_cmd_run(relay *r, int argc, char **argv, relay_text *out)
 static void relay_admin_cb(void *ud, int argc, char **argv, rdv_buf *out)
 {
     relay *r = ud;
-    relay_text t = { .limit = 1u << 20 };
+    /* Past the admin answer's 1 MiB, so that the core is the one cutting
+     * (with its marker); handed over line by line, so that the cut falls
+     * between lines, not before the first. */
+    relay_text t = { .limit = 2u << 20 };
     char *help = "h";
     if (strcmp(argv[0], "relay-help") == 0)
         argv = &help, argc = 1;
     relay_cmd_run(r, argc, argv, &t);
-    if (t.len)
-        r->core->api->out(out, "%s", t.p);
+    for (size_t off = 0; off < t.len;) {
+        const char *nl = memchr(t.p + off, '\n', t.len - off);
+        size_t n = nl ? (size_t)(nl - (t.p + off)) + 1 : t.len - off;
+        r->core->api->out(out, "%.*s", (int)n, t.p + off);
+        off += n;
+    }
     relay_text_free(&t);
 }
 

@@ -1114,7 +1114,8 @@ static int api_admin_command(rdv_core *c, const char *name, const char *usage, r
     return 0;
 }
 
-/* Append what fits under the limit; past it the answer is marked cut. */
+/* As the real console: a print that does not fit under the limit is
+ * dropped whole and the answer is marked cut (admin_run adds the marker). */
 static void api_out(rdv_buf *b, const char *fmt, ...) RDV_PRINTF(2, 3);
 static void api_out(rdv_buf *b, const char *fmt, ...)
 {
@@ -1126,16 +1127,17 @@ static void api_out(rdv_buf *b, const char *fmt, ...)
     va_end(ap);
     if (n < 0)
         return;
-    size_t room = b->limit - b->len, take = (size_t)n < room ? (size_t)n : room;
+    if ((size_t)n > b->limit - b->len) {
+        b->cut = true;
+        return;
+    }
     b->p = realloc(b->p, b->len + (size_t)n + 1);
     if (!b->p)
         die("out of memory");
     va_start(ap, fmt);
     vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
     va_end(ap);
-    b->len += take;
-    b->p[b->len] = '\0';
-    b->cut = take < (size_t)n;
+    b->len += (size_t)n;
 }
 
 /* Split a line on whitespace and run the command into b, as the real
@@ -1156,8 +1158,17 @@ static int admin_run(fc_core *fc, const char *cmdline, rdv_buf *b)
         api_out(b, "unknown command '%s'; try help\n", argv[0]);
     else if (r == 0)
         k->fn(k->ud, argc, argv, b);
-    if (b->cut && b->limit >= sizeof FC_TRUNCATED)
-        memcpy(b->p + b->limit - (sizeof FC_TRUNCATED - 1), FC_TRUNCATED, sizeof FC_TRUNCATED);
+    if (b->cut) { /* the marker replaces the answer's end if it does not fit after it */
+        size_t at = b->len + sizeof FC_TRUNCATED - 1 <= b->limit ? b->len
+                    : b->limit >= sizeof FC_TRUNCATED - 1 ? b->limit - (sizeof FC_TRUNCATED - 1) : 0;
+        size_t keep = sizeof FC_TRUNCATED - 1 <= b->limit ? sizeof FC_TRUNCATED - 1 : b->limit;
+        b->p = realloc(b->p, at + keep + 1);
+        if (!b->p)
+            die("out of memory");
+        memcpy(b->p + at, FC_TRUNCATED, keep);
+        b->len = at + keep;
+        b->p[b->len] = '\0';
+    }
     free(line);
     return r;
 }

@@ -182,6 +182,26 @@ Test(cmd, L83_usage_lists_pairs_older_than_a_tick_largest_first)
     cr_assert_str_eq(run("usage"), u);
 }
 
+/* `u` on the admin socket of a busy relay: the answer is cut between
+ * lines with the console's marker. Before, the whole list was one print,
+ * and a list past the answer's limit came back empty. */
+Test(cmd, L83_usage_past_the_answer_limit_keeps_whole_lines)
+{
+    rt_conn a[6], b[6];
+    char uuid[8];
+    for (int i = 0; i < 6; i++) {
+        snprintf(uuid, sizeof uuid, "u%d", i);
+        rt_pair(&a[i], &b[i], uuid);
+    }
+    fc_advance(fc, 2000);
+    char out[128]; /* room for 2 of the 6 lines (44 bytes each) and the marker */
+    cr_assert_eq(fc_admin(fc, "u", out, sizeof out), 0);
+    static const char line[] = "10.0.0.2:4002: 2s 0.00MB 0kb/s 0kb/s 0kb/s\n";
+    char want[256];
+    snprintf(want, sizeof want, "%s%s\n[truncated]\n", line, line);
+    cr_assert_str_eq(out, want);
+}
+
 Test(cmd, L84_L89_unknown_commands_answer_nothing)
 {
     relay_text t = { .limit = 1024 };

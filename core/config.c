@@ -246,8 +246,11 @@ const char *rdv_conf_group_origin(const rdv_conf *c, const char *group, char *bu
 
 /* ------------------------------------------------------------------ loading */
 
-/* The rest of f, NUL-terminated, or NULL with err set. Reading at most one
- * byte past the cap bounds memory even if the file grows meanwhile. */
+/* The rest of f, NUL-terminated, or NULL with err set. The buffer is the
+ * file's size (not the cap: a freed 1 MiB block would raise glibc's mmap
+ * threshold for the process's life, and later large blocks would come from
+ * the heap, zeroed page by page); reading one byte more than fstat said
+ * sees a file that grew meanwhile, and bounds memory all the same. */
 static char *read_capped(FILE *f, const char *path, char *err, size_t errlen)
 {
     struct stat st;
@@ -255,14 +258,17 @@ static char *read_capped(FILE *f, const char *path, char *err, size_t errlen)
         failf(err, errlen, "%s: not a regular file (remove it from the conf directory)", path);
         return NULL;
     }
-    char *buf = malloc(CONF_FILE_MAX + 1);
+    size_t want = st.st_size < CONF_FILE_MAX ? (size_t)st.st_size + 1 : CONF_FILE_MAX + 1;
+    char *buf = malloc(want + 1);
     if (!buf) {
         failf(err, errlen, "%s: out of memory", path);
         return NULL;
     }
-    size_t n = fread(buf, 1, CONF_FILE_MAX + 1, f);
+    size_t n = fread(buf, 1, want, f);
     if (ferror(f))
         failf(err, errlen, "%s: read error: %s", path, strerror(errno));
+    else if (n == want && want <= CONF_FILE_MAX)
+        failf(err, errlen, "%s: changed while it was read (read it again: reload)", path);
     else if (n > CONF_FILE_MAX)
         failf(err, errlen, "%s: larger than %d bytes (conf files are limited to 1 MiB: split it)",
               path, CONF_FILE_MAX);

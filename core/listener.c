@@ -105,8 +105,8 @@ typedef struct udp_batch {
     struct mmsghdr out[RDV_UDP_BATCH_MAX];
     struct iovec out_iov[RDV_UDP_BATCH_MAX];
     struct sockaddr_storage out_addr[RDV_UDP_BATCH_MAX];
-    uint8_t out_buf[RDV_UDP_BATCH_MAX][UDP_OUT_SLOT];
     unsigned nout;
+    uint8_t out_buf[RDV_UDP_BATCH_MAX][UDP_OUT_SLOT]; /* last: not zeroed (rdv_udp_batch_init) */
 } udp_batch;
 
 /* The receive vector is set up once: recvmmsg writes only msg_len and, in
@@ -122,10 +122,15 @@ static void udp_slots_reset(udp_batch *b, unsigned n)
 
 int rdv_udp_batch_init(rdv_server *s)
 {
-    s->ub = calloc(1, sizeof *s->ub);
-    if (!s->ub || !(s->ub->in_buf = malloc((size_t)RDV_UDP_BATCH_MAX * UDP_MAX)))
+    /* Zeroing the 128 KiB of answer slots would make every page of them
+     * resident in an idle node; each answer is written before it is sent. */
+    s->ub = malloc(sizeof *s->ub);
+    if (!s->ub)
         return -ENOMEM;
     udp_batch *b = s->ub;
+    memset(b, 0, offsetof(udp_batch, out_buf));
+    if (!(b->in_buf = malloc((size_t)RDV_UDP_BATCH_MAX * UDP_MAX)))
+        return -ENOMEM;
     for (unsigned i = 0; i < RDV_UDP_BATCH_MAX; i++) {
         b->in_iov[i] = (struct iovec){ b->in_buf + (size_t)i * UDP_MAX, UDP_MAX };
         b->in[i].msg_hdr = (struct msghdr){ .msg_name = &b->in_addr[i], .msg_iov = &b->in_iov[i], .msg_iovlen = 1 };

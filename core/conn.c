@@ -129,6 +129,19 @@ static int flush_queue(rdv_conn *c)
     return 0;
 }
 
+/* A buffer of c could not grow within core.read_total / core.write_total:
+ * counted, logged (rate-limited); the caller closes c. */
+static void total_reached(rdv_conn *c, uint64_t *counter, const char *setting, int64_t total, const char *held_in,
+                          const char *advice)
+{
+    (*counter)++;
+    char a[RDV_ADDR_STRLEN];
+    RDV_LOG_RL(&c->srv->core_mod.handle, RDV_LOG_WARN,
+               "core.%s = %lld bytes held in %s (conf.d/00-core.conf): conn %llu from %s (%s) closed; raise %s if %s",
+               setting, (long long)total, held_in, (unsigned long long)c->id, rdv_addr_str(&c->peer, a, sizeof a),
+               c->l->name, setting, advice);
+}
+
 static size_t round_up(size_t n, size_t q) { return (n + q - 1) / q * q; }
 
 /* Room for `extra` more queued bytes. The queue grows by doubling, by at
@@ -218,13 +231,8 @@ static int conn_write(rdv_conn *c, const uint8_t *hdr, size_t hlen, const uint8_
     size_t total = hlen + blen + (seal ? RDV_SECURE_MACBYTES : 0) - done;
     int qr = queue_reserve(c, total);
     if (qr == -EDQUOT) {
-        (*s->st.closed_write_total)++;
-        char a[RDV_ADDR_STRLEN];
-        RDV_LOG_RL(&s->core_mod.handle, RDV_LOG_WARN,
-                   "core.write_total = %lld bytes held in write queues (conf.d/00-core.conf): conn %llu from %s (%s), "
-                   "%zu bytes queued, closed; raise write_total if many readers fall behind at once",
-                   (long long)s->cfg.write_total, (unsigned long long)c->id, rdv_addr_str(&c->peer, a, sizeof a),
-                   c->l->name, c->wlen);
+        total_reached(c, s->st.closed_write_total, "write_total", s->cfg.write_total, "write queues",
+                      "many readers fall behind at once");
         rdv_conn_close(s, c, RDV_CLOSE_OVERFLOW, false);
         return -ENOBUFS;
     }
@@ -443,15 +451,9 @@ static size_t rbuf_frame_end(const rdv_conn *c)
 static void rbuf_refused(rdv_conn *c, int e)
 {
     rdv_server *s = c->srv;
-    if (e == -EDQUOT) {
-        (*s->st.closed_read_total)++;
-        char a[RDV_ADDR_STRLEN];
-        RDV_LOG_RL(&s->core_mod.handle, RDV_LOG_WARN,
-                   "core.read_total = %lld bytes held in read buffers (conf.d/00-core.conf): conn %llu from %s (%s) "
-                   "closed; raise read_total if clients send large frames on many connections at once",
-                   (long long)s->cfg.read_total, (unsigned long long)c->id, rdv_addr_str(&c->peer, a, sizeof a),
-                   c->l->name);
-    }
+    if (e == -EDQUOT)
+        total_reached(c, s->st.closed_read_total, "read_total", s->cfg.read_total, "read buffers",
+                      "clients send large frames on many connections at once");
     rdv_conn_close(s, c, RDV_CLOSE_ERROR, false);
 }
 

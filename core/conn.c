@@ -336,6 +336,14 @@ void rdv_conn_close(rdv_server *s, rdv_conn *c, rdv_close_reason why, bool flush
     ev_io_stop(s->loop, &c->rio);
     ev_io_stop(s->loop, &c->wio);
     ev_timer_stop(s->loop, &c->idle);
+    if (why == RDV_CLOSE_OVERFLOW) {
+        /* A reader that does not keep up gets a reset: a FIN would wait
+         * behind the kernel's send buffer (megabytes, to a zero window), and
+         * the kernel would hold that buffer for the orphaned socket long
+         * after we let go of the connection. */
+        struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+        (void)setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    }
     if (why != RDV_CLOSE_DETACHED) /* a detached socket now belongs to the module */
         close(c->fd);
     c->fd = -1;

@@ -4,6 +4,7 @@
  * input handling, reload and shutdown). */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <poll.h>
 #include <criterion/criterion.h>
 #include <signal.h>
 #include <stdio.h>
@@ -565,8 +566,8 @@ static const char *const wtotal_files[] = {
     "  modules = [ \"example\" ];\n"
     "  module_path = \"@MODDIR@\";\n"
     "  max_frame = 65536;\n"
-    "  write_queue_max = 262144;\n"
-    "  write_total = 393216;\n"
+    "  write_queue_max = 1048576;\n"
+    "  write_total = 1179648;\n"
     "  listeners = ( { name = \"example\"; port = @PORT@; udp = true; tcp = true; } );\n"
     "};\n",
     NULL,
@@ -576,61 +577,65 @@ static void setup_wtotal(void) { start_with(wtotal_files); }
 
 TestSuite(wtotal, .init = setup_wtotal, .fini = teardown, .timeout = 240);
 
-/* Send TestNatRequests on fd, never reading the answers, until `stop`
- * says so or the connection is closed (bounded in count and time).
- * Returns true if it was closed. */
-static bool requests_until(int fd, bool (*stop)(void))
+/* rdvd ended the connection (FIN or reset), seen without reading from it. */
+static bool peer_gone(int fd)
 {
-    static const uint8_t framed[] = { 0x0c, 0xa2, 0x01, 0x00 }; /* 1-byte header (wire.md §3) + nat_req */
-    static uint8_t batch[256 * sizeof framed];
-    for (size_t i = 0; i < 256; i++)
-        memcpy(batch + i * sizeof framed, framed, sizeof framed);
-    uint64_t deadline = rdc_now_ms() + 90000;
-    for (int i = 0; i < 200000 && rdc_now_ms() < deadline; i++) {
-        if (stop())
-            return false;
-        ssize_t n = send(fd, batch, sizeof batch, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
-            return true;
-        if (rdvt_tcp_closed(fd, 0))
-            return true;
-        if (n < 0)
-            usleep(1000);
-    }
-    cr_assert_fail("neither stopped nor closed in time");
-    return false;
+    struct pollfd p = { .fd = fd, .events = POLLRDHUP };
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
 }
 
-/* The first reader's queue is past 128 KiB: its buffer is 256 KiB, charged
- * 252 KiB of the 384 KiB total (its first 4 KiB are free). */
-static bool first_queue_large(void) { return rdvt_stat(&srv, "core.write_bytes") >= 200000; }
 static bool total_reached(void) { return rdvt_stat(&srv, "core.closed_write_total") > 0; }
+
+/* 512 TestNatRequests on fd (about 4 KiB of answers, never read), then
+ * wait until rdvd has read them (core.tcp_frames, counted from *frames)
+ * or the total closed a connection. Requests waiting in the kernel would
+ * otherwise grow a queue long after the test looked at it. */
+static void request_batch(int fd, uint64_t *frames)
+{
+    static const uint8_t framed[] = { 0x0c, 0xa2, 0x01, 0x00 }; /* 1-byte header (wire.md §3) + nat_req */
+    static uint8_t batch[512 * sizeof framed];
+    for (size_t i = 0; i < 512; i++)
+        memcpy(batch + i * sizeof framed, framed, sizeof framed);
+    if (peer_gone(fd) || rdvt_tcp_send_raw(fd, batch, sizeof batch) < 0)
+        return;
+    *frames += 512;
+    for (uint64_t deadline = rdc_now_ms() + 20000; rdc_now_ms() < deadline;)
+        if (rdvt_stat(&srv, "core.tcp_frames") >= *frames || total_reached() || peer_gone(fd))
+            return;
+}
 
 Test(wtotal, the_queue_growing_past_the_total_is_closed_the_others_keep_theirs)
 {
-    int a = rdvt_tcp_rcvbuf("127.0.43.1", srv.port, 2048);
-    cr_assert_geq(a, 0);
-    cr_assert_not(requests_until(a, first_queue_large), "the first reader was closed");
-    uint64_t held = rdvt_stat(&srv, "core.write_bytes");
-    cr_assert_leq(held, 262144 - 4096, "one queue stays within write_queue_max");
-    /* A second reader that never reads can have only what is left. */
-    int b = rdvt_tcp_rcvbuf("127.0.43.2", srv.port, 2048);
-    cr_assert_geq(b, 0);
-    requests_until(b, total_reached);
-    cr_assert(rdvt_tcp_closed(b, 3000), "the second reader must be closed");
-    close(b);
+    /* Two readers that never read take turns: their queues grow side by
+     * side (each under write_queue_max, 1 MiB) until together they reach
+     * the total (1,152 KiB), and the one growing then is closed. */
+    int fd[2] = { rdvt_tcp_rcvbuf("127.0.43.1", srv.port, 2048), rdvt_tcp_rcvbuf("127.0.43.2", srv.port, 2048) };
+    cr_assert(fd[0] >= 0 && fd[1] >= 0);
+    uint64_t frames = rdvt_stat(&srv, "core.tcp_frames");
+    for (int i = 0; i < 4000 && !total_reached(); i++)
+        request_batch(fd[i % 2], &frames);
+    cr_assert(total_reached(), "the total closed nobody (%llu bytes queued)",
+              (unsigned long long)rdvt_stat(&srv, "core.write_bytes"));
     cr_assert_eq(rdvt_stat(&srv, "core.closed_write_total"), 1);
     cr_assert_eq(rdvt_stat(&srv, "core.closed_write_overflow"), 0, "closed by the total, not by its own queue");
-    cr_assert(rdvt_wait_log(&srv, "core.write_total = 393216 bytes held in write queues", 2000));
-    cr_assert_eq(rdvt_stat(&srv, "core.write_bytes"), held, "the first reader keeps its queue");
-    /* It reads now: its queue is given back, and every answer arrives on
-     * the connection that was kept (no end of stream). */
+    cr_assert(rdvt_wait_log(&srv, "core.write_total = 1179648 bytes held in write queues", 2000));
+    cr_assert_gt(rdvt_stat(&srv, "core.write_bytes"), 0, "the other keeps its queue");
+    /* The one closed is reset: a FIN would wait behind the megabytes of
+     * answers in rdvd's kernel send buffer, which it never takes. */
+    for (int i = 0; i < 100 && !peer_gone(fd[0]) && !peer_gone(fd[1]); i++)
+        usleep(10000);
+    int gone = peer_gone(fd[0]) ? 0 : 1, kept = 1 - gone;
+    cr_assert(peer_gone(fd[gone]), "the reader closed by the total must be reset without reading");
+    cr_assert_not(peer_gone(fd[kept]), "the other reader is kept");
+    close(fd[gone]);
+    /* The other reads now: every answer arrives on the connection that was
+     * kept (no end of stream), and its queue is given back. */
     uint8_t buf[65536];
     size_t got = 0;
     bool eof = false;
-    uint64_t deadline = rdc_now_ms() + 20000;
+    uint64_t deadline = rdc_now_ms() + 60000;
     for (int quiet = 0; !eof && quiet < 100 && rdc_now_ms() < deadline;) {
-        ssize_t n = recv(a, buf, sizeof buf, MSG_DONTWAIT);
+        ssize_t n = recv(fd[kept], buf, sizeof buf, MSG_DONTWAIT);
         if (n > 0)
             got += (size_t)n, quiet = 0;
         else if (n == 0)
@@ -638,10 +643,10 @@ Test(wtotal, the_queue_growing_past_the_total_is_closed_the_others_keep_theirs)
         else
             usleep(2000), quiet += rdvt_stat(&srv, "core.write_bytes") == 0;
     }
-    cr_assert_not(eof, "the first reader is kept");
+    cr_assert_not(eof, "the other reader is kept");
     cr_assert_eq(rdvt_stat(&srv, "core.write_bytes"), 0, "a drained queue keeps no charged buffer");
     cr_assert_gt(got, 131072, "every queued answer arrives (%zu bytes)", got);
-    close(a);
+    close(fd[kept]);
     check_alive();
 }
 
@@ -649,11 +654,11 @@ Test(wtotal, the_queue_growing_past_the_total_is_closed_the_others_keep_theirs)
  * refused with one line naming the settings; the running values stay. */
 Test(wtotal, a_total_below_one_queue_is_refused)
 {
-    char *r = edit_core_conf_and_reload("write_total = 393216;", "write_total = 300000;");
+    char *r = edit_core_conf_and_reload("write_total = 1179648;", "write_total = 1000000;");
     cr_assert(r && strstr(r, "refused"), "%s", r ? r : "(null)");
     free(r);
-    cr_assert(rdvt_wait_log(&srv, "core.write_total = 300000 is below one full write queue (core.write_queue_max = "
-                                  "262144) plus one frame (core.max_frame = 65536): set write_total to at least 327744",
+    cr_assert(rdvt_wait_log(&srv, "core.write_total = 1000000 is below one full write queue (core.write_queue_max = "
+                                  "1048576) plus one frame (core.max_frame = 65536): set write_total to at least 1114176",
                             2000));
     cr_assert_eq(rdvt_stat(&srv, "core.closed_write_total"), 0);
 }

@@ -80,8 +80,16 @@ static int open_dispatch_listeners(rdv_server *s)
         }
         if (lc->tcp) {
             spec.transport = RDV_TR_TCP;
-            if (rdv_listener_open(s, &spec, NULL, NULL) < 0)
+            rdv_listener *l = NULL;
+            if (rdv_listener_open(s, &spec, NULL, &l) < 0)
                 return -1;
+            /* Accepted connections inherit it (and lose autotuning): a
+             * client that never reads pins at most 2 x sndbuf of kernel
+             * memory, not tcp_wmem's 4 MiB. */
+            int sb = (int)lc->sndbuf;
+            if (sb > 0 && setsockopt(l->fd, SOL_SOCKET, SO_SNDBUF, &sb, sizeof sb) < 0)
+                rdv_logf("core", RDV_LOG_WARN, "listener '%s': SO_SNDBUF %d: %s (the kernel's default stays)",
+                         lc->name, sb, strerror(errno));
         }
     }
     return 0;

@@ -38,6 +38,7 @@ typedef struct rdv_listener_cfg {
     int64_t port;
     bool udp, tcp;
     int64_t idle_ms;
+    int64_t sndbuf;
 } rdv_listener_cfg;
 
 extern const rdv_setting rdv_core_settings[];

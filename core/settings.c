@@ -28,5 +28,6 @@ const rdv_setting rdv_listener_settings[] = {
     RDV_SETTING_BOOL(rdv_listener_cfg, udp, 0, 0, "open a UDP socket"),
     RDV_SETTING_BOOL(rdv_listener_cfg, tcp, 1, 0, "open a TCP listener"),
     RDV_SETTING_INT(rdv_listener_cfg, idle_ms, 0, 0, 86400000, 0, "TCP idle limit (0: core.idle_ms)"),
+    RDV_SETTING_INT(rdv_listener_cfg, sndbuf, 65536, 0, 67108864, 0, "SO_SNDBUF of its TCP connections, bytes (the kernel doubles it): what a client that does not read makes the kernel hold for it, besides core.write_queue_max; answers are under 1 KiB; 0: the kernel's autotuning, up to net.ipv4.tcp_wmem's maximum (4 MiB by default)"),
     RDV_SETTING_END,
 };

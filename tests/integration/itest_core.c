@@ -650,6 +650,40 @@ Test(wtotal, the_queue_growing_past_the_total_is_closed_the_others_keep_theirs)
     check_alive();
 }
 
+/* A listener's sndbuf bounds what the kernel holds for a client that does
+ * not read: with 16 KiB, answers start queueing in rdvd (where
+ * write_queue_max and write_total bound them) after some 40 KiB, not after
+ * the megabytes tcp_wmem's autotuning allows (2.3 MB in this VM). */
+static const char *const sndbuf_files[] = {
+    "00-core.conf",
+    "core: {\n"
+    "  modules = [ \"example\" ];\n"
+    "  module_path = \"@MODDIR@\";\n"
+    "  listeners = ( { name = \"example\"; port = @PORT@; udp = true; tcp = true; sndbuf = 16384; } );\n"
+    "};\n",
+    NULL,
+};
+
+static void setup_sndbuf(void) { start_with(sndbuf_files); }
+
+TestSuite(sndbuf, .init = setup_sndbuf, .fini = teardown, .timeout = 120);
+
+Test(sndbuf, the_kernel_holds_little_for_a_reader_that_does_not_read)
+{
+    int fd = rdvt_tcp_rcvbuf("127.0.44.1", srv.port, 2048);
+    cr_assert_geq(fd, 0);
+    uint64_t start = rdvt_stat(&srv, "core.tcp_frames"), frames = start;
+    for (int i = 0; i < 1000 && rdvt_stat(&srv, "core.write_bytes") == 0 && !peer_gone(fd); i++)
+        request_batch(fd, &frames);
+    uint64_t answered = rdvt_stat(&srv, "core.tcp_frames") - start;
+    cr_assert_gt(rdvt_stat(&srv, "core.write_bytes"), 0, "answers never queued in rdvd");
+    /* ~8 bytes per answer: 2 x 16 KiB in the kernel, the client's few KiB,
+     * 4 KiB of queue not charged, one batch of 512. */
+    cr_assert_lt(answered, 20000, "%llu answers before rdvd queued any", (unsigned long long)answered);
+    close(fd);
+    check_alive();
+}
+
 /* write_total must hold one full queue and one frame: a reload below it is
  * refused with one line naming the settings; the running values stay. */
 Test(wtotal, a_total_below_one_queue_is_refused)

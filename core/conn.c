@@ -413,7 +413,7 @@ static size_t rbuf_step(const rdv_conn *c)
  * not past `ceiling` (0: none) when that is enough - the end of the frame
  * being read, so that its last bytes do not double its buffer. Read
  * buffers of all connections together stay within core.read_total
- * (s->rbuf_bytes, see rbuf_charge): growth past it is tried at exactly
+ * (s->rbuf_bytes, see buf_charge): growth past it is tried at exactly
  * what is needed, and refused (-EDQUOT) if even that does not fit. */
 static int rbuf_reserve(rdv_conn *c, size_t need, size_t ceiling)
 {

@@ -171,15 +171,16 @@ static int fill_core(rdv_server *s, const rdv_conf *conf, rdv_core_cfg *cfg, rdv
             goto bad;
         }
     }
-    if (cfg->read_total < cfg->max_frame + RDV_FRAME_HDR_MAX || cfg->read_total < cfg->read_buffer) {
+    /* One whole frame, and one raw connection's buffer, must fit. */
+    int64_t rmin = cfg->max_frame + RDV_FRAME_HDR_MAX > cfg->read_buffer ? cfg->max_frame + RDV_FRAME_HDR_MAX
+                                                                         : cfg->read_buffer;
+    if (cfg->read_total < rmin) {
         char where[256];
         snprintf(err, errlen,
                  "%s: core.read_total = %lld is below one frame (core.max_frame = %lld, + %d header bytes) or "
                  "core.read_buffer = %lld: set read_total to at least %lld",
                  rdv_conf_group_origin(conf, "core", where, sizeof where), (long long)cfg->read_total,
-                 (long long)cfg->max_frame, RDV_FRAME_HDR_MAX, (long long)cfg->read_buffer,
-                 (long long)(cfg->max_frame + RDV_FRAME_HDR_MAX > cfg->read_buffer ? cfg->max_frame + RDV_FRAME_HDR_MAX
-                                                                                   : cfg->read_buffer));
+                 (long long)cfg->max_frame, RDV_FRAME_HDR_MAX, (long long)cfg->read_buffer, (long long)rmin);
         goto bad;
     }
     /* One queue at its limit plus one message (+ header and MAC) must fit. */

@@ -234,6 +234,16 @@ void rt_write_all(int fd, const void *p, size_t n)
     }
 }
 
+void rt_carries(int from, int to, const char *text)
+{
+    size_t n = strlen(text);
+    char got[256];
+    cr_assert_lt(n, sizeof got);
+    rt_write_all(from, text, n);
+    cr_assert_eq(rt_read(to, got, n, 1000), (long)n);
+    cr_assert_arr_eq(got, text, n);
+}
+
 void rt_fill(uint8_t *p, size_t n, uint64_t seed)
 {
     uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;

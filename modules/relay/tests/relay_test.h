@@ -61,6 +61,8 @@ bool rt_closed(int fd);
 bool rt_silent(int fd);
 /* Write all of p (pumping while the socket is full). */
 void rt_write_all(int fd, const void *p, size_t n);
+/* text written on `from` arrives whole on `to` within 1 s (asserts). */
+void rt_carries(int from, int to, const char *text);
 
 /* Deterministic test data and its hash. */
 void rt_fill(uint8_t *p, size_t n, uint64_t seed);

@@ -190,10 +190,7 @@ Test(oom, first_waiting_side_refused_when_the_table_cannot_be_made)
     rt_conn a, b;
     rt_pair(&a, &b, U);
     cr_assert_eq(rt_gauge("pairs"), 1);
-    rt_write_all(a.cli, "ping", 4);
-    char got[8];
-    cr_assert_eq(rt_read(b.cli, got, 4, 1000), 4);
-    cr_assert_arr_eq(got, "ping", 4);
+    rt_carries(a.cli, b.cli, "ping");
     check_waiting();
 }
 
@@ -231,10 +228,7 @@ Test(oom, waiting_side_that_would_grow_the_table_is_refused_the_rest_kept)
     rt_conn p = rt_open("10.0.0.2:1");
     cr_assert_eq(rt_request(&p, "w-1", NULL), RDV_OK);
     cr_assert_eq(rt_gauge("pairs"), 1);
-    rt_write_all(c1.cli, "hello", 5);
-    char got[8];
-    cr_assert_eq(rt_read(p.cli, got, 5, 1000), 5);
-    cr_assert_arr_eq(got, "hello", 5);
+    rt_carries(c1.cli, p.cli, "hello");
     check_waiting();
     /* the others keep their deadline */
     fc_advance(fc, 30000);

@@ -6,6 +6,8 @@
  * ws_conn.c   one connection: handshake, frames (wslay event API), codec,
  *             timers, close handshake, rendezvous dispatch, relay hand-over.
  * ws_module.c descriptor, settings, listeners, stats, admin command.
+ * ws_ports.c  the ws-server service: ports whose sides belong to a module,
+ *             and the relay port's limits.
  *
  * Nothing here is exported: the .so exports only rdv_module_get. */
 #ifndef RDV_WS_H
@@ -123,15 +125,31 @@ typedef struct ws_cfg {
     int64_t message_timeout_ms;
 } ws_cfg;
 
-typedef enum ws_port_kind { WS_PORT_RENDEZVOUS, WS_PORT_RELAY } ws_port_kind;
+typedef enum ws_port_kind {
+    WS_PORT_RENDEZVOUS,         /* messages go to the dispatch table */
+    WS_PORT_RELAY,              /* sides belong to the relay (relay-ws) */
+    WS_PORT_MODULE,             /* sides belong to the module that opened it (ws-server) */
+} ws_port_kind;
 
 typedef struct ws_mod ws_mod;
 
-/* Per listener: what its connections are for. */
-typedef struct ws_port {
+/* Per listener: what its connections are for. Relay and module ports hand
+ * their sides to an owner (rdv/svc/ws_server.h) under the port's limits:
+ * the relay port's come from our relay_* settings, a module port's from
+ * its owner. */
+typedef struct rdv_ws_port {
     ws_mod *m;
     ws_port_kind kind;
     rdv_listener *l;
+    const rdv_ws_side_api *owner; /* NULL: rendezvous port, or the owner closed the port */
+    void *self;
+    rdv_ws_port_spec lim;       /* owned ports; lim.name points at name */
+    char name[32];
+    char setting[64];           /* the owner's setting for it, for messages */
+    size_t nsides;              /* connections the owner holds */
+    bool closed;                /* port_close: new connections are refused */
+    uint64_t *handoff, *refused; /* counters of this kind of port */
+    struct rdv_ws_port *next;   /* module ports, newest first */
 } ws_port;
 
 typedef enum ws_phase {
@@ -168,13 +186,12 @@ typedef struct ws_conn {
     bool close_asked;           /* conn_close was called: only on_close remains */
     uint64_t opened_ms;         /* accept time */
     uint64_t last_ms;           /* last activity, or when our close frame was queued */
-    bool relay_owned;           /* handed to the relay: it owns timers and pairing */
-    bool paused;                /* relay back-pressure */
+    bool owned;                 /* handed to its port's owner: its timers and meaning rule */
+    bool paused;                /* the owner's back-pressure */
     uint64_t paused_ms;         /* since when (message_timeout_ms does not run meanwhile) */
     bool core_paused;           /* we asked the core to stop reading */
     bool resume_pending;        /* resumed from inside our own input: finish from the timer */
     bool in_data;               /* wslay_event_recv is running (it must not nest) */
-    bool got_message;           /* relay port: the first binary message arrived */
     rdv_timer *timer;           /* handshake, idle, message or close deadline; deferred resume */
     uint64_t due;               /* when the timer is armed to fire (0: stopped) */
     int busy;                   /* callbacks in progress: free only at 0 */
@@ -191,7 +208,7 @@ typedef struct ws_stats {
     uint64_t *closed_peer, *closed_protocol, *closed_too_big, *closed_bad_utf8, *closed_dispatch;
     uint64_t *closed_idle, *closed_close_timeout, *closed_shutdown, *closed_error;
     uint64_t *closed_buffer_total, *closed_message_timeout;
-    uint64_t *relay_handoff, *relay_refused;
+    uint64_t *relay_handoff, *relay_refused, *module_handoff, *module_refused;
     uint64_t *oom;
 } ws_stats;
 
@@ -202,18 +219,28 @@ struct ws_mod {
     size_t nproxies;
     int64_t max_frame;          /* core.max_frame: the rendezvous message cap */
     ws_port rdv_port, relay_port;
+    ws_port *mports;            /* ports opened through ws-server */
     ws_conn *conns;             /* uthash by id */
-    size_t nconns, nhandshake, nrelay;
+    size_t nconns, nhandshake;
     uint64_t buf_bytes;         /* reassembly buffers of all connections (buffer_total) */
     const rdv_relay_ws_api *relay; /* NULL when no relay module provides it */
     void *relay_self;
+    size_t nmodule_sides;       /* sides held by the owners of module ports */
     bool stopping;
     ws_stats st;
 };
 
 /* ws_conn.c */
 extern const rdv_conn_ops ws_conn_ops;
-extern const rdv_relay_ws_side_ops ws_side_ops;
+extern const rdv_ws_side_ops ws_side_ops;
+/* ws_module.c: open port's listener (bind NULL or "": our bind setting). */
+int ws_listen(ws_mod *m, ws_port *port, const char *name, int64_t portno, const char *bind);
+/* ws_ports.c: the ws-server service (module ports). */
+extern const rdv_ws_server_api ws_server_api;
+/* The relay port's limits from our settings (init, reload). */
+void ws_relay_limits(ws_mod *m);
+/* ws-server: port_close's work on the connections (ws_conn.c). */
+void ws_conn_close_port(ws_mod *m, ws_port *port);
 /* Close every connection (shutdown): close frame 1001, then flush. */
 void ws_conn_close_all(ws_mod *m);
 /* Free what is left (destroy). */

@@ -22,7 +22,8 @@
  * Rendezvous port: each binary message goes to api->conn_dispatch (ACCESS +
  * dispatch table, transport RDV_TR_WS); replies come back through the codec
  * installed after the upgrade, which writes a binary frame header.
- * Relay port: binary messages go to the relay module (rdv/svc/relay_ws.h).
+ * Relay and module ports: binary messages go to the port's owner (the relay,
+ * or the module that opened the port; rdv/svc/ws_server.h).
  *
  * Re-entrancy: dispatching or sending can make the core close the
  * connection, which calls ws_on_close at once; state is then marked dead
@@ -77,7 +78,8 @@ static void ws_resume(ws_conn *c);
 
 static const rdv_core_api *ws_api(ws_conn *c) { return c->m->core->api; }
 static rdv_core *ws_core(ws_conn *c) { return c->m->core; }
-static bool ws_is_relay(ws_conn *c) { return c->port->kind == WS_PORT_RELAY; }
+/* The port hands its sides to an owner (relay or module port). */
+static bool ws_owned_port(const ws_conn *c) { return c->port->kind != WS_PORT_RENDEZVOUS; }
 
 /* ------------------------------------------------------------------ deadlines */
 /* A data message in assembly must be complete by then (0: none). Not while
@@ -89,23 +91,25 @@ static uint64_t ws_message_deadline(const ws_conn *c)
     return c->mstart_ms + (uint64_t)c->m->cfg->message_timeout_ms;
 }
 
-/* When the current phase times out (0 = never: the relay owns the timers). */
+/* When the current phase times out (0 = never: the owner's timers rule). */
 static uint64_t ws_phase_deadline(ws_conn *c)
 {
     const ws_cfg *cfg = c->m->cfg;
+    const rdv_ws_port_spec *lim = &c->port->lim;
     switch (c->phase) {
     case WS_HANDSHAKE: {
         uint64_t t = (uint64_t)cfg->handshake_timeout_ms;
-        if (ws_is_relay(c) && (uint64_t)cfg->relay_first_ms < t)
-            t = (uint64_t)cfg->relay_first_ms;
+        if (ws_owned_port(c) && lim->first_ms < t)
+            t = lim->first_ms;
         return c->opened_ms + t;
     }
     case WS_OPEN:
-        if (c->relay_owned)
-            return 0;
+        if (c->owned) /* the port's idle_ms, if any (the relay's is 0) */
+            return lim->idle_ms ? c->last_ms + lim->idle_ms : 0;
         /* relay.md §3.2: upgrade and first message within relay_first_ms of
-         * accept; rendezvous.md §4.2: each next message within idle_ms. */
-        return ws_is_relay(c) ? c->opened_ms + (uint64_t)cfg->relay_first_ms : c->last_ms + (uint64_t)cfg->idle_ms;
+         * accept (a module port: its first_ms); rendezvous.md §4.2: each
+         * next message within idle_ms. */
+        return ws_owned_port(c) ? c->opened_ms + lim->first_ms : c->last_ms + (uint64_t)cfg->idle_ms;
     case WS_CLOSING:
         return c->last_ms + (uint64_t)cfg->close_timeout_ms;
     }
@@ -450,11 +454,12 @@ static void ws_message_reset(ws_conn *c)
  * for ever. */
 static void ws_activity(ws_conn *c)
 {
-    if (c->mop && !c->relay_owned)
+    if (c->mop && !c->owned)
         return;
     c->last_ms = ws_api(c)->now_ms(ws_core(c));
-    if (c->relay_owned && c->m->relay && c->m->relay->side_activity)
-        c->m->relay->side_activity(c->m->relay_self, c->id);
+    const ws_port *port = c->port;
+    if (c->owned && port->owner && port->owner->side_activity)
+        port->owner->side_activity(port->self, c->id);
 }
 
 /* The assembled message; never NULL, even when empty. */
@@ -477,37 +482,45 @@ static void ws_deliver_rendezvous(ws_conn *c)
     }
 }
 
-static void ws_deliver_relay(ws_conn *c)
+/* Relay and module ports: the first binary message opens the side, later
+ * ones go to the owner. */
+static void ws_deliver_owned(ws_conn *c)
 {
     ws_mod *m = c->m;
-    if (!m->relay) { /* the port is only opened with a relay; never reached */
+    ws_port *port = c->port;
+    const rdv_ws_side_api *owner = port->owner;
+    if (!owner) { /* the owner closed the port meanwhile */
         ws_finish(c, false);
         return;
     }
-    if (!c->relay_owned) {
-        /* Owned from the start of side_open: the relay may already pause
-         * (a waiting side), send or close through ws_side_ops in it. */
-        c->relay_owned = true;
-        m->nrelay++;
-        int r = m->relay->side_open(m->relay_self, c->id, &c->peer, &c->tcp_peer, ws_payload(c), (size_t)c->mlen,
-                                    &ws_side_ops, m);
+    if (!c->owned) {
+        /* Owned from the start of side_open: the owner may already pause
+         * (a waiting relay side), send or close through ws_side_ops in it. */
+        c->owned = true;
+        port->nsides++;
+        if (port->kind == WS_PORT_MODULE)
+            m->nmodule_sides++;
+        int r = owner->side_open(port->self, c->id, &c->peer, &c->tcp_peer, ws_payload(c), (size_t)c->mlen,
+                                 &ws_side_ops, m);
         if (c->dead) /* it failed meanwhile: side_closed has been called */
             return;
         if (r != RDV_OK) {
             /* relay.md §3.3: every rejection is a silent close. */
-            c->relay_owned = false;
-            m->nrelay--;
-            (*m->st.relay_refused)++;
+            c->owned = false;
+            port->nsides--;
+            if (port->kind == WS_PORT_MODULE)
+                m->nmodule_sides--;
+            (*port->refused)++;
             ws_finish(c, true);
             return;
         }
-        (*m->st.relay_handoff)++;
-        c->msg_limit = (uint64_t)m->cfg->relay_max_message;
-        wslay_event_config_set_max_recv_msg_length(c->ev, (uint64_t)m->cfg->relay_max_frame);
-        ws_arm(c); /* the relay's timers rule now; ours: message_timeout_ms only */
+        (*port->handoff)++;
+        c->msg_limit = port->lim.max_message;
+        wslay_event_config_set_max_recv_msg_length(c->ev, port->lim.max_frame);
+        ws_arm(c); /* the owner's timers rule now; ours: message_timeout_ms (and idle_ms) only */
         return;
     }
-    if (m->relay->side_message(m->relay_self, c->id, ws_payload(c), (size_t)c->mlen) != RDV_OK && !c->dead)
+    if (owner->side_message(port->self, c->id, ws_payload(c), (size_t)c->mlen) != RDV_OK && !c->dead)
         ws_finish(c, true);
 }
 
@@ -519,7 +532,7 @@ static void ws_on_msg(wslay_event_context_ptr ev, const struct wslay_event_on_ms
         wslay_event_shutdown_read(ev);
         return;
     }
-    bool relay_first = ws_is_relay(c) && !c->relay_owned && c->phase == WS_OPEN;
+    bool first = ws_owned_port(c) && !c->owned && c->phase == WS_OPEN;
     switch (arg->opcode) {
     case WSLAY_BINARY_FRAME:
         if (c->fail_code || c->phase != WS_OPEN)
@@ -527,8 +540,8 @@ static void ws_on_msg(wslay_event_context_ptr ev, const struct wslay_event_on_ms
         (*st->msg_binary)++;
         *st->bytes_in += c->mlen;
         ws_activity(c);
-        if (ws_is_relay(c))
-            ws_deliver_relay(c);
+        if (ws_owned_port(c))
+            ws_deliver_owned(c);
         else
             ws_deliver_rendezvous(c);
         break;
@@ -548,7 +561,7 @@ static void ws_on_msg(wslay_event_context_ptr ev, const struct wslay_event_on_ms
         if (c->phase != WS_CLOSING)
             (*st->closed_peer)++;
         c->phase = WS_CLOSING;
-        relay_first = false;
+        first = false;
         break;
     }
     if (c->dead)
@@ -557,9 +570,10 @@ static void ws_on_msg(wslay_event_context_ptr ev, const struct wslay_event_on_ms
      * (RFC 6455 §5.4): only a data message ends the one being assembled. */
     if (arg->opcode == WSLAY_BINARY_FRAME || arg->opcode == WSLAY_TEXT_FRAME)
         ws_message_reset(c);
-    /* relay.md §3.3: the first message on the relay port must be binary. */
-    if (relay_first && arg->opcode != WSLAY_BINARY_FRAME && !c->relay_owned) {
-        (*st->relay_refused)++;
+    /* relay.md §3.3: on the relay port, text, ping or pong before the first
+     * binary message closes (a module port says whether it wants that). */
+    if (first && c->port->lim.nonbinary_first_closes && arg->opcode != WSLAY_BINARY_FRAME && !c->owned) {
+        (*c->port->refused)++;
         ws_close_queue(c, WSLAY_CODE_POLICY_VIOLATION, false);
     }
 }
@@ -696,10 +710,9 @@ static long ws_handshake(ws_conn *c, const uint8_t *p, size_t n)
         return -1;
     }
     wslay_event_config_set_no_buffering(c->ev, 1);
-    bool relay = ws_is_relay(c);
-    c->msg_limit = relay ? (uint64_t)m->cfg->relay_first_max : (uint64_t)m->max_frame;
-    uint64_t frame_limit = relay && (uint64_t)m->cfg->relay_max_frame < c->msg_limit ? (uint64_t)m->cfg->relay_max_frame
-                                                                                      : c->msg_limit;
+    bool owned_port = ws_owned_port(c);
+    c->msg_limit = owned_port ? c->port->lim.first_max : (uint64_t)m->max_frame;
+    uint64_t frame_limit = owned_port && c->port->lim.max_frame < c->msg_limit ? c->port->lim.max_frame : c->msg_limit;
     wslay_event_config_set_max_recv_msg_length(c->ev, frame_limit);
     if (api->send_bytes(m->core, c->id, (const uint8_t *)out, alen) < 0 || c->dead)
         return -1;
@@ -738,7 +751,7 @@ static int ws_on_open(void *ud, rdv_conn_id id, const rdv_addr *peer)
     ws_port *port = ud;
     ws_mod *m = port->m;
     const rdv_core_api *api = m->core->api;
-    if (m->stopping)
+    if (m->stopping || port->closed)
         return RDV_CLOSE;
     if ((int64_t)m->nconns >= m->cfg->max_connections) {
         (*m->st.refused_limit)++;
@@ -811,9 +824,12 @@ static void ws_on_close(void *ud, rdv_conn_id id, rdv_close_reason why)
         m->nhandshake--;
     c->dead = true;
     m->core->api->timer_stop(c->timer);
-    if (c->relay_owned) {
-        m->nrelay--;
-        m->relay->side_closed(m->relay_self, id);
+    if (c->owned) {
+        port->nsides--;
+        if (port->kind == WS_PORT_MODULE)
+            m->nmodule_sides--;
+        if (port->owner)
+            port->owner->side_closed(port->self, id);
     }
     if (c->busy == 0)
         ws_free(c);
@@ -823,8 +839,8 @@ static void ws_on_drain(void *ud, rdv_conn_id id)
 {
     ws_port *port = ud;
     ws_conn *c = ws_find(port->m, id);
-    if (c && c->relay_owned && !c->dead && port->m->relay->side_drain)
-        port->m->relay->side_drain(port->m->relay_self, id);
+    if (c && c->owned && !c->dead && port->owner && port->owner->side_drain)
+        port->owner->side_drain(port->self, id);
 }
 
 const rdv_conn_ops ws_conn_ops = {
@@ -883,7 +899,7 @@ static void ws_timer_cb(void *ud)
         ws_release(c);
         return;
     }
-    if (c->relay_owned) { /* no phase deadline of ours once the relay owns the side */
+    if (c->owned && !c->port->lim.idle_ms) { /* no phase deadline of ours once the owner has the side */
         ws_arm(c);
         ws_release(c);
         return;
@@ -906,11 +922,11 @@ static void ws_timer_cb(void *ud)
     ws_release(c);
 }
 
-/* ------------------------------------------------------------------ relay side ops */
+/* ------------------------------------------------------------------ side ops (relay, module ports) */
 static ws_conn *ws_side(void *tp, rdv_conn_id id)
 {
     ws_conn *c = ws_find(tp, id);
-    return c && !c->dead && !c->close_asked && c->relay_owned ? c : NULL;
+    return c && !c->dead && !c->close_asked && c->owned && c->port->owner ? c : NULL;
 }
 
 static int ws_side_send(void *tp, rdv_conn_id id, const uint8_t *p, size_t n)
@@ -994,14 +1010,16 @@ static int ws_side_close(void *tp, rdv_conn_id id, uint16_t status)
     return 0;
 }
 
-const rdv_relay_ws_side_ops ws_side_ops = {
+const rdv_ws_side_ops ws_side_ops = {
     .send = ws_side_send,
     .pause = ws_side_pause,
     .close = ws_side_close,
 };
 
 /* ------------------------------------------------------------------ shutdown */
-void ws_conn_close_all(ws_mod *m)
+/* Close every connection of port (NULL: all) with 1001, those still in the
+ * handshake at once. */
+static void ws_close_each(ws_mod *m, const ws_port *port)
 {
     /* Closing one side can close another (the relay ends pairs), so work
      * from a snapshot of ids rather than iterating the live table. */
@@ -1010,20 +1028,31 @@ void ws_conn_close_all(ws_mod *m)
         return;
     rdv_conn_id *ids = malloc(n * sizeof *ids);
     ws_conn *c, *tmp;
-    if (!ids) { /* no memory: close without close frames; on_close unlinks each */
-        while ((c = m->conns) != NULL) {
-            if (m->core->api->conn_close(m->core, c->id, false) < 0) {
-                HASH_DEL(m->conns, c);
-                m->nconns--;
-                c->dead = true;
-                if (c->busy == 0)
-                    ws_free(c);
+    if (!ids) {
+        /* No memory: close without close frames; on_close unlinks each.
+         * Closing one may unlink others, so start over after each (slow,
+         * but only here). */
+        for (bool again = true; again;) {
+            again = false;
+            HASH_ITER(hh, m->conns, c, tmp) {
+                if (port && c->port != port)
+                    continue;
+                if (m->core->api->conn_close(m->core, c->id, false) < 0) {
+                    HASH_DEL(m->conns, c);
+                    m->nconns--;
+                    c->dead = true;
+                    if (c->busy == 0)
+                        ws_free(c);
+                }
+                again = true;
+                break;
             }
         }
         return;
     }
     HASH_ITER(hh, m->conns, c, tmp)
-        ids[k++] = c->id;
+        if (!port || c->port == port)
+            ids[k++] = c->id;
     for (size_t i = 0; i < k; i++) {
         c = ws_find(m, ids[i]);
         if (!c || c->dead || c->close_asked)
@@ -1041,6 +1070,10 @@ void ws_conn_close_all(ws_mod *m)
     free(ids);
 }
 
+void ws_conn_close_all(ws_mod *m) { ws_close_each(m, NULL); }
+
+void ws_conn_close_port(ws_mod *m, ws_port *port) { ws_close_each(m, port); }
+
 void ws_conn_free_all(ws_mod *m)
 {
     ws_conn *c, *tmp;
@@ -1048,5 +1081,6 @@ void ws_conn_free_all(ws_mod *m)
         HASH_DEL(m->conns, c);
         ws_free(c);
     }
-    m->nconns = m->nhandshake = m->nrelay = 0;
+    m->nconns = m->nhandshake = m->nmodule_sides = 0;
+    m->rdv_port.nsides = m->relay_port.nsides = 0;
 }

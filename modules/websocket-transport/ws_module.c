@@ -5,7 +5,10 @@
  * dispatch table with transport RDV_TR_WS (wire.md §7, rendezvous.md §5.2).
  * Relay WebSocket port (relay + 2, 21119; listener "relay-ws"): sides are
  * handed to the relay module through the "relay-ws" service (relay.md §9,
- * rdv/svc/relay_ws.h). */
+ * rdv/svc/relay_ws.h).
+ * Module ports (the "ws-server" service, rdv/svc/ws_server.h): a module
+ * that speaks its own protocol in binary messages opens a port whose sides
+ * belong to it, under limits it chooses. */
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -99,7 +102,8 @@ static int ws_validate(const void *cfg_, char *err, size_t errlen)
 /* ------------------------------------------------------------------ stats, admin */
 static uint64_t ws_g_conns(void *ud) { return ((ws_mod *)ud)->nconns; }
 static uint64_t ws_g_handshake(void *ud) { return ((ws_mod *)ud)->nhandshake; }
-static uint64_t ws_g_relay(void *ud) { return ((ws_mod *)ud)->nrelay; }
+static uint64_t ws_g_relay(void *ud) { return ((ws_mod *)ud)->relay_port.nsides; }
+static uint64_t ws_g_module(void *ud) { return ((ws_mod *)ud)->nmodule_sides; }
 static uint64_t ws_g_buffers(void *ud) { return ((ws_mod *)ud)->buf_bytes; }
 
 static int ws_register_stats(ws_mod *m)
@@ -144,6 +148,8 @@ static int ws_register_stats(ws_mod *m)
         C(closed_message_timeout, "closed (1008): a message not complete within message_timeout_ms"),
         C(relay_handoff, "relay port: sides handed to the relay"),
         C(relay_refused, "relay port: sides refused (by the relay, or a first message not binary)"),
+        C(module_handoff, "module ports (ws-server): sides handed to their module"),
+        C(module_refused, "module ports (ws-server): sides refused by their module (or a first message not binary)"),
         C(oom, "connections refused at accept for lack of memory (503; the others are untouched)"),
 #undef C
     };
@@ -153,9 +159,12 @@ static int ws_register_stats(ws_mod *m)
             return -ENOMEM;
         memcpy((char *)st + ctr[i].off, &p, sizeof p);
     }
+    m->relay_port.handoff = m->rdv_port.handoff = st->relay_handoff;
+    m->relay_port.refused = m->rdv_port.refused = st->relay_refused;
     if (api->gauge(core, "connections", ws_g_conns, m, "open WebSocket connections") < 0 ||
         api->gauge(core, "handshaking", ws_g_handshake, m, "connections still in the HTTP upgrade") < 0 ||
         api->gauge(core, "relay_sides", ws_g_relay, m, "connections handed to the relay") < 0 ||
+        api->gauge(core, "module_sides", ws_g_module, m, "connections handed to the modules of module ports") < 0 ||
         api->gauge(core, "buffer_bytes", ws_g_buffers, m,
                    "bytes of message reassembly buffers, both ports (buffer_total)") < 0)
         return -ENOMEM;
@@ -164,8 +173,8 @@ static int ws_register_stats(ws_mod *m)
 
 static const char *ws_phase_name(const ws_conn *c)
 {
-    if (c->relay_owned)
-        return "relay";
+    if (c->owned)
+        return c->port->kind == WS_PORT_RELAY ? "relay" : "owned";
     return c->phase == WS_HANDSHAKE ? "handshake" : c->phase == WS_OPEN ? "open" : "closing";
 }
 
@@ -178,8 +187,11 @@ static void ws_admin(void *ud, int argc, char **argv, rdv_buf *out)
     api->out(out, "rendezvous port %d, relay port %d%s\n", m->rdv_port.l ? api->listener_port(m->rdv_port.l) : 0,
              m->relay_port.l ? api->listener_port(m->relay_port.l) : 0,
              m->cfg->relay_port && !m->relay ? " (closed: no relay-ws service)" : "");
-    api->out(out, "connections %zu (handshake %zu, relay %zu), limit %lld\n", m->nconns, m->nhandshake, m->nrelay,
-             (long long)m->cfg->max_connections);
+    for (const ws_port *p = m->mports; p; p = p->next)
+        api->out(out, "module port %s %d: %zu sides%s\n", p->name, p->l ? api->listener_port(p->l) : 0, p->nsides,
+                 p->closed ? " (closed by its module)" : "");
+    api->out(out, "connections %zu (handshake %zu, relay %zu, module ports %zu), limit %lld\n", m->nconns,
+             m->nhandshake, m->relay_port.nsides, m->nmodule_sides, (long long)m->cfg->max_connections);
     api->out(out, "message buffers %llu bytes, limit %lld (buffer_total)\n", (unsigned long long)m->buf_bytes,
              (long long)m->cfg->buffer_total);
     api->out(out, "trusted proxies:");
@@ -190,7 +202,9 @@ static void ws_admin(void *ud, int argc, char **argv, rdv_buf *out)
     HASH_ITER(hh, m->conns, c, tmp) {
         char a[RDV_ADDR_STRLEN], b[RDV_ADDR_STRLEN];
         api->out(out, "%llu %s %s %s%s%s\n", (unsigned long long)c->id,
-                 c->port->kind == WS_PORT_RELAY ? "relay" : "rendezvous", ws_phase_name(c),
+                 c->port->kind == WS_PORT_RELAY ? "relay" : c->port->kind == WS_PORT_MODULE ? c->port->name
+                                                                                              : "rendezvous",
+                 ws_phase_name(c),
                  rdv_addr_str(&c->tcp_peer, a, sizeof a), rdv_addr_equal(&c->peer, &c->tcp_peer) ? "" : " as ",
                  rdv_addr_equal(&c->peer, &c->tcp_peer) ? "" : rdv_addr_str(&c->peer, b, sizeof b));
     }
@@ -202,6 +216,16 @@ static void ws_admin(void *ud, int argc, char **argv, rdv_buf *out)
  * by ws_validate). One line naming both settings and their files. */
 static int ws_check_total(ws_mod *m, const ws_cfg *cfg)
 {
+    for (const ws_port *p = m->mports; p; p = p->next) {
+        if (!p->closed && p->lim.max_message > (uint64_t)cfg->buffer_total) {
+            RDV_ERR(m->core,
+                    "websocket-transport.buffer_total = %lld (conf.d/50-websocket-transport.conf) is smaller than "
+                    "the largest message of module port %s (%s): keep buffer_total at least %llu",
+                    (long long)cfg->buffer_total, p->name, p->lim.setting ? p->lim.setting : p->name,
+                    (unsigned long long)p->lim.max_message);
+            return -EINVAL;
+        }
+    }
     if (!cfg->rendezvous_port || m->max_frame <= cfg->buffer_total)
         return 0;
     RDV_ERR(m->core,
@@ -223,9 +247,13 @@ static int ws_init(rdv_core *core, const void *cfg_, void **state)
     ws_mod *m = calloc(1, sizeof *m);
     if (!m)
         return -ENOMEM;
+    /* The relay port's handoff/refused counters are set with the others. */
     m->core = core, m->cfg = cfg;
     m->rdv_port = (ws_port){ .m = m, .kind = WS_PORT_RENDEZVOUS };
     m->relay_port = (ws_port){ .m = m, .kind = WS_PORT_RELAY };
+    snprintf(m->rdv_port.name, sizeof m->rdv_port.name, "ws");
+    snprintf(m->relay_port.name, sizeof m->relay_port.name, "relay-ws");
+    ws_relay_limits(m);
     char err[160];
     int r = ws_parse_proxies(&cfg->trusted_proxies, &m->proxies, &m->nproxies, err, sizeof err);
     if (r < 0) {
@@ -241,7 +269,9 @@ static int ws_init(rdv_core *core, const void *cfg_, void **state)
         return r;
     }
     m->relay = api->service_get(core, RDV_SVC_RELAY_WS, RDV_SVC_RELAY_WS_VERSION, &m->relay_self);
+    m->relay_port.owner = m->relay, m->relay_port.self = m->relay_self;
     if ((r = ws_register_stats(m)) < 0 ||
+        (r = api->service_publish(core, RDV_SVC_WS_SERVER, RDV_SVC_WS_SERVER_VERSION, &ws_server_api, m)) < 0 ||
         (r = api->admin_command(core, "websocket", "websocket  (ports, limits, open connections)", ws_admin, m)) < 0) {
         free(m->proxies);
         free(m);
@@ -251,12 +281,12 @@ static int ws_init(rdv_core *core, const void *cfg_, void **state)
     return 0;
 }
 
-static int ws_listen(ws_mod *m, ws_port *port, const char *name, int64_t portno)
+int ws_listen(ws_mod *m, ws_port *port, const char *name, int64_t portno, const char *bind)
 {
     rdv_listen_spec spec = {
         .name = name,
         .transport = RDV_TR_TCP,
-        .bind = m->cfg->bind,
+        .bind = bind && *bind ? bind : m->cfg->bind,
         .port = (int)portno,
         .mode = RDV_LISTEN_RAW,
         .max_buffer = WS_LISTEN_BUFFER,
@@ -272,14 +302,14 @@ static int ws_start(void *state)
     ws_mod *m = state;
     int r;
     /* "ws": the punch-coordinator accepts RDV_TR_WS on "main" or "ws*". */
-    if (m->cfg->rendezvous_port && (r = ws_listen(m, &m->rdv_port, "ws", m->cfg->rendezvous_port)) < 0)
+    if (m->cfg->rendezvous_port && (r = ws_listen(m, &m->rdv_port, "ws", m->cfg->rendezvous_port, NULL)) < 0)
         return r;
     if (m->cfg->relay_port) {
         if (!m->relay)
             RDV_WARN(m->core, "relay_port %lld stays closed: no loaded module provides the \"%s\" service "
                               "(load the relay module, or set websocket-transport.relay_port = 0)",
                      (long long)m->cfg->relay_port, RDV_SVC_RELAY_WS);
-        else if ((r = ws_listen(m, &m->relay_port, "relay-ws", m->cfg->relay_port)) < 0)
+        else if ((r = ws_listen(m, &m->relay_port, "relay-ws", m->cfg->relay_port, NULL)) < 0)
             return r;
     }
     return 0;
@@ -305,6 +335,7 @@ static int ws_reconfigure(void *state, const void *cfg_)
     free(m->proxies);
     m->proxies = v, m->nproxies = n;
     m->cfg = cfg;
+    ws_relay_limits(m);
     return 0;
 }
 
@@ -319,12 +350,21 @@ static void ws_destroy(void *state)
 {
     ws_mod *m = state;
     ws_conn_free_all(m);
+    for (ws_port *p = m->mports, *n; p; p = n) {
+        n = p->next;
+        free(p);
+    }
     free(m->proxies);
     free(m);
 }
 
 static const rdv_dep ws_requires[] = {
     { RDV_SVC_RELAY_WS, RDV_SVC_RELAY_WS_VERSION, true }, /* optional: load order only */
+    { NULL, 0, false },
+};
+
+static const rdv_dep ws_provides[] = {
+    { RDV_SVC_WS_SERVER, RDV_SVC_WS_SERVER_VERSION, false },
     { NULL, 0, false },
 };
 
@@ -335,6 +375,7 @@ static const rdv_module ws_module = {
     .config_size = sizeof(ws_cfg),
     .validate = ws_validate,
     .requires = ws_requires,
+    .provides = ws_provides,
     .init = ws_init,
     .start = ws_start,
     .reconfigure = ws_reconfigure,

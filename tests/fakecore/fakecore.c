@@ -59,6 +59,7 @@ typedef struct fc_conn_rec {
     uint8_t *rbuf;           /* RAW: bytes on_data has not consumed */
     size_t rlen;
     uint64_t opened_ms, bytes_in, bytes_out;
+    size_t wqueue;           /* what conn_info reports (fc_conn_set_wqueue) */
 } fc_conn_rec;
 
 struct rdv_timer {
@@ -565,6 +566,13 @@ const fc_conn_state *fc_conn(fc_core *fc, rdv_conn_id id)
 }
 
 bool fc_conn_alive(fc_core *fc, rdv_conn_id id) { return conn_live(fc, id) != NULL; }
+
+void fc_conn_set_wqueue(fc_core *fc, rdv_conn_id id, size_t bytes)
+{
+    fc_conn_rec *c = conn_live(fc, id);
+    if (c)
+        c->wqueue = bytes;
+}
 bool fc_conn_secure(fc_core *fc, rdv_conn_id id)
 {
     fc_conn_rec *c = conn_get(fc, id);
@@ -919,7 +927,8 @@ static int api_conn_info(rdv_core *c, rdv_conn_id id, rdv_conn_info *out)
         return -ENOTCONN;
     *out = (rdv_conn_info){ .peer = cn->st.peer, .transport = cn->st.transport, .listener = cn->st.listener,
                             .listener_name = cn->st.listener->name, .opened_ms = cn->opened_ms,
-                            .bytes_in = cn->bytes_in, .bytes_out = cn->bytes_out, .secure = cn->st.secure };
+                            .bytes_in = cn->bytes_in, .bytes_out = cn->bytes_out, .secure = cn->st.secure,
+                            .wqueue = cn->wqueue };
     return 0;
 }
 
@@ -1338,20 +1347,39 @@ static int parse_bool(const char *v, bool *out)
     return -EINVAL;
 }
 
+static int strlist_add(const rdv_setting *s, rdv_strlist *out, const char *item, const char **why)
+{
+    if (out->n == cap_of(s))
+        return *why = "too many entries", -EINVAL;
+    out->v = realloc(out->v, (out->n + 1) * sizeof *out->v);
+    if (!out->v)
+        die("out of memory");
+    out->v[out->n++] = xstrdup(item);
+    return 0;
+}
+
+/* "a, b, c", or for entries that hold commas the libconfig form
+ * [ "a,b", "c" ] (quoted, no escapes). */
 static int parse_strlist(const rdv_setting *s, char *v, rdv_strlist *out, const char **why)
 {
     strlist_free(out);
+    v = trim(v);
+    if (*v == '[') {
+        for (char *p = v + 1;;) {
+            char *q = strchr(p, '"'), *e = q ? strchr(q + 1, '"') : NULL;
+            if (!q || !e)
+                return strchr(p, ']') ? 0 : (*why = "unterminated [ list ]", -EINVAL);
+            *e = 0;
+            if (strlist_add(s, out, q + 1, why) < 0)
+                return -EINVAL;
+            p = e + 1;
+        }
+    }
     char *save = NULL;
     for (char *item = strtok_r(v, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
         item = trim(item);
-        if (!*item)
-            continue;
-        if (out->n == cap_of(s))
-            return *why = "too many entries", -EINVAL;
-        out->v = realloc(out->v, (out->n + 1) * sizeof *out->v);
-        if (!out->v)
-            die("out of memory");
-        out->v[out->n++] = xstrdup(item);
+        if (*item && strlist_add(s, out, item, why) < 0)
+            return -EINVAL;
     }
     return 0;
 }

@@ -152,6 +152,8 @@ typedef struct fc_conn_state {
 const fc_conn_state *fc_conn(fc_core *fc, rdv_conn_id id);
 bool fc_conn_alive(fc_core *fc, rdv_conn_id id);
 bool fc_conn_secure(fc_core *fc, rdv_conn_id id);
+/* What conn_info reports as the connection's write queue (default 0). */
+void fc_conn_set_wqueue(fc_core *fc, rdv_conn_id id, size_t bytes);
 
 /* ------------------------------------------------------------------ recorded sends */
 typedef enum fc_sent_kind {

@@ -77,19 +77,19 @@ static int cl_check_error(candy_mod *m, candy_client *c, int e, const char *kind
 static int cl_check_time(candy_mod *m, candy_client *c, int64_t ts, const char *kind)
 {
     int64_t now = (int64_t)(m->core->api->wall_us(m->core) / 1000000u);
-    int64_t skew = now > ts ? now - ts : ts - now;
-    if (ts == INT64_MIN)
-        skew = INT64_MAX;
-    if (m->cfg->timestamp_window_s && skew > m->cfg->timestamp_window_s) {
+    /* unsigned: any ts the wire can carry, INT64_MIN too, without overflow */
+    uint64_t skew = now > ts ? (uint64_t)now - (uint64_t)ts : (uint64_t)ts - (uint64_t)now;
+    if (m->cfg->timestamp_window_s && skew > (uint64_t)m->cfg->timestamp_window_s) {
         char why[128];
-        snprintf(why, sizeof why, "%s timestamp %lld s off (candy.timestamp_window_s = %lld)", kind, (long long)skew,
+        snprintf(why, sizeof why, "%s timestamp %llu s off (candy.timestamp_window_s = %lld)", kind,
+                 (unsigned long long)skew,
                  (long long)m->cfg->timestamp_window_s);
         return cl_refuse(m, c, m->st.timestamp_refused, why);
     }
     if (skew > CANDY_SKEW_WARN_S) {
         char a[RDV_ADDR_STRLEN];
-        RDV_LOG_RL(m->core, RDV_LOG_INFO, "candy: client %llu from %s: %s timestamp %lld s off (accepted)",
-                   (unsigned long long)c->id, cl_addr(c, a, sizeof a), kind, (long long)skew);
+        RDV_LOG_RL(m->core, RDV_LOG_INFO, "candy: client %llu from %s: %s timestamp %llu s off (accepted)",
+                   (unsigned long long)c->id, cl_addr(c, a, sizeof a), kind, (unsigned long long)skew);
     }
     return RDV_OK;
 }

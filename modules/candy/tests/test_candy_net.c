@@ -475,6 +475,11 @@ Test(net, max_clients_and_timestamps)
     cr_assert_eq(ctr("timestamp_refused"), 1);
     candy_build_vmac(m, &PASS, v, NOW + 30);
     cr_assert_eq(open_side("127.0.0.1:5", m, sizeof m, &id), RDV_OK);
+    /* extremes of the signed 64-bit field: no overflow (UBSan), refused */
+    candy_build_vmac(m, &PASS, v, INT64_MIN + 1);
+    cr_assert_eq(open_side("127.0.0.1:6", m, sizeof m, &id), RDV_CLOSE);
+    candy_build_vmac(m, &PASS, v, INT64_MAX);
+    cr_assert_eq(open_side("127.0.0.1:7", m, sizeof m, &id), RDV_CLOSE);
 }
 
 Test(net, timestamps_far_off_are_accepted_by_default)
@@ -485,6 +490,8 @@ Test(net, timestamps_far_off_are_accepted_by_default)
     candy_build_vmac(m, &PASS, v, NOW - 100000);
     cr_assert_eq(open_side("127.0.0.1:1", m, sizeof m, &id), RDV_OK, "§6.2: candy 6.1+ only warns");
     cr_assert(fc_log_contains(fc, "timestamp 100000 s off (accepted)"));
+    candy_build_vmac(m, &PASS, v, INT64_MIN + 1);
+    cr_assert_eq(open_side("127.0.0.1:2", m, sizeof m, &id), RDV_OK, "even the farthest");
 }
 
 Test(net, reload_changes_password_and_range_and_refuses_bad_rules)

@@ -225,7 +225,6 @@ struct ws_mod {
     uint64_t buf_bytes;         /* reassembly buffers of all connections (buffer_total) */
     const rdv_relay_ws_api *relay; /* NULL when no relay module provides it */
     void *relay_self;
-    size_t nmodule_sides;       /* sides held by the owners of module ports */
     bool stopping;
     ws_stats st;
 };
@@ -237,6 +236,8 @@ extern const rdv_ws_side_ops ws_side_ops;
 int ws_listen(ws_mod *m, ws_port *port, const char *name, int64_t portno, const char *bind);
 /* ws_ports.c: the ws-server service (module ports). */
 extern const rdv_ws_server_api ws_server_api;
+/* Sides held by the owners of module ports (their nsides summed). */
+size_t ws_module_sides(const ws_mod *m);
 /* The relay port's limits from our settings (init, reload). */
 void ws_relay_limits(ws_mod *m);
 /* ws-server: port_close's work on the connections (ws_conn.c). */

@@ -498,8 +498,6 @@ static void ws_deliver_owned(ws_conn *c)
          * (a waiting relay side), send or close through ws_side_ops in it. */
         c->owned = true;
         port->nsides++;
-        if (port->kind == WS_PORT_MODULE)
-            m->nmodule_sides++;
         int r = owner->side_open(port->self, c->id, &c->peer, &c->tcp_peer, ws_payload(c), (size_t)c->mlen,
                                  &ws_side_ops, m);
         if (c->dead) /* it failed meanwhile: side_closed has been called */
@@ -508,8 +506,6 @@ static void ws_deliver_owned(ws_conn *c)
             /* relay.md §3.3: every rejection is a silent close. */
             c->owned = false;
             port->nsides--;
-            if (port->kind == WS_PORT_MODULE)
-                m->nmodule_sides--;
             (*port->refused)++;
             ws_finish(c, true);
             return;
@@ -826,8 +822,6 @@ static void ws_on_close(void *ud, rdv_conn_id id, rdv_close_reason why)
     m->core->api->timer_stop(c->timer);
     if (c->owned) {
         port->nsides--;
-        if (port->kind == WS_PORT_MODULE)
-            m->nmodule_sides--;
         if (port->owner)
             port->owner->side_closed(port->self, id);
     }
@@ -1081,6 +1075,6 @@ void ws_conn_free_all(ws_mod *m)
         HASH_DEL(m->conns, c);
         ws_free(c);
     }
-    m->nconns = m->nhandshake = m->nmodule_sides = 0;
+    m->nconns = m->nhandshake = 0;
     m->rdv_port.nsides = m->relay_port.nsides = 0;
 }

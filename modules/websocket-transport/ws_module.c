@@ -103,7 +103,7 @@ static int ws_validate(const void *cfg_, char *err, size_t errlen)
 static uint64_t ws_g_conns(void *ud) { return ((ws_mod *)ud)->nconns; }
 static uint64_t ws_g_handshake(void *ud) { return ((ws_mod *)ud)->nhandshake; }
 static uint64_t ws_g_relay(void *ud) { return ((ws_mod *)ud)->relay_port.nsides; }
-static uint64_t ws_g_module(void *ud) { return ((ws_mod *)ud)->nmodule_sides; }
+static uint64_t ws_g_module(void *ud) { return ws_module_sides(ud); }
 static uint64_t ws_g_buffers(void *ud) { return ((ws_mod *)ud)->buf_bytes; }
 
 static int ws_register_stats(ws_mod *m)
@@ -191,7 +191,7 @@ static void ws_admin(void *ud, int argc, char **argv, rdv_buf *out)
         api->out(out, "module port %s %d: %zu sides%s\n", p->name, p->l ? api->listener_port(p->l) : 0, p->nsides,
                  p->closed ? " (closed by its module)" : "");
     api->out(out, "connections %zu (handshake %zu, relay %zu, module ports %zu), limit %lld\n", m->nconns,
-             m->nhandshake, m->relay_port.nsides, m->nmodule_sides, (long long)m->cfg->max_connections);
+             m->nhandshake, m->relay_port.nsides, ws_module_sides(m), (long long)m->cfg->max_connections);
     api->out(out, "message buffers %llu bytes, limit %lld (buffer_total)\n", (unsigned long long)m->buf_bytes,
              (long long)m->cfg->buffer_total);
     api->out(out, "trusted proxies:");

@@ -110,6 +110,14 @@ static void ws_port_close(void *tp, rdv_ws_port *p)
     ws_conn_close_port(m, p);
 }
 
+size_t ws_module_sides(const ws_mod *m)
+{
+    size_t n = 0;
+    for (const ws_port *p = m->mports; p; p = p->next)
+        n += p->nsides;
+    return n;
+}
+
 const rdv_ws_server_api ws_server_api = {
     .port_open = ws_port_open,
     .port_limits = ws_port_limits,

@@ -42,7 +42,7 @@ uint64_t *relay_check_request(relay *r, rdv_arena *a, const uint8_t *p, size_t n
 
 int relay_offer_ep(relay *r, relay_ep *ep, const rdv_addr *peer, const uint8_t *p, size_t n)
 {
-    relay_request req;
+    relay_request req = { 0 };
     uint64_t *why = relay_check_request(r, &r->arena, p, n, peer, &req);
     if (why) {
         (*why)++;
@@ -88,7 +88,7 @@ static int relay_on_frame(void *ud, rdv_conn_id id, const uint8_t *p, size_t n)
     rdv_conn_info info;
     if (api->conn_info(r->core, id, &info) < 0)
         return RDV_CLOSE;
-    relay_request req;
+    relay_request req = { 0 };
     uint64_t *why = relay_check_request(r, &r->arena, p, n, &info.peer, &req);
     if (why) {
         (*why)++;

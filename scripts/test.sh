@@ -60,6 +60,9 @@ step "build (Release, -O3): warnings the optimiser finds only there; installed a
 # format-truncation): a packager's Release build must not fail.
 cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release -DRDV_TESTS=ON >/dev/null
 cmake --build build-rel -j"$JOBS"
+step "build (Release, clang): compiles warning-free with the other compiler too"
+CC=clang cmake -S . -B build-clang -DCMAKE_BUILD_TYPE=Release -DRDV_TESTS=ON >/dev/null
+cmake --build build-clang -j"$JOBS"
 
 step "install layout: launchers, conf.d (kept on reinstall), systemd unit"
 BUILD=build-rel sh tests/install.sh

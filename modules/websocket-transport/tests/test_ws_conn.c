@@ -58,7 +58,7 @@ static void expect_nat_reply(rdv_conn_id id, uint32_t port)
     cr_assert_eq(s->conn, id);
     cr_assert_not_null(s->msg);
     cr_assert_eq(s->msg->union_case, HBB__RENDEZVOUS_MESSAGE__UNION_TEST_NAT_RESPONSE);
-    cr_assert_eq(s->msg->test_nat_response->port, port);
+    cr_assert_eq((uint32_t)s->msg->test_nat_response->port, port);
 }
 
 /* ------------------------------------------------------------------ listener, upgrade */

@@ -5,7 +5,9 @@
  * each is one binary message of one of 8 clients (the first opens the
  * side). Records are built so that some messages are valid (byte 0 of a
  * record's bytes 0xf0..0xff makes the fuzzer's bytes the payload of a
- * VMAC/EXPTTUN/AUTH with a correct hash). The whole input is also tried as
+ * VMAC/EXPTTUN/AUTH with a correct hash and a timestamp the fuzzer picks,
+ * near the fake clock or at the int64 extremes; every other instance
+ * refuses timestamps outside a 300 s window). The whole input is also tried as
  * a CIDR field and as an sdwan rule list. Invariants: the module's client
  * counts match the sides the fake transport holds; nothing leaks (ASan). */
 #include <errno.h>
@@ -84,7 +86,7 @@ static void f_close_port(void *tp, rdv_ws_port *p)
 }
 static const rdv_ws_server_api srv = { f_open, f_limits, f_number, f_close_port };
 
-static void start(void)
+static void start(bool window)
 {
     fc = fc_new();
     fc_set_wall_us(fc, 1700000000ull * 1000000u);
@@ -92,9 +94,27 @@ static void start(void)
     CHECK(h->api->service_publish(h, RDV_SVC_WS_SERVER, RDV_SVC_WS_SERVER_VERSION, &srv, NULL) == 0);
     fc_listener(fc, "candy-fc", RDV_TR_TCP, 1);
     CHECK(fc_load(fc, rdv_module_get(),
+                  window ? "timestamp_window_s = 300\npassword = \"pw\"\ndhcp = \"10.0.0.0/28\"\nrate = 0\n"
+                  "sdwan = [ \"10.0.0.0/28,192.168.0.0/16,10.0.0.1\" ]\n" :
                   "password = \"pw\"\ndhcp = \"10.0.0.0/28\"\nrate = 0\n"
                   "sdwan = [ \"10.0.0.0/28,192.168.0.0/16,10.0.0.1\", \"10.0.0.0/29,172.16.0.0/12,10.0.0.2\" ]\n",
                   &st) == 0);
+}
+
+/* The timestamp of a valid message: mostly the fake clock's, else off by
+ * up to +-2^15 s or at an int64 extreme (the skew overflow of 5a56f4e). */
+static int64_t stamp(const uint8_t *p, size_t n)
+{
+    const int64_t now = 1700000000;
+    if (n < 6)
+        return now;
+    switch (p[4] & 7) {
+    case 4: return now + (int16_t)(p[5] << 8 | (n > 6 ? p[6] : 0));
+    case 5: return INT64_MIN + (p[5] & 3);
+    case 6: return INT64_MAX - (p[5] & 3);
+    case 7: return (int64_t)p[5] << 24;
+    default: return now;
+    }
 }
 
 /* A valid message of the kind the fuzzer's bytes ask for. */
@@ -102,16 +122,17 @@ static size_t valid(const uint8_t *p, size_t n, uint8_t *out)
 {
     static const candy_secret pw = { "pw", 2 };
     uint32_t v = n >= 4 ? candy_get32(p) : 0x0a000001;
+    int64_t ts = stamp(p, n);
     switch (n ? p[0] & 3 : 2) {
     case 0: {
         uint8_t mac[CANDY_VMAC_BYTES] = { 0 };
         memcpy(mac, p, n < sizeof mac ? n : sizeof mac);
-        return candy_build_vmac(out, &pw, mac, 1700000000);
+        return candy_build_vmac(out, &pw, mac, ts);
     }
     case 1:
-        return candy_build_expttun(out, &pw, (candy_cidr){ v, p[0] & 1 ? 28 : (v & 31) }, 1700000000);
+        return candy_build_expttun(out, &pw, (candy_cidr){ v, p[0] & 1 ? 28 : (v & 31) }, ts);
     default:
-        return candy_build_auth(out, &pw, 0x0a000000 | (v & 15), 1700000000);
+        return candy_build_auth(out, &pw, 0x0a000000 | (v & 15), ts);
     }
 }
 
@@ -121,7 +142,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (fc)
             fc_free(fc);
         memset(open_, 0, sizeof open_);
-        start();
+        start(runs / RESET_EVERY % 2);
     }
     /* the text parsers */
     candy_cidr c;

@@ -73,9 +73,13 @@ void rdv_buf_printf(rdv_buf *b, const char *fmt, ...)
         if (want > b->limit) {
             /* The answer ends here, with a visible marker (the limit is
              * soft by its length): a print that does not fit is dropped
-             * whole, so one large print leaves only the marker. */
+             * whole, and so is the unfinished line before it (a module
+             * printing a line in pieces), so the answer ends in whole
+             * lines and one large print leaves only the marker. */
             static const char mark[] = "...(cut: the answer passed 1 MiB)\n";
             b->truncated = true;
+            while (b->len && b->p[b->len - 1] != '\n')
+                b->len--;
             if (b->cap < b->len + sizeof mark) {
                 char *np = realloc(b->p, b->len + sizeof mark);
                 if (!np)

@@ -23,6 +23,18 @@ Test(admin_buf, lines_before_the_cut_stay_and_the_marker_follows)
     free(b.p);
 }
 
+Test(admin_buf, a_line_printed_in_pieces_is_cut_whole)
+{
+    /* Before: "line 0 ...\nline 1 of" stayed, then the marker, mid-line. */
+    rdv_buf b = { .limit = 40 };
+    rdv_buf_printf(&b, "line 0 of twenty b\n");
+    rdv_buf_printf(&b, "line 1 of ");
+    rdv_buf_printf(&b, "twenty b and more than fits\n");
+    cr_assert(b.truncated);
+    cr_assert_str_eq(b.p, "line 0 of twenty b\n" MARK);
+    free(b.p);
+}
+
 Test(admin_buf, one_large_print_leaves_the_marker)
 {
     /* Before: the marker needed 16 bytes of spare capacity, which an empty

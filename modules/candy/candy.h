@@ -23,6 +23,13 @@
 #include <rdv/uthash.h>
 
 #define CANDY_MAX_RULES 1024
+/* Stock clients (Poco, candy 5.1-6.1) read a message into 1500 bytes; a
+ * longer one throws and the client restarts its connection. */
+#define CANDY_CLIENT_READ_MAX 1500
+/* The rate bucket holds at least this many messages, so that a client's
+ * VMAC, EXPTTUN and AUTH pass at any rate (a lost EXPTTUN is never sent
+ * again: the client would wait for an address for ever). */
+#define CANDY_BURST_MIN 8
 
 typedef struct candy_cfg {
     int64_t port;
@@ -33,6 +40,7 @@ typedef struct candy_cfg {
     int64_t timestamp_window_s;
     int64_t max_clients;
     int64_t max_message;
+    int64_t client_max;
     int64_t first_ms;
     int64_t idle_ms;
     int64_t rate;
@@ -57,6 +65,7 @@ typedef struct candy_client {
 typedef struct candy_stats {
     uint64_t *clients_refused, *auth_ok, *auth_bad_hash, *kicked, *vmac_ok, *expttun_granted, *expttun_full;
     uint64_t *forward_unicast, *forward_broadcast, *forward_no_owner, *dropped_queue, *dropped_rate;
+    uint64_t *dropped_too_big;
     uint64_t *relayed, *protocol_error, *not_authenticated, *timestamp_refused, *ignored, *oom;
 } candy_stats;
 

@@ -28,14 +28,17 @@ static const rdv_setting candy_settings[] = {
     RDV_SETTING_INT(candy_cfg, max_clients, 1000, 1, 1000000, RDV_SETF_RELOAD,
                     "clients at once; more are closed at their first message"),
     RDV_SETTING_INT(candy_cfg, max_message, 65535, 1500, 1048576, RDV_SETF_RELOAD,
-                    "largest message (clients send at most MTU + 1)"),
+                    "largest message accepted (clients send at most MTU + 1)"),
+    RDV_SETTING_INT(candy_cfg, client_max, CANDY_CLIENT_READ_MAX, CANDY_CLIENT_READ_MAX, 1048576, RDV_SETF_RELOAD,
+                    "largest message passed on to clients; longer ones are dropped (stock candy clients read at most "
+                    "1500 bytes and reconnect on more); raise only if every client reads more"),
     RDV_SETTING_INT(candy_cfg, first_ms, 10000, 100, 300000, RDV_SETF_RELOAD,
                     "accept -> upgrade and first message (clients send VMAC at once)"),
     RDV_SETTING_INT(candy_cfg, idle_ms, 0, 0, 86400000, RDV_SETF_RELOAD,
                     "close a client silent this long (no message, ping or pong); 0 = never (as candy; clients ping "
                     "after 15 s without receiving anything, so a client that only receives may stay silent)"),
     RDV_SETTING_INT(candy_cfg, rate, 20000, 0, 10000000, RDV_SETF_RELOAD,
-                    "messages per second per client (one second of burst); more are dropped; 0 = no limit"),
+                    "messages per second per client (one second of burst, at least 8); more are dropped; 0 = no limit"),
     RDV_SETTING_INT(candy_cfg, broadcast_rate, 100, 0, 1000000, RDV_SETF_RELOAD,
                     "broadcasts per second per client (each reaches every client); more are dropped; 0 = no limit"),
     RDV_SETTING_INT(candy_cfg, queue_max, 1048576, 65536, 67108864, RDV_SETF_RELOAD,
@@ -118,6 +121,7 @@ static int candy_register_stats(candy_mod *m)
         C(forward_no_owner, "FORWARD dropped: nobody owns its destination"),
         C(dropped_queue, "packets dropped: the receiver's queue held queue_max"),
         C(dropped_rate, "messages dropped: rate or broadcast_rate"),
+        C(dropped_too_big, "FORWARD or GENERAL dropped: longer than client_max (a stock client would reconnect)"),
         C(relayed, "UDP4CONN, DISCOVERY and GENERAL routed"),
         C(protocol_error, "clients closed for a malformed message"),
         C(not_authenticated, "clients closed for a message that needs AUTH before it"),
@@ -196,10 +200,23 @@ static int candy_init(rdv_core *core, const void *cfg_, void **state)
     return 0;
 }
 
+/* queue_max only works below the core's own bound on a write queue: past
+ * that the core closes the slow client before its packets are dropped. */
+static void candy_check_queue_max(candy_mod *m)
+{
+    int64_t core_max;
+    if (m->core->api->core_int(m->core, "write_queue_max", &core_max) == 0 && m->cfg->queue_max >= core_max)
+        RDV_WARN(m->core,
+                 "candy.queue_max = %lld is not below core.write_queue_max = %lld: a client that reads slowly is "
+                 "closed by the core instead of losing packets; set candy.queue_max lower",
+                 (long long)m->cfg->queue_max, (long long)core_max);
+}
+
 static int candy_start(void *state)
 {
     candy_mod *m = state;
     rdv_ws_port_spec s = candy_spec(m->cfg);
+    candy_check_queue_max(m);
     m->port = m->srv->port_open(m->srv_tp, &s, &candy_side_api, m);
     return m->port ? 0 : -EADDRNOTAVAIL; /* websocket-transport or the core said why */
 }
@@ -217,6 +234,7 @@ static int candy_reconfigure(void *state, const void *cfg_)
             m->srv->port_limits(m->srv_tp, m->port, &s);
         return -EINVAL;
     }
+    candy_check_queue_max(m);
     return 0;
 }
 

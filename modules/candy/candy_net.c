@@ -105,12 +105,18 @@ static bool cl_take(uint64_t *tokens, int64_t rate)
     return true;
 }
 
+static uint64_t cl_burst(const candy_mod *m)
+{
+    uint64_t r = (uint64_t)m->cfg->rate;
+    return r < CANDY_BURST_MIN ? CANDY_BURST_MIN : r;
+}
+
 static void cl_refill(candy_mod *m, candy_client *c)
 {
     uint64_t now = m->core->api->now_ms(m->core), dt = now - c->refill_ms;
     c->refill_ms = now;
-    uint64_t r = (uint64_t)m->cfg->rate, b = (uint64_t)m->cfg->broadcast_rate;
-    c->tokens = c->tokens + dt * r > r * 1000 ? r * 1000 : c->tokens + dt * r;
+    uint64_t r = (uint64_t)m->cfg->rate, b = (uint64_t)m->cfg->broadcast_rate, cap = cl_burst(m) * 1000;
+    c->tokens = c->tokens + dt * r > cap ? cap : c->tokens + dt * r;
     c->btokens = c->btokens + dt * b > b * 1000 ? b * 1000 : c->btokens + dt * b;
 }
 
@@ -222,6 +228,8 @@ static int cl_auth(candy_mod *m, candy_client *c, const uint8_t *p, size_t n)
         return cl_check_error(m, c, e, "AUTH");
     if (!ip)
         return cl_refuse(m, c, m->st.protocol_error, "AUTH for 0.0.0.0");
+    if (candy_is_broadcast(ip, m->has_dhcp ? &m->dhcp : NULL)) /* it would own everyone's broadcasts */
+        return cl_refuse(m, c, m->st.protocol_error, "AUTH for a broadcast or multicast address");
     if (cl_check_time(m, c, ts, "AUTH") != RDV_OK)
         return RDV_CLOSE;
     rdv_conn_id self = c->id;
@@ -281,6 +289,19 @@ static int cl_routed(candy_mod *m, candy_client *c, const uint8_t *p, size_t n)
 {
     if (!c->ip)
         return cl_refuse(m, c, m->st.not_authenticated, "message before AUTH");
+    if (n > (size_t)m->cfg->client_max) {
+        /* Native closes the sender at 1500 bytes; relaying it would make
+         * every receiving stock client reconnect instead. Dropped, so the
+         * sender's smaller packets still flow. */
+        char a[RDV_ADDR_STRLEN];
+        RDV_LOG_RL(m->core, RDV_LOG_WARN,
+                   "candy: client %llu from %s sent a %zu-byte message; dropped, clients read at most %lld "
+                   "(candy.client_max; the sending client's mtu must be at most %lld)",
+                   (unsigned long long)c->id, cl_addr(c, a, sizeof a), n, (long long)m->cfg->client_max,
+                   (long long)m->cfg->client_max - 1);
+        (*m->st.dropped_too_big)++;
+        return RDV_OK;
+    }
     switch (p[0]) {
     case CANDY_FORWARD: {
         if (n < CANDY_FORWARD_MIN)
@@ -369,7 +390,7 @@ static int candy_side_open(void *self, rdv_conn_id id, const rdv_addr *peer, con
     }
     c->id = id, c->peer = *peer;
     c->since_ms = c->refill_ms = m->core->api->now_ms(m->core);
-    c->tokens = (uint64_t)m->cfg->rate * 1000, c->btokens = (uint64_t)m->cfg->broadcast_rate * 1000;
+    c->tokens = cl_burst(m) * 1000, c->btokens = (uint64_t)m->cfg->broadcast_rate * 1000;
     HASH_ADD(hh, m->clients, id, sizeof c->id, c);
     if (!c->hh.tbl) {
         free(c);

@@ -280,6 +280,23 @@ Test(candy, forward_unicast_no_owner_and_broadcast)
     cr_assert_eq(rdvt_stat(&srv, "candy.forward_broadcast"), 1);
 }
 
+/* Stock clients read 1500 bytes per message (client.cc's buffer) and
+ * reconnect on more: a 1501-byte FORWARD is accepted (candy.md §4 allows
+ * 65,535) but not passed on; 1500 bytes are. The sender stays. */
+Test(candy, a_packet_longer_than_clients_read_is_dropped_not_relayed)
+{
+    client a = join(VMAC_A, "0.0.0.0/0"), b = join(VMAC_B, "0.0.0.0/0");
+    static uint8_t big[1501];
+    forward(big, a.ip, b.ip);
+    memset(big + 29, 'x', sizeof big - 29);
+    send_msg(a.fd, big, 1500);
+    expect_bytes(b.fd, big, 1500, "a 1500-byte FORWARD");
+    send_msg(a.fd, big, 1501);
+    marker(&a, &b); /* B's next message: the 1501 bytes never came */
+    cr_assert_eq(rdvt_stat(&srv, "candy.dropped_too_big"), 1);
+    ping_pong(a.fd, "sender still connected");
+}
+
 /* §5.4, §5.6, §6.2: DISCOVERY broadcast, UDP4CONN unicast, src check. */
 Test(candy, discovery_udp4conn_and_source_check)
 {

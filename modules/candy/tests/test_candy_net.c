@@ -19,7 +19,7 @@ const rdv_module *rdv_module_get(void);
 #define FW_MAX 256
 typedef struct fw_msg {
     rdv_conn_id to;
-    uint8_t p[1600];
+    uint8_t p[4096];
     size_t n;
 } fw_msg;
 
@@ -400,29 +400,116 @@ Test(net, full_network_and_no_dhcp_close)
 Test(net, rate_limits_drop_and_refill)
 {
     teardown();
-    load(CONF "rate = 5\nbroadcast_rate = 2\n");
+    load(CONF "rate = 10\nbroadcast_rate = 2\n");
     uint32_t a, b;
     rdv_conn_id ca = client("127.0.0.1:1", NULL, 0, &a), cb = client("127.0.0.1:2", NULL, 0, &b);
     (void)cb;
     fw.rd = fw.nsent;
-    fc_advance(fc, 1000); /* a full bucket: 5 */
+    fc_advance(fc, 1000); /* a full bucket: 10 */
     uint8_t f[32];
     size_t n = forward_msg(f, a, b, 0);
-    for (int i = 0; i < 7; i++)
+    for (int i = 0; i < 12; i++)
         cr_assert_eq(msg(ca, f, n), RDV_OK);
-    cr_assert_eq(fw.nsent - fw.rd, 5);
+    cr_assert_eq(fw.nsent - fw.rd, 10);
     cr_assert_eq(ctr("dropped_rate"), 2);
     fw.rd = fw.nsent;
-    fc_advance(fc, 400); /* two more */
-    for (int i = 0; i < 3; i++)
+    fc_advance(fc, 400); /* four more */
+    for (int i = 0; i < 6; i++)
         msg(ca, f, n);
-    cr_assert_eq(fw.nsent - fw.rd, 2);
+    cr_assert_eq(fw.nsent - fw.rd, 4);
     fw.rd = fw.nsent;
     fc_advance(fc, 1000);
     n = forward_msg(f, a, 0xffffffff, 0);
     for (int i = 0; i < 3; i++)
         msg(ca, f, n);
     cr_assert_eq(fw.nsent - fw.rd, 2, "broadcast_rate 2");
+}
+
+Test(net, a_rate_below_the_handshake_still_lets_clients_in)
+{
+    /* Before: the bucket held `rate` messages, so at rate = 1 the EXPTTUN
+     * after VMAC was dropped, and a client never asks again: connected,
+     * pinging, without an address for ever. The bucket holds at least 8. */
+    teardown();
+    load(CONF "rate = 1\n");
+    uint32_t a, b;
+    rdv_conn_id ca = client("127.0.0.1:1", NULL, 0, &a); /* asserts the EXPTTUN reply */
+    client("127.0.0.1:2", NULL, 0, &b);
+    cr_assert_eq(fc_gauge(fc, "candy.authenticated"), 2);
+    cr_assert_eq(ctr("dropped_rate"), 0);
+    fw.rd = fw.nsent;
+    uint8_t f[32];
+    size_t n = forward_msg(f, a, b, 0);
+    for (int i = 0; i < 7; i++) /* 8 - 3 left after the handshake */
+        msg(ca, f, n);
+    cr_assert_eq(fw.nsent - fw.rd, 5);
+    cr_assert_eq(ctr("dropped_rate"), 2);
+    fw.rd = fw.nsent;
+    fc_advance(fc, 1000); /* then 1 a second */
+    msg(ca, f, n), msg(ca, f, n);
+    cr_assert_eq(fw.nsent - fw.rd, 1);
+}
+
+Test(net, messages_longer_than_a_client_reads_are_dropped_not_relayed)
+{
+    /* Stock clients read a message into 1500 bytes and reconnect on a longer
+     * one: relaying a 1501-byte FORWARD (a client with mtu 1500) would knock
+     * every receiver off the network, again and again. */
+    uint32_t a, b;
+    rdv_conn_id ca = client("127.0.0.1:1", NULL, 0, &a), cb = client("127.0.0.1:2", NULL, 0, &b);
+    fw.rd = fw.nsent;
+    static uint8_t f[4100];
+    size_t n = forward_msg(f, a, b, 1500 - 21);
+    cr_assert_eq(msg(ca, f, n), RDV_OK);
+    const fw_msg *r = next_sent();
+    cr_assert(r->to == cb && r->n == 1500, "1500 bytes pass");
+    n = forward_msg(f, a, b, 1501 - 21);
+    cr_assert_eq(msg(ca, f, n), RDV_OK, "the sender stays");
+    n = forward_msg(f, a, 0xffffffff, 3000);
+    cr_assert_eq(msg(ca, f, n), RDV_OK);
+    uint8_t g[1600] = { CANDY_GENERAL };
+    candy_put32(g + 4, a), candy_put32(g + 8, b);
+    cr_assert_eq(msg(ca, g, sizeof g), RDV_OK);
+    no_more_sent();
+    cr_assert_eq(ctr("dropped_too_big"), 3);
+    cr_assert(fc_log_contains(fc, "sent a 1501-byte message; dropped, clients read at most 1500"));
+    cr_assert(fw_is_open(ca) && fw_is_open(cb));
+    n = forward_msg(f, a, b, 10);
+    cr_assert_eq(msg(ca, f, n), RDV_OK);
+    cr_assert_eq(next_sent()->to, cb, "smaller packets still flow");
+    /* an operator whose clients all read more raises it */
+    teardown();
+    load(CONF "client_max = 4096\n");
+    ca = client("127.0.0.1:1", NULL, 0, &a), cb = client("127.0.0.1:2", NULL, 0, &b);
+    fw.rd = fw.nsent;
+    n = forward_msg(f, a, b, 4096 - 21);
+    cr_assert_eq(msg(ca, f, n), RDV_OK);
+    cr_assert_eq(next_sent()->n, 4096);
+    n = forward_msg(f, a, b, 4097 - 21);
+    cr_assert_eq(msg(ca, f, n), RDV_OK);
+    no_more_sent();
+}
+
+Test(net, auth_for_a_broadcast_or_multicast_address_is_refused)
+{
+    /* Native accepts it; its holder would then receive every FORWARD sent
+     * to that address as a unicast, instead of everyone. */
+    const uint32_t bad[] = { 0xffffffff, 0xe0000001, 0xefffffff, 0x0a0900ff };
+    for (int i = 0; i < 4; i++) {
+        uint8_t b[CANDY_EXPTTUN_LEN];
+        rdv_conn_id id;
+        cr_assert_eq(open_side("127.0.0.1:1", b, vmac_msg(b, NULL), &id), RDV_OK);
+        uint8_t au[CANDY_AUTH_LEN];
+        cr_assert_eq(msg(id, au, candy_build_auth(au, &PASS, bad[i], NOW)), RDV_CLOSE, "address %08x", bad[i]);
+    }
+    cr_assert_eq(ctr("protocol_error"), 4);
+    cr_assert_eq(fc_gauge(fc, "candy.authenticated"), 0);
+    cr_assert(fc_log_contains(fc, "AUTH for a broadcast or multicast address"));
+    uint8_t b[CANDY_EXPTTUN_LEN], au[CANDY_AUTH_LEN];
+    rdv_conn_id id;
+    cr_assert_eq(open_side("127.0.0.1:1", b, vmac_msg(b, NULL), &id), RDV_OK);
+    cr_assert_eq(msg(id, au, candy_build_auth(au, &PASS, 0x0a090000, NOW)), RDV_OK,
+                 "the network address is a host's (a static client may use it)");
 }
 
 Test(net, slow_receivers_lose_packets_not_control_messages)
@@ -510,6 +597,10 @@ Test(net, reload_changes_password_and_range_and_refuses_bad_rules)
     cr_assert_lt(fc_reconfigure(fc, rdv_module_get(), st, "dhcp = \"10.9.0.0\"\n"), 0);
     cr_assert_eq(fc_reconfigure(fc, rdv_module_get(), st, "password = \"new\"\nmax_message = 4000\n"), 0);
     cr_assert_eq(fw.spec.max_message, 4000, "limits reach the port");
+    cr_assert_not(fc_log_contains(fc, "is not below core.write_queue_max"));
+    cr_assert_eq(fc_reconfigure(fc, rdv_module_get(), st, "queue_max = 4194304\n"), 0);
+    cr_assert(fc_log_contains(fc, "candy.queue_max = 4194304 is not below core.write_queue_max = 4194304"),
+              "a queue_max the core's bound overrides is named");
     /* the native "a;b" form in one entry */
     cr_assert_eq(fc_reconfigure(fc, rdv_module_get(), st,
                                 "sdwan = [ \"10.9.0.0/24,192.168.1.0/24,10.9.0.1;10.9.0.0/24,192.168.2.0/24,10.9.0.1\" ]\n"),

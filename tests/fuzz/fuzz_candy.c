@@ -29,7 +29,8 @@ static rdv_conn_id ids[NCLI];
 static bool open_[NCLI];
 static fc_core *fc;
 static void *st;
-static int runs;
+static int runs, instances;
+static size_t opened; /* sides opened on this instance */
 static int port_dummy;
 
 static int slot_of(rdv_conn_id id)
@@ -138,11 +139,15 @@ static size_t valid(const uint8_t *p, size_t n, uint8_t *out)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (!fc || ++runs % RESET_EVERY == 0) {
+    /* A run opens at most one side per record (2 bytes): a new instance
+     * before the fake core's cap on connections could be passed. */
+    bool full = opened + size / 2 + 1 > FC_MAX_CONNS;
+    if (!fc || ++runs % RESET_EVERY == 0 || full) {
         if (fc)
             fc_free(fc);
         memset(open_, 0, sizeof open_);
-        start(runs / RESET_EVERY % 2);
+        opened = 0;
+        start(++instances % 2);
     }
     /* the text parsers */
     candy_cidr c;
@@ -173,6 +178,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!open_[k]) {
             rdv_addr a = fc_addr("127.0.0.1:9");
             ids[k] = fc_conn_open(fc, "candy-fc", RDV_TR_TCP, &a);
+            opened++;
             open_[k] = true;
             if (api->side_open(self, ids[k], &a, &a, p, n, &ops, NULL) != RDV_OK)
                 open_[k] = false; /* refused: no side_closed */

@@ -157,9 +157,11 @@ int keys_file_generate(const char *sk_path, const char *pub_path, uint8_t sk[KEY
     }
     char sk_b64[sodium_base64_ENCODED_LEN(KEYS_SK_LEN, sodium_base64_VARIANT_ORIGINAL)];
     sodium_bin2base64(sk_b64, sizeof sk_b64, sk, KEYS_SK_LEN, sodium_base64_VARIANT_ORIGINAL);
-    int r = keys_write_file(pub_path, pk_b64, 0644, err, errlen);
+    /* The secret key first: a .pub without its id_ed25519 means a lost
+     * secret key (the start refuses it), never a pair half written. */
+    int r = keys_write_file(sk_path, sk_b64, 0600, err, errlen);
     if (r == 0)
-        r = keys_write_file(sk_path, sk_b64, 0600, err, errlen);
+        r = keys_write_file(pub_path, pk_b64, 0644, err, errlen);
     sodium_memzero(sk_b64, sizeof sk_b64);
     if (r < 0)
         sodium_memzero(sk, KEYS_SK_LEN);

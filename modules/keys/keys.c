@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <rdv/core.h>
 #include <rdv/svc/keys.h>
@@ -115,6 +116,19 @@ static int keys_from_files(keys *k, const keys_cfg *cfg)
     if (r != -ENOENT) {
         RDV_ERR(k->core, "%s; fix: let the rdvd user read it (or set keys.dir to where it is)", err);
         return r;
+    }
+    struct stat pst;
+    if (stat(pub_path, &pst) == 0) {
+        /* [ours] Upstream generates a new pair over the old .pub. The .pub
+         * is what clients were given: a lost secret key is far more often
+         * a deployment mistake (a volume not mounted, a file not copied)
+         * than a wish to re-key every client. */
+        RDV_ERR(k->core,
+                "%s is missing but %s exists: a new key pair would make every client configured with that "
+                "public key fail the key check; fix: restore %s from a backup (or set keys.dir to where it is), "
+                "or move %s away to generate a new key pair (clients then need the new key)",
+                sk_path, pub_path, sk_path, pub_path);
+        return -ENOENT;
     }
     r = keys_file_generate(sk_path, pub_path, k->sk, err, sizeof err);
     if (r < 0) {

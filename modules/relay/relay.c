@@ -214,6 +214,8 @@ static void relay_lists_load(relay *r, bool reload)
         const char *why = n == -EILSEQ ? "not UTF-8 text" : strerror((int)-n);
         if (n >= 0)
             RDV_INFO(r->core, "%s: %ld entries from %s", sets[i]->name, n, files[i]);
+        else if (reload && n == -ENOENT && !sets[i]->n)
+            ; /* still absent and still empty, as at start: nothing to say on every SIGHUP */
         else if (reload)
             RDV_WARN(r->core, "%s %s not re-read: %s (errno %ld); keeping its %zu entries (an empty file clears it)",
                      sets[i]->name, files[i], why, -n, sets[i]->n);
@@ -338,8 +340,8 @@ static int relay_start(void *state)
         return -EADDRNOTAVAIL; /* the core logged address, port and reason */
     relay_check_nofile(r);
     r->core->api->timer_start(r->tick, 1000, 1000);
-    if (r->key[0])
-        RDV_INFO(r->core, "relay key required");
+    if (r->key[0]) /* as hbbr, which logs the key clients must present */
+        RDV_NOTICE(r->core, "relay key required; Key: %s", r->key);
     return 0;
 }
 

@@ -34,9 +34,13 @@ static void relay_b64_encode(const uint8_t *p, size_t n, char *out, size_t cap)
     sodium_bin2base64(out, cap, p, n, sodium_base64_VARIANT_ORIGINAL);
 }
 
+/* Written to PATH.tmp and renamed: a co-started hbbs never reads half a key. */
 static int relay_write_file(const char *path, const char *text, mode_t mode)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    char tmp[4200];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+        return -ENAMETOOLONG;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
     if (fd < 0)
         return -errno;
     size_t n = strlen(text), off = 0;
@@ -47,14 +51,21 @@ static int relay_write_file(const char *path, const char *text, mode_t mode)
         if (k <= 0) {
             int e = k < 0 ? -errno : -EIO;
             close(fd);
+            unlink(tmp);
             return e;
         }
         off += (size_t)k;
     }
-    return close(fd) < 0 ? -errno : 0;
+    if (close(fd) < 0 || rename(tmp, path) < 0) {
+        int e = -errno;
+        unlink(tmp);
+        return e;
+    }
+    return 0;
 }
 
-/* Generate until the public key's base64 has no '/', write .pub first. */
+/* Generate until the public key's base64 has no '/'; the secret key is
+ * written first (a .pub alone means a lost secret key: refused). */
 static int relay_key_generate(const char *path, char *pub_b64, size_t publen, char *err, size_t errlen)
 {
     uint8_t pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
@@ -69,9 +80,9 @@ static int relay_key_generate(const char *path, char *pub_b64, size_t publen, ch
     sodium_memzero(sk, sizeof sk);
     char pubpath[4200];
     snprintf(pubpath, sizeof pubpath, "%s.pub", path);
-    int r = relay_write_file(pubpath, pkt, 0644);
+    int r = relay_write_file(path, skt, 0600);
     if (r == 0)
-        r = relay_write_file(path, skt, 0600);
+        r = relay_write_file(pubpath, pkt, 0644);
     sodium_memzero(skt, sizeof skt);
     if (r < 0) {
         snprintf(err, errlen, "cannot write %s / %s.pub: %s", path, path, strerror(-r));
@@ -138,6 +149,16 @@ int relay_key_resolve(const char *key, const char *key_file, bool wait_for_file,
         nanosleep(&ts, NULL);
     }
     int r = relay_key_load(key_file, out, outlen, err, errlen);
+    char pubpath[4200];
+    snprintf(pubpath, sizeof pubpath, "%s.pub", key_file);
+    if (r == -ENOENT && access(pubpath, F_OK) == 0) {
+        /* [ours] upstream generates a new pair over it, re-keying every client */
+        snprintf(err, errlen,
+                 "%s is missing but %s exists: a new key pair would make every client configured with that "
+                 "public key fail; fix: restore %s from a backup, or move %s away to generate a new key pair",
+                 key_file, pubpath, key_file, pubpath);
+        return -ENOENT;
+    }
     if (r == -ENOENT) {
         r = relay_key_generate(key_file, out, outlen, err, errlen);
         if (r < 0) {

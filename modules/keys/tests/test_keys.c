@@ -190,8 +190,27 @@ Test(keys, generated_keys_differ_per_directory)
     strcpy(first, svc(&self)->public_key_b64(self));
     fc_unload(fc, mod, st);
     unlink(path_in("id_ed25519"));
+    unlink(path_in("id_ed25519.pub"));
     cr_assert_eq(fc_load(fc, mod, cfg_with("-"), &st), 0);
     cr_assert_str_neq(svc(&self)->public_key_b64(self), first);
+}
+
+/* [ours] (upstream generates a new pair over the old .pub): the .pub is what
+ * clients were given, so a missing id_ed25519 beside it stops the start
+ * instead of re-keying every client, and nothing is written. */
+Test(keys, a_missing_secret_key_beside_its_pub_is_not_replaced)
+{
+    cr_assert_eq(fc_load(fc, mod, cfg_with("-"), &st), 0);
+    fc_unload(fc, mod, st);
+    const char *pub = slurp("id_ed25519.pub", NULL);
+    char before[128];
+    snprintf(before, sizeof before, "%s", pub);
+    unlink(path_in("id_ed25519"));
+    cr_assert_lt(fc_load(fc, mod, cfg_with("-"), &st), 0);
+    cr_assert(fc_log_contains(fc, "id_ed25519 is missing but"));
+    cr_assert(fc_log_contains(fc, "fix: restore"));
+    cr_assert_not(exists("id_ed25519"), "no new secret key");
+    cr_assert_str_eq(slurp("id_ed25519.pub", NULL), before, "the .pub is untouched");
 }
 
 /* ---- loading: wire.md §6.6 / §6.7 vectors (R161, R167) */
@@ -522,7 +541,7 @@ static void expect_no_key_pair(const char *keydir)
     cr_assert_str_eq(api->licence_key(self), "", "'-' without a key pair: empty licence key (upstream)");
     cr_assert_str_eq(api->public_key_b64(self), "");
     char want[600];
-    snprintf(want, sizeof want, "cannot write %s/id_ed25519.pub", keydir);
+    snprintf(want, sizeof want, "cannot write %s/id_ed25519: ", keydir);
     cr_assert(fc_log_contains(fc, want), "no '%s'", want);
     cr_assert(fc_log_contains(fc, "running WITHOUT a key pair"));
     cr_assert(fc_log_contains(fc, "keys: Key: "));

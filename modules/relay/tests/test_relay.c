@@ -448,6 +448,25 @@ Test(relay, L54_dash_creates_the_key_pair_when_absent)
     cr_assert_eq(stat("id_ed25519", &sb), 0);
     cr_assert_eq(sb.st_mode & 0777, 0600);
     cr_assert(fc_log_contains(fc, "Private/public key written to id_ed25519/id_ed25519.pub"));
+    char line[120];
+    snprintf(line, sizeof line, "relay key required; Key: %s", pub);
+    cr_assert(fc_log_contains(fc, line), "the key clients must present is logged, as hbbr does");
+}
+
+/* [ours] upstream generates a new pair over an existing .pub: every client
+ * configured with that key would then fail the relay's key check. */
+Test(relay, a_missing_secret_key_beside_its_pub_fails_start)
+{
+    rt_write_file("id_ed25519.pub", "c3RpbGwgdGhlIGtleSBjbGllbnRzIHdlcmUgZ2l2ZW4=");
+    cr_assert_eq(rt_reload_module("key=-\n"), -EINVAL);
+    cr_assert(fc_log_contains(fc, "id_ed25519 is missing but id_ed25519.pub exists"));
+    cr_assert_neq(access("id_ed25519", F_OK), 0, "no new secret key");
+    FILE *f = fopen("id_ed25519.pub", "r");
+    char pub[100] = "";
+    cr_assert_not_null(f);
+    cr_assert_not_null(fgets(pub, sizeof pub, f));
+    fclose(f);
+    cr_assert_str_eq(pub, "c3RpbGwgdGhlIGtleSBjbGllbnRzIHdlcmUgZ2l2ZW4=", "the .pub is untouched");
 }
 
 Test(relay, L56_malformed_key_file_fails_start)

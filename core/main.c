@@ -16,7 +16,8 @@ static void usage(FILE *f)
             "  -c, --conf-dir DIR     configuration directory (default: ./conf.d, else " RDV_SYSCONF_CONF_DIR ")\n"
             "  -o, --set GROUP.KEY=V  override one setting (repeatable)\n"
             "      --print-config     print the effective configuration and exit\n"
-            "      --check            load everything, then exit 0 (configuration test)\n"
+            "      --check            check conf.d and load the modules, then exit 0 (key files,\n"
+            "                         the database and ports are only opened at start)\n"
             "  -V, --version          print the version\n"
             "  -h, --help             this help\n"
             "Signals: SIGHUP reloads conf.d, SIGTERM/SIGINT drain and stop.\n");

@@ -51,9 +51,23 @@ static int run_command(const char *path, const char *line)
     shutdown(fd, SHUT_WR);
     char buf[4096];
     ssize_t r;
-    while ((r = read(fd, buf, sizeof buf)) > 0)
+    /* The answers the core gives to a command it could not run (admin.c):
+     * exit 1 on them, so that scripts see the failure. */
+    static const char *const failed[] = { "unknown command '", "reload refused" };
+    char head[32] = "";
+    size_t nhead = 0;
+    while ((r = read(fd, buf, sizeof buf)) > 0) {
+        if (nhead < sizeof head - 1) {
+            size_t k = (size_t)r < sizeof head - 1 - nhead ? (size_t)r : sizeof head - 1 - nhead;
+            memcpy(head + nhead, buf, k);
+            head[nhead += k] = 0;
+        }
         fwrite(buf, 1, (size_t)r, stdout);
+    }
     close(fd);
+    for (size_t i = 0; i < sizeof failed / sizeof failed[0]; i++)
+        if (strncmp(head, failed[i], strlen(failed[i])) == 0)
+            return 1;
     return 0;
 }
 
@@ -170,7 +184,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[i], "console") == 0) {
         char line[4096];
-        int interactive = isatty(0);
+        int interactive = isatty(0), status = 0;
+        if (run_command(sock, "") == 1) /* no server: say so before reading anything */
+            return 1;
         for (;;) {
             if (interactive)
                 fputs("rdvd> ", stdout), fflush(stdout);
@@ -180,9 +196,9 @@ int main(int argc, char **argv)
             if (!strcmp(line, "quit") || !strcmp(line, "exit"))
                 break;
             if (*line)
-                run_command(sock, line);
+                status = run_command(sock, line);
         }
-        return 0;
+        return status; /* the last command's */
     }
     usage(stderr);
     return 2;

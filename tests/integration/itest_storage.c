@@ -315,6 +315,9 @@ Test(rdvctl, console_commands_still_work)
     /* no server on this socket: a clear error, status 1 */
     cr_assert_eq(run("-s /nonexistent/rdvd.sock cmd stats 2>&1", out, sizeof out), 1);
     cr_assert_not_null(strstr(out, "cannot connect to /nonexistent/rdvd.sock"), "%s", out);
+    cr_assert_eq(run("-s /nonexistent/rdvd.sock console </dev/null 2>&1", out, sizeof out), 1,
+                 "a console without a server says so at once (was: nothing, status 0)");
+    cr_assert_not_null(strstr(out, "cannot connect"), "%s", out);
     cr_assert_eq(run("--version", out, sizeof out), 0);
     cr_assert_eq(strncmp(out, "rdvctl ", 7), 0);
 }
@@ -336,4 +339,13 @@ Test(rdvctl, finds_the_hbbs_socket_without_dash_s, .fini = cleanup, .timeout = 6
     out[n] = 0;
     pclose(p);
     cr_assert_str_eq(out, "ALWAYS_USE_RELAY: false\n");
+    /* a command the server could not run is exit 1, for scripts (was 0) */
+    snprintf(cmd, sizeof cmd, "cd '%s' && env -u RDVD_SOCKET '%s/rdvctl' cmd nosuch >/dev/null 2>&1", srv.dir,
+             RDV_BUILD_DIR);
+    int st = system(cmd);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "unknown command: status %d", WEXITSTATUS(st));
+    snprintf(cmd, sizeof cmd, "cd '%s' && printf 'nosuch\\nhelp\\n' | env -u RDVD_SOCKET '%s/rdvctl' console "
+             ">/dev/null 2>&1", srv.dir, RDV_BUILD_DIR);
+    st = system(cmd);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "console: the last command's status");
 }

@@ -287,7 +287,7 @@ static int relay_init(rdv_core *core, const void *cfg_, void **state)
     r->core = core, r->cfg = cfg;
     r->black.name = "blacklist", r->block.name = "blocklist";
     const rdv_core_api *api = core->api;
-    char err[256] = "";
+    char err[1024] = ""; /* names key_file and its .pub twice each */
     int k = relay_key_resolve(cfg->key, cfg->key_file, true, r->key, sizeof r->key, err, sizeof err);
     if (k < 0) {
         RDV_ERR(core, "%s", err);

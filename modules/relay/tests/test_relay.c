@@ -448,7 +448,7 @@ Test(relay, L54_dash_creates_the_key_pair_when_absent)
     cr_assert_eq(stat("id_ed25519", &sb), 0);
     cr_assert_eq(sb.st_mode & 0777, 0600);
     cr_assert(fc_log_contains(fc, "Private/public key written to id_ed25519/id_ed25519.pub"));
-    char line[120];
+    char line[160];
     snprintf(line, sizeof line, "relay key required; Key: %s", pub);
     cr_assert(fc_log_contains(fc, line), "the key clients must present is logged, as hbbr does");
 }

@@ -203,7 +203,7 @@ Test(keys, a_missing_secret_key_beside_its_pub_is_not_replaced)
     cr_assert_eq(fc_load(fc, mod, cfg_with("-"), &st), 0);
     fc_unload(fc, mod, st);
     const char *pub = slurp("id_ed25519.pub", NULL);
-    char before[128];
+    char before[8200]; /* slurp() reads up to 8191 bytes */
     snprintf(before, sizeof before, "%s", pub);
     unlink(path_in("id_ed25519"));
     cr_assert_lt(fc_load(fc, mod, cfg_with("-"), &st), 0);

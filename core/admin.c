@@ -15,6 +15,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "admin_answers.h"
 #include "server.h"
 
 #define ADMIN_LINE_MAX 4096
@@ -157,7 +158,7 @@ static void cmd_reload(void *ud, int argc, char **argv, rdv_buf *out)
 {
     (void)argc, (void)argv;
     rdv_server *s = ((struct rdv_admin *)ud)->srv;
-    rdv_buf_printf(out, rdv_server_reload(s) == 0 ? "reloaded\n" : "reload refused; old configuration kept (see log)\n");
+    rdv_buf_printf(out, rdv_server_reload(s) == 0 ? "reloaded\n" : RDV_ADMIN_RELOAD_REFUSED "; old configuration kept (see log)\n");
 }
 
 static void cmd_log_level(void *ud, int argc, char **argv, rdv_buf *out)
@@ -184,7 +185,7 @@ void rdv_admin_exec(rdv_server *s, char *line, rdv_buf *out)
         return;
     admin_cmd *c = s->admin ? find_cmd(s->admin, argv[0]) : NULL;
     if (!c) {
-        rdv_buf_printf(out, "unknown command '%s'; try help\n", argv[0]);
+        rdv_buf_printf(out, RDV_ADMIN_UNKNOWN "%s'; try help\n", argv[0]);
         return;
     }
     c->fn(c->ud, argc, argv, out);

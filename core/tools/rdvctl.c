@@ -12,6 +12,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "../admin_answers.h"
+
 #include <sodium.h>
 
 /* Without -s or RDVD_SOCKET: the first of these that exists — rdvd's and
@@ -51,9 +53,8 @@ static int run_command(const char *path, const char *line)
     shutdown(fd, SHUT_WR);
     char buf[4096];
     ssize_t r;
-    /* The answers the core gives to a command it could not run (admin.c):
-     * exit 1 on them, so that scripts see the failure. */
-    static const char *const failed[] = { "unknown command '", "reload refused" };
+    /* A command the server could not run exits 1, so that scripts see it. */
+    static const char *const failed[] = { RDV_ADMIN_UNKNOWN, RDV_ADMIN_RELOAD_REFUSED };
     char head[32] = "";
     size_t nhead = 0;
     while ((r = read(fd, buf, sizeof buf)) > 0) {

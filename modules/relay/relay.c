@@ -214,9 +214,7 @@ static void relay_lists_load(relay *r, bool reload)
         const char *why = n == -EILSEQ ? "not UTF-8 text" : strerror((int)-n);
         if (n >= 0)
             RDV_INFO(r->core, "%s: %ld entries from %s", sets[i]->name, n, files[i]);
-        else if (reload && n == -ENOENT && !sets[i]->n)
-            ; /* still absent and still empty, as at start: nothing to say on every SIGHUP */
-        else if (reload)
+        else if (reload && (n != -ENOENT || sets[i]->n)) /* absent and empty, as at start: quiet */
             RDV_WARN(r->core, "%s %s not re-read: %s (errno %ld); keeping its %zu entries (an empty file clears it)",
                      sets[i]->name, files[i], why, -n, sets[i]->n);
         else if (n != -ENOENT)

@@ -93,12 +93,7 @@ static void sb_list(sbuf *b, const char *csv)
 /* ------------------------------------------------------------------ run */
 static int module_available(const char *name)
 {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s.so", RDV_BUILD_MODULE_DIR, name);
-    if (access(path, R_OK) == 0)
-        return 1;
-    snprintf(path, sizeof path, "%s/%s.so", RDV_INSTALL_MODULE_DIR, name);
-    return access(path, R_OK) == 0;
+    return rdv_module_exists(NULL, name);
 }
 
 static bool parse_int(const char *s, long long *out)
@@ -191,8 +186,13 @@ static int hbbs_conf(compat_opts *o, sbuf *b, char *err, size_t errlen)
         login = false;
     }
 
-    sb_printf(b, "core: {\n  modules = [ \"keys\", \"storage-sqlite\", \"ip-blocker\", \"registry\", \"nat-test\", \"punch-coordinator\"%s%s ];\n",
-              login ? ", \"login-gate\"" : "", module_available("websocket-transport") ? ", \"websocket-transport\"" : "");
+    /* The fork answers KeyExchange on the main port, and logged-in clients
+     * (>= 1.4.1) fail without it (client-flows.md §5.2): with login, the
+     * secure-TCP offer comes too. Plain hbbs stays OSS (§4.2). */
+    bool stcp = login && module_available("secure-tcp");
+    sb_printf(b, "core: {\n  modules = [ \"keys\", \"storage-sqlite\", \"ip-blocker\", \"registry\", \"nat-test\", \"punch-coordinator\"%s%s%s ];\n",
+              login ? ", \"login-gate\"" : "", stcp ? ", \"secure-tcp\"" : "",
+              module_available("websocket-transport") ? ", \"websocket-transport\"" : "");
     sb_printf(b, "  log_level = \"%s\";\n  admin_socket = \"hbbs.sock\";\n  udp_rcvbuf = %lld;\n", log_level_of(getenv("RUST_LOG")), rmem);
     /* The NAT port (PORT-1) is owned by nat-test, which serves upstream's
      * loopback console there as hbbs does (compat_console below). */
@@ -279,35 +279,80 @@ static int hbbr_conf(compat_opts *o, sbuf *b, char *err, size_t errlen)
     return 0;
 }
 
-int rdv_compat_main(const char *personality, int argc, char **argv)
+/* The command line as given, kept to make the configuration again on
+ * SIGHUP: flags and environment stay, ./.env and the -c file are read
+ * anew, so an edit there applies (what may change live is the server's
+ * rule: a setting that needs a restart refuses the reload). */
+typedef struct compat_ctx {
+    const char *personality;
+    int argc;
+    char **argv;
+} compat_ctx;
+
+/* 0 and *text set; 1 usage error, 2 --help/--version printed (start only);
+ * -1 other error; err set for 1 and -1. */
+static int generate(const compat_ctx *x, char **text, char *err, size_t errlen)
 {
-    bool hbbs = strcmp(personality, "hbbs") == 0;
+    bool hbbs = strcmp(x->personality, "hbbs") == 0;
     compat_opts *o = compat_opts_new(hbbs ? COMPAT_HBBS : COMPAT_HBBR, environ);
-    if (!o)
-        return 1;
-    char err[512] = "";
-    int r = compat_parse_argv(o, argc, argv, err, sizeof err);
-    if (r != 0) { /* 1 = usage error, 2 = --help / --version printed */
-        if (r == 1)
-            fprintf(stderr, "%s: %s\n%s", personality, err, compat_usage(o));
+    if (!o) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int r = compat_parse_argv(o, x->argc, x->argv, err, errlen);
+    if (r == 1) {
+        size_t used = strlen(err);
+        snprintf(err + used, errlen - used, "\n%s", compat_usage(o));
+    }
+    if (r != 0) {
         compat_opts_free(o);
-        return r == 2 ? 0 : 1;
+        return r;
     }
     compat_load_files(o);
     sbuf b = { 0 };
-    r = hbbs ? hbbs_conf(o, &b, err, sizeof err) : hbbr_conf(o, &b, err, sizeof err);
+    r = hbbs ? hbbs_conf(o, &b, err, errlen) : hbbr_conf(o, &b, err, errlen);
     compat_opts_free(o);
     if (r < 0 || b.oom) {
-        fprintf(stderr, "%s: %s\n", personality, b.oom ? "out of memory" : err);
+        if (b.oom)
+            snprintf(err, errlen, "out of memory");
         free(b.p);
+        return -1;
+    }
+    *text = b.p;
+    return 0;
+}
+
+static char *regenerate(void *ud, char *err, size_t errlen)
+{
+    const compat_ctx *x = ud;
+    char *text = NULL;
+    char why[2048] = "";
+    if (generate(x, &text, why, sizeof why) != 0) {
+        snprintf(err, errlen, "%s command line, environment and files: %s", x->personality, why);
+        return NULL;
+    }
+    return text;
+}
+
+int rdv_compat_main(const char *personality, int argc, char **argv)
+{
+    compat_ctx x = { .personality = personality, .argc = argc, .argv = argv };
+    char err[2048] = "";
+    char *text = NULL;
+    int r = generate(&x, &text, err, sizeof err);
+    if (r == 2)
+        return 0;
+    if (r != 0) {
+        fprintf(stderr, "%s: %s%s", personality, err, r == 1 ? "" : "\n");
         return 1;
     }
     char name[64];
     snprintf(name, sizeof name, "%s command line and environment", personality);
-    rdv_boot boot = { .conf_text = b.p, .conf_text_name = name, .conf_dir = getenv("RDVD_CONF_DIR") };
+    rdv_boot boot = { .conf_text = text, .conf_text_name = name, .conf_dir = getenv("RDVD_CONF_DIR"),
+                      .conf_regen = regenerate, .conf_regen_ud = &x };
     if (getenv("RDVD_PRINT_CONFIG"))
         boot.dry = true;
     int rc = rdv_main_run(&boot, boot.dry);
-    free(b.p);
+    free(text);
     return rc;
 }

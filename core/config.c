@@ -32,12 +32,14 @@
 struct conf_file {
     char *path;
     config_t tree; /* settings point back here: never moved */
+    bool base;     /* rdv_conf_load_base: its keys yield to later files */
 };
 
 struct entry { /* one key of a group, in file order */
     const char *key;
     const config_setting_t *val;
     const char *file;
+    bool base;
 };
 
 struct group {
@@ -232,6 +234,19 @@ const char *const *rdv_conf_groups(const rdv_conf *c, size_t *n)
 
 /* A group absent from files and overrides has only defaults; say so rather
  * than return NULL into a caller's "%s". */
+const char *rdv_conf_setting_origin(const rdv_conf *c, const char *group, const char *key, char *buf, size_t len)
+{
+    const struct override *o = override_find(c, group, key);
+    const struct entry *e = o ? NULL : entry_find(group_find(c, group), key);
+    if (o)
+        snprintf(buf, len, "override %s", o->spec);
+    else if (e)
+        snprintf(buf, len, "%s:%u", e->file, config_setting_source_line(e->val));
+    else
+        return rdv_conf_group_origin(c, group, buf, len);
+    return buf;
+}
+
 const char *rdv_conf_group_origin(const rdv_conf *c, const char *group, char *buf, size_t len)
 {
     const struct group *g = group_find(c, group);
@@ -387,7 +402,8 @@ static const char *source_file(const config_setting_t *v, const char *fallback)
 }
 
 /* Add the keys of one top-level group to the index, refusing repeats. */
-static int index_group(rdv_conf *c, const config_setting_t *top, const char *path, char *err, size_t errlen)
+static int index_group(rdv_conf *c, const config_setting_t *top, const char *path, bool base, char *err,
+                       size_t errlen)
 {
     const char *file = source_file(top, path);
     struct group *g = group_get(c, config_setting_name(top), file, config_setting_source_line(top));
@@ -397,7 +413,11 @@ static int index_group(rdv_conf *c, const config_setting_t *top, const char *pat
         const config_setting_t *v = config_setting_get_elem(top, (unsigned)i);
         struct loc l = { .file = source_file(v, path), .line = config_setting_source_line(v),
                          .group = g->name, .key = config_setting_name(v) };
-        const struct entry *prev = entry_find(g, l.key);
+        struct entry *prev = (struct entry *)entry_find(g, l.key);
+        if (prev && prev->base && !base) { /* a file over the base layer: its value wins */
+            *prev = (struct entry){ .key = l.key, .val = v, .file = l.file };
+            continue;
+        }
         if (prev)
             return fail_at(&l, err, errlen, "set twice, first at %s:%u (keep one)", prev->file,
                            config_setting_source_line(prev->val));
@@ -405,7 +425,7 @@ static int index_group(rdv_conf *c, const config_setting_t *top, const char *pat
         if (!es)
             return fail_at(&l, err, errlen, "out of memory");
         g->e = es;
-        es[g->n++] = (struct entry){ .key = l.key, .val = v, .file = l.file };
+        es[g->n++] = (struct entry){ .key = l.key, .val = v, .file = l.file, .base = base };
     }
     return 0;
 }
@@ -420,7 +440,7 @@ static int index_tree(rdv_conf *c, const struct conf_file *f, char *err, size_t 
             return failf(err, errlen, "%s:%u: %s: top-level settings must be groups (put it inside "
                          "a module's group, e.g. core = { %s = ...; };)",
                          source_file(top, f->path), config_setting_source_line(top), name, name);
-        if (index_group(c, top, f->path, err, errlen) < 0)
+        if (index_group(c, top, f->path, f->base, err, errlen) < 0)
             return -1;
     }
     return 0;
@@ -437,7 +457,19 @@ int rdv_conf_load_file(rdv_conf *c, const char *path, char *err, size_t errlen)
     return rc;
 }
 
+static int load_text(rdv_conf *c, const char *path, const char *text, bool base, char *err, size_t errlen);
+
 int rdv_conf_load_string(rdv_conf *c, const char *path, const char *text, char *err, size_t errlen)
+{
+    return load_text(c, path, text, false, err, errlen);
+}
+
+int rdv_conf_load_base(rdv_conf *c, const char *name, const char *text, char *err, size_t errlen)
+{
+    return load_text(c, name, text, true, err, errlen);
+}
+
+static int load_text(rdv_conf *c, const char *path, const char *text, bool base, char *err, size_t errlen)
 {
     struct conf_file **files = grow(c->files, c->nfiles, &c->files_cap, sizeof *files);
     struct conf_file *f = calloc(1, sizeof *f);
@@ -450,6 +482,7 @@ int rdv_conf_load_string(rdv_conf *c, const char *path, const char *text, char *
         goto out;
     }
     config_init(&f->tree);
+    f->base = base;
     files[c->nfiles++] = f;
     if (!config_read_string(&f->tree, text)) {
         const char *where = config_error_file(&f->tree), *why = config_error_text(&f->tree);
@@ -760,14 +793,14 @@ static int parse_int(const rdv_setting *s, const char *text, void *cfg, const st
 static int parse_bool(const rdv_setting *s, const char *text, void *cfg, const struct loc *at,
                       char *err, size_t errlen)
 {
-    static const char *const yes[] = { "true", "yes", "on", "1" }, *const no[] = { "false", "no", "off", "0" };
+    static const char *const yes[] = { "true", "yes", "on", "1", "y" }, *const no[] = { "false", "no", "off", "0", "n" };
     for (size_t i = 0; i < sizeof yes / sizeof *yes; i++) {
         if (strcasecmp(text, yes[i]) == 0 || strcasecmp(text, no[i]) == 0) {
             *FIELD(s, cfg, bool) = strcasecmp(text, yes[i]) == 0;
             return 0;
         }
     }
-    return fail_at(at, err, errlen, "\"%s\" is not a boolean (use true/false, yes/no, on/off or 1/0)", text);
+    return fail_at(at, err, errlen, "\"%s\" is not a boolean (use true/false, yes/no, y/n, on/off or 1/0)", text);
 }
 
 static int parse_double(const rdv_setting *s, const char *text, void *cfg, const struct loc *at,

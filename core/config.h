@@ -29,6 +29,9 @@ int rdv_conf_load_file(rdv_conf *c, const char *path, char *err, size_t errlen);
 /* Parse text as if it were a file named `name` (generated configuration of
  * the hbbs/hbbr launchers). */
 int rdv_conf_load_string(rdv_conf *c, const char *name, const char *text, char *err, size_t errlen);
+/* The same for a base layer (the launchers' generated text): a key it sets
+ * may be set again by a file loaded later, whose value then wins. */
+int rdv_conf_load_base(rdv_conf *c, const char *name, const char *text, char *err, size_t errlen);
 /* "group.key=value". The value is kept as text and converted when the
  * group is filled (so type errors name the override). Later overrides of the
  * same key win. Returns 0 or -1 (malformed) with err set. */
@@ -40,6 +43,9 @@ void rdv_conf_free(rdv_conf *c);
 const char *const *rdv_conf_groups(const rdv_conf *c, size_t *n);
 /* Where a group was first seen ("conf.d/10-x.conf:3"), or "override". */
 const char *rdv_conf_group_origin(const rdv_conf *c, const char *group, char *buf, size_t len);
+/* Where group.key is set ("conf.d/40-relay.conf:12", "override relay.port=1"),
+ * else where its group was first seen (see above). */
+const char *rdv_conf_setting_origin(const rdv_conf *c, const char *group, const char *key, char *buf, size_t len);
 
 /* Fill a settings struct (config_size bytes; the caller zeroes it) from a
  * group: defaults first, then file values, then overrides. Rejects unknown

@@ -470,6 +470,16 @@ int rdv_listener_open(rdv_server *s, const rdv_listen_spec *spec, rdv_mod *owner
     int fd = bind_any(spec->bind, spec->port, udp ? SOCK_DGRAM : SOCK_STREAM, s->cfg.ipv6,
                       udp ? (int)s->cfg.udp_rcvbuf : 0, &fam);
     if (fd < 0) {
+        const rdv_listener *own = NULL; /* a port this rdvd already holds: the conf repeats it */
+        for (const rdv_listener *o = s->listeners; fd == -EADDRINUSE && o && !own; o = o->next)
+            if (o->port == spec->port && o->transport == spec->transport)
+                own = o;
+        if (own) {
+            rdv_logf(who, RDV_LOG_ERR, "cannot listen on %s port %d for '%s': this rdvd already listens there for "
+                     "'%s' (%s): give each its own port", udp ? "UDP" : "TCP", spec->port, spec->name, own->name,
+                     own->owner ? own->owner->desc->name : "core.listeners");
+            return fd;
+        }
         const char *fix = fd == -EADDRINUSE ? " (another process uses this port: stop it or choose another port)"
                         : fd == -EACCES     ? " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
                         : fd == -EINVAL     ? " (bad bind address)"

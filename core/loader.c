@@ -8,43 +8,79 @@
 
 #include "server.h"
 
-static int try_open(const char *dir, const char *name, char **path_out, void **dl, char *dlerr, size_t dlerrlen)
+/* The directories searched when core.module_path is empty. An rdvd inside
+ * its build tree uses that tree's modules; any other (installed) rdvd the
+ * install's, found from the binary's own place (<prefix>/bin/rdvd ->
+ * <prefix>/<libdir>/rdvd/modules, so an install under any prefix works),
+ * then the directory configured at build time. Never the build tree for an
+ * installed binary: a stale or half-built module there would win. */
+const char *rdv_module_dirs(const char *module_path, char *buf, size_t len)
 {
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s.so", dir, name);
-    if (access(path, F_OK) != 0)
+    if (module_path && *module_path) {
+        snprintf(buf, len, "%s", module_path);
+        return buf;
+    }
+    char exe[PATH_MAX], build[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[n > 0 ? n : 0] = '\0';
+    size_t bl = realpath(RDV_BUILD_BIN_DIR, build) ? strlen(build) : 0;
+    if (bl && strncmp(exe, build, bl) == 0 && exe[bl] == '/') {
+        snprintf(buf, len, "%s", RDV_BUILD_MODULE_DIR);
+        return buf;
+    }
+    /* exe's directory, and it must end in /<bindir> for the prefix to be known */
+    char *slash = strrchr(exe, '/');
+    size_t dl = slash ? (size_t)(slash - exe) : 0, bdl = strlen(RDV_INSTALL_BINDIR);
+    if (dl > bdl && exe[dl - bdl - 1] == '/' && strncmp(exe + dl - bdl, RDV_INSTALL_BINDIR, bdl) == 0 &&
+        strcmp(RDV_INSTALL_MODULE_SUBDIR, "") != 0) {
+        char own[PATH_MAX + 64];
+        snprintf(own, sizeof own, "%.*s/%s", (int)(dl - bdl - 1), exe, RDV_INSTALL_MODULE_SUBDIR);
+        if (strcmp(own, RDV_INSTALL_MODULE_DIR) != 0) {
+            snprintf(buf, len, "%s:%s", own, RDV_INSTALL_MODULE_DIR);
+            return buf;
+        }
+    }
+    snprintf(buf, len, "%s", RDV_INSTALL_MODULE_DIR);
+    return buf;
+}
+
+/* Path of the first <name>.so in dirs (':'-separated), or "" when none. */
+static const char *module_file(const char *dirs, const char *name, char *path, size_t len)
+{
+    for (const char *d = dirs; *d;) {
+        size_t dl = strcspn(d, ":");
+        if (dl) {
+            snprintf(path, len, "%.*s/%s.so", (int)dl, d, name);
+            if (access(path, F_OK) == 0)
+                return path;
+        }
+        d += dl + (d[dl] == ':');
+    }
+    path[0] = '\0';
+    return path;
+}
+
+bool rdv_module_exists(const char *module_path, const char *name)
+{
+    char dirs[2 * PATH_MAX + 64], path[PATH_MAX + 256];
+    return *module_file(rdv_module_dirs(module_path, dirs, sizeof dirs), name, path, sizeof path) != '\0';
+}
+
+static int find_module(rdv_server *s, const char *name, char **path_out, void **dl, char *err, size_t errlen)
+{
+    char dirs[2 * PATH_MAX + 64], path[PATH_MAX + 256];
+    rdv_module_dirs(s->cfg.module_path, dirs, sizeof dirs);
+    if (!*module_file(dirs, name, path, sizeof path)) {
+        snprintf(err, errlen, "module '%s' (core.modules): no %s.so in %s (set core.module_path)", name, name, dirs);
         return -ENOENT;
+    }
     *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!*dl) {
-        snprintf(dlerr, dlerrlen, "%s", dlerror());
+        snprintf(err, errlen, "module '%s': cannot load %s: %s", name, path, dlerror());
         return -ELIBBAD;
     }
     *path_out = strdup(path);
-    return 0;
-}
-
-/* Search core.module_path (':'-separated), else the build tree then the
- * install directory. */
-static int find_module(rdv_server *s, const char *name, char **path, void **dl, char *err, size_t errlen)
-{
-    char dlerr[512] = "";
-    const char *mp = s->cfg.module_path;
-    char *dirs = strdup(*mp ? mp : RDV_BUILD_MODULE_DIR ":" RDV_INSTALL_MODULE_DIR);
-    if (!dirs)
-        return -ENOMEM;
-    int r = -ENOENT;
-    for (char *save = NULL, *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-        r = try_open(d, name, path, dl, dlerr, sizeof dlerr);
-        if (r != -ENOENT)
-            break;
-    }
-    if (r == -ENOENT)
-        snprintf(err, errlen, "module '%s' (core.modules): no %s.so in %s (set core.module_path)", name, name,
-                 *mp ? mp : RDV_BUILD_MODULE_DIR ":" RDV_INSTALL_MODULE_DIR);
-    else if (r < 0)
-        snprintf(err, errlen, "module '%s': cannot load: %s", name, dlerr);
-    free(dirs);
-    return r;
+    return *path_out ? 0 : -ENOMEM;
 }
 
 static int check_descriptor(const rdv_module *d, const char *name, const char *path, char *err, size_t errlen)
@@ -71,6 +107,27 @@ static int check_descriptor(const rdv_module *d, const char *name, const char *p
     return 0;
 }
 
+/* A validate message that starts "<module>.<setting>" (the convention of
+ * docs/MODULES.md) names that setting: copy its name to key, so the error
+ * can point at the line that set it rather than at the group. */
+static bool why_setting(const rdv_module *d, const char *why, char *key, size_t keylen)
+{
+    size_t nl = strlen(d->name);
+    if (strncmp(why, d->name, nl) != 0 || why[nl] != '.')
+        return false;
+    const char *k = why + nl + 1;
+    size_t kl = strspn(k, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-");
+    if (kl == 0 || kl >= keylen)
+        return false;
+    for (const rdv_setting *st = d->settings; st && st->name; st++)
+        if (strlen(st->name) == kl && strncmp(st->name, k, kl) == 0) {
+            memcpy(key, k, kl);
+            key[kl] = '\0';
+            return true;
+        }
+    return false;
+}
+
 int rdv_mod_fill_config(rdv_server *s, const rdv_conf *conf, const rdv_module *d, void **cfg, char *err, size_t errlen)
 {
     (void)s;
@@ -87,8 +144,12 @@ int rdv_mod_fill_config(rdv_server *s, const rdv_conf *conf, const rdv_module *d
     if (d->validate) {
         char why[512] = "";
         if (d->validate(c, why, sizeof why) < 0) {
-            char where[256];
-            snprintf(err, errlen, "%s: %s: %s", rdv_conf_group_origin(conf, d->name, where, sizeof where), d->name, why);
+            char where[256], key[64];
+            if (why_setting(d, why, key, sizeof key))
+                snprintf(err, errlen, "%s: %s", rdv_conf_setting_origin(conf, d->name, key, where, sizeof where), why);
+            else
+                snprintf(err, errlen, "%s: %s: %s", rdv_conf_group_origin(conf, d->name, where, sizeof where),
+                         d->name, why);
             rdv_conf_release(d->settings, c);
             free(c);
             return -EINVAL;
@@ -210,6 +271,17 @@ int rdv_load_modules(rdv_server *s, char *err, size_t errlen)
         if ((r = rdv_mod_fill_config(s, s->conf, m->desc, &m->cfg, err, errlen)) < 0)
             return r;
     }
+    for (size_t i = 0; i < s->nmods; i++) { /* one line per directory modules came from */
+        const char *slash = strrchr(s->mods[i]->path, '/');
+        int dl = slash ? (int)(slash - s->mods[i]->path) : 0;
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++) {
+            const char *o = s->mods[j]->path, *os = strrchr(o, '/');
+            seen = os && os - o == dl && strncmp(o, s->mods[i]->path, (size_t)dl) == 0;
+        }
+        if (!seen)
+            rdv_logf("core", RDV_LOG_INFO, "modules from %.*s", dl, s->mods[i]->path);
+    }
     int r = rdv_sort_modules(s->mods, s->nmods, err, errlen);
     if (r < 0)
         return r;
@@ -219,14 +291,22 @@ int rdv_load_modules(rdv_server *s, char *err, size_t errlen)
     return 0;
 }
 
+void rdv_mod_failed(const char *name, const char *what, int r, unsigned long errors_before, char *err, size_t errlen)
+{
+    if (rdv_log_errors() != errors_before) /* it said why: its errno would only confuse */
+        snprintf(err, errlen, "module '%s' failed to %s (the reason is on the line above)", name, what);
+    else
+        snprintf(err, errlen, "module '%s' failed to %s: %s", name, what, strerror(-r));
+}
+
 int rdv_init_modules(rdv_server *s, char *err, size_t errlen)
 {
     int r;
     for (size_t i = 0; i < s->nmods; i++) {
         rdv_mod *m = s->mods[i];
+        unsigned long errors = rdv_log_errors();
         if (m->desc->init && (r = m->desc->init(&m->handle, m->cfg, &m->state)) < 0) {
-            snprintf(err, errlen, "module '%s' failed to initialise: %s (see the lines above)", m->desc->name,
-                     strerror(-r));
+            rdv_mod_failed(m->desc->name, "initialise", r, errors, err, errlen);
             return r;
         }
         m->inited = true;

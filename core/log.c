@@ -8,6 +8,7 @@
 #include "server.h"
 
 static rdv_log_level log_level = RDV_LOG_INFO;
+static unsigned long log_errors; /* ERROR lines asked for, shown or not */
 
 static const char *level_name(rdv_log_level l)
 {
@@ -38,8 +39,12 @@ int rdv_log_parse_level(const char *s, rdv_log_level *out)
     return -1;
 }
 
+unsigned long rdv_log_errors(void) { return log_errors; }
+
 void rdv_log_write(const char *who, rdv_log_level lvl, const char *fmt, va_list ap)
 {
+    if (lvl == RDV_LOG_ERR)
+        log_errors++;
     if (!rdv_log_enabled_at(lvl))
         return;
     /* One fprintf per line keeps lines whole when stderr is shared. */

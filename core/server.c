@@ -53,7 +53,7 @@ static int load_conf(rdv_server *s, rdv_conf **out, char *err, size_t errlen)
     rdv_conf *c = rdv_conf_new();
     if (!c)
         return -ENOMEM;
-    if (s->conf_text && rdv_conf_load_string(c, s->conf_text_name, s->conf_text, err, errlen) < 0)
+    if (s->conf_text && rdv_conf_load_base(c, s->conf_text_name, s->conf_text, err, errlen) < 0)
         goto fail;
     if (s->conf_dir && rdv_conf_load_dir(c, s->conf_dir, err, errlen) < 0)
         goto fail;
@@ -203,20 +203,70 @@ bad:
     return -EINVAL;
 }
 
-static void warn_unknown_groups(rdv_server *s)
+/* Levenshtein distance of a and b, capped: enough to spot a typo. */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 63 || lb > 63)
+        return 64;
+    size_t row[64];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            diag = up;
+            row[j] = best;
+        }
+    }
+    return row[lb];
+}
+
+/* A group must be core's or a module's. One for an installed module that
+ * core.modules leaves out is harmless (a module switched off with its file
+ * kept: warned at start). One that names no module at all is a typo, and
+ * ignoring it would run that module on defaults without a word (and drop
+ * the operator's settings on the next SIGHUP): refused, with the nearest
+ * name. */
+static int check_groups(rdv_server *s, const rdv_conf *conf, const char *module_path, bool warn, char *err,
+                        size_t errlen)
 {
     size_t n;
-    const char *const *g = rdv_conf_groups(s->conf, &n);
+    const char *const *g = rdv_conf_groups(conf, &n);
     for (size_t i = 0; i < n; i++) {
         bool known = strcmp(g[i], "core") == 0;
         for (size_t j = 0; !known && j < s->nmods; j++)
             known = strcmp(g[i], s->mods[j]->desc->name) == 0;
-        if (!known) {
-            char where[256];
-            rdv_logf("core", RDV_LOG_WARN, "%s: group '%s' is for a module not in core.modules; ignored",
-                     rdv_conf_group_origin(s->conf, g[i], where, sizeof where), g[i]);
+        if (known)
+            continue;
+        char where[256];
+        rdv_conf_group_origin(conf, g[i], where, sizeof where);
+        if (rdv_module_exists(module_path, g[i])) {
+            if (warn)
+                rdv_logf("core", RDV_LOG_WARN, "%s: group '%s' is for a module not in core.modules; ignored", where,
+                         g[i]);
+            continue;
         }
+        const char *near = edit_distance(g[i], "core") <= 2 ? "core" : NULL;
+        size_t best = 3;
+        for (size_t j = 0; j < s->nmods; j++) {
+            size_t d = edit_distance(g[i], s->mods[j]->desc->name);
+            if (d < best)
+                best = d, near = s->mods[j]->desc->name;
+        }
+        char dirs[4200];
+        snprintf(err, errlen, "%s: group '%s' names no module (none in core.modules, no %s.so in %s): fix the name%s%s%s "
+                 "or remove the group", where, g[i], g[i], rdv_module_dirs(module_path, dirs, sizeof dirs),
+                 near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
+        return -EINVAL;
     }
+    return 0;
 }
 
 int rdv_server_init(rdv_server *s, const rdv_boot *boot)
@@ -229,6 +279,7 @@ int rdv_server_init(rdv_server *s, const rdv_boot *boot)
     if (boot->conf_text && (!(s->conf_text = strdup(boot->conf_text)) ||
                             !(s->conf_text_name = strdup(boot->conf_text_name ? boot->conf_text_name : "generated"))))
         return -ENOMEM;
+    s->conf_regen = boot->conf_regen, s->conf_regen_ud = boot->conf_regen_ud;
     s->core_mod.handle.api = &rdv_api_table;
     s->core_mod.srv = s;
     s->exit_code = 0;
@@ -275,9 +326,8 @@ int rdv_server_init(rdv_server *s, const rdv_boot *boot)
         snprintf(err, sizeof err, "admin console not available (see above)");
         goto fail;
     }
-    if (rdv_load_modules(s, err, sizeof err) < 0)
+    if (rdv_load_modules(s, err, sizeof err) < 0 || check_groups(s, s->conf, s->cfg.module_path, true, err, sizeof err) < 0)
         goto fail;
-    warn_unknown_groups(s);
     if (dry)
         return 0;
     rdv_fit_nofile(s);
@@ -289,10 +339,10 @@ int rdv_server_init(rdv_server *s, const rdv_boot *boot)
     }
     for (size_t i = 0; i < s->nmods; i++) {
         rdv_mod *m = s->mods[i];
+        unsigned long errors = rdv_log_errors();
         int r = m->desc->start ? m->desc->start(m->state) : 0;
         if (r < 0) {
-            snprintf(err, sizeof err, "module '%s' failed to start: %s (see the lines above)", m->desc->name,
-                     strerror(-r));
+            rdv_mod_failed(m->desc->name, "start", r, errors, err, sizeof err);
             goto fail;
         }
         m->started = true;
@@ -374,6 +424,13 @@ int rdv_server_reload(rdv_server *s)
     int rc = -1;
     if (!ncfg)
         return -1;
+    if (s->conf_regen) {
+        char *text = s->conf_regen(s->conf_regen_ud, err, sizeof err);
+        if (!text)
+            goto out;
+        free(s->conf_text);
+        s->conf_text = text;
+    }
     if (load_conf(s, &nc, err, sizeof err) < 0 || fill_core(s, nc, &ncore, &nl, &nnl, err, sizeof err) < 0)
         goto out;
     const rdv_setting *chg = rdv_conf_nonreloadable_change(rdv_core_settings, &s->cfg, &ncore);
@@ -384,6 +441,8 @@ int rdv_server_reload(rdv_server *s)
         snprintf(err, sizeof err, "core.%s changed: this setting needs a restart", chg ? chg->name : "listeners");
         goto out_core;
     }
+    if (check_groups(s, nc, ncore.module_path, false, err, sizeof err) < 0)
+        goto out_core;
     for (size_t i = 0; i < s->nmods; i++) {
         rdv_mod *m = s->mods[i];
         if (rdv_mod_fill_config(s, nc, m->desc, &ncfg[i], err, sizeof err) < 0)

@@ -48,6 +48,9 @@ extern const rdv_setting rdv_listener_settings[];
 void rdv_log_set_level(rdv_log_level lvl);
 int rdv_log_parse_level(const char *s, rdv_log_level *out);
 bool rdv_log_enabled_at(rdv_log_level lvl);
+/* ERROR lines logged so far: a failing step that logged its own reason
+ * needs no errno in the summary line (which would often mislead). */
+unsigned long rdv_log_errors(void);
 void rdv_log_write(const char *who, rdv_log_level lvl, const char *fmt, va_list ap) RDV_PRINTF(3, 0);
 void rdv_logf(const char *who, rdv_log_level lvl, const char *fmt, ...) RDV_PRINTF(3, 4);
 bool rdv_ratelimit_ok(rdv_ratelimit *rl, uint64_t now_ms);
@@ -126,6 +129,8 @@ struct rdv_server {
     rdv_conf *conf;
     char *conf_dir;
     char *conf_text, *conf_text_name;
+    char *(*conf_regen)(void *ud, char *err, size_t errlen); /* see rdv_boot */
+    void *conf_regen_ud;
     rdv_strlist overrides;
 
     rdv_mod **mods;           /* in dependency order */
@@ -187,6 +192,10 @@ typedef struct rdv_boot {
     const char *conf_dir;
     const char *conf_text;
     const char *conf_text_name;   /* shown in error messages, e.g. "hbbs command line" */
+    /* Makes conf_text again (malloc'd; NULL with err set) for each reload,
+     * so a launcher's .env and -c file are read again on SIGHUP. */
+    char *(*conf_regen)(void *ud, char *err, size_t errlen);
+    void *conf_regen_ud;
     const rdv_strlist *overrides;
     bool dry;
 } rdv_boot;
@@ -197,7 +206,13 @@ int rdv_server_print_config(rdv_server *s, FILE *f);
 int rdv_server_reload(rdv_server *s);
 
 /* loader.c */
-int rdv_load_modules(rdv_server *s, char *err, size_t errlen);   /* dlopen, check, fill, sort, register */
+int rdv_load_modules(rdv_server *s, char *err, size_t errlen);
+/* The ':'-separated directories searched for <module>.so: module_path
+ * (core.module_path) when set, else the defaults (written to buf). */
+const char *rdv_module_dirs(const char *module_path, char *buf, size_t len);
+bool rdv_module_exists(const char *module_path, const char *name);
+/* The summary line for a module whose init/start returned r < 0. */
+void rdv_mod_failed(const char *name, const char *what, int r, unsigned long errors_before, char *err, size_t errlen);   /* dlopen, check, fill, sort, register */
 int rdv_init_modules(rdv_server *s, char *err, size_t errlen);   /* init() in order */
 int rdv_mod_fill_config(rdv_server *s, const rdv_conf *conf, const rdv_module *d, void **cfg,
                         char *err, size_t errlen);

@@ -27,8 +27,13 @@ moddir=$(dirname "$(ls "$p"/lib/rdvd/modules/keys.so "$p"/lib/*/rdvd/modules/key
 conf="$p/etc/rdvd/conf.d"
 [ -f "$conf/00-core.conf" ] || fail "$conf/00-core.conf missing"
 [ -f "$p/share/rdvd/conf.d/00-core.conf" ] || fail "pristine conf.d missing under share/"
-(cd "$tmp" && "$p/bin/rdvd" -c "$conf" -o core.module_path="$moddir" --check) >"$tmp/check" 2>&1 ||
+# No core.module_path: an installed rdvd finds the modules of its own
+# prefix (installed with --prefix elsewhere than configured), never the
+# build tree's.
+(cd "$tmp" && "$p/bin/rdvd" -c "$conf" --check) >"$tmp/check" 2>&1 ||
   { cat "$tmp/check"; fail "the installed rdvd refuses the installed conf.d"; }
+grep -q "modules from $moddir\$" "$tmp/check" ||
+  { cat "$tmp/check"; fail "the installed rdvd did not load the modules of its prefix ($moddir)"; }
 
 # an operator's edit survives a second install (an upgrade)
 echo "# edited by the operator" >>"$conf/20-registry.conf"

@@ -440,11 +440,11 @@ int candy_parse_network(const candy_cfg *cfg, bool *has_dhcp, candy_cidr *dhcp, 
     *has_dhcp = false, *rules = NULL, *nrules = 0;
     if (*cfg->dhcp) {
         if (candy_cidr_parse(cfg->dhcp, strlen(cfg->dhcp) + 1, dhcp) != CANDY_OK) {
-            snprintf(err, errlen, "dhcp = \"%s\" is not an IPv4 address/prefix such as \"10.0.0.0/24\"", cfg->dhcp);
+            snprintf(err, errlen, "candy.dhcp = \"%s\" is not an IPv4 address/prefix such as \"10.0.0.0/24\"", cfg->dhcp);
             return -EINVAL;
         }
         if (dhcp->prefix > 30) {
-            snprintf(err, errlen, "dhcp = \"%s\" leaves no address for clients: use a prefix of 30 or less",
+            snprintf(err, errlen, "candy.dhcp = \"%s\" leaves no address for clients: use a prefix of 30 or less",
                      cfg->dhcp);
             return -EINVAL;
         }
@@ -461,9 +461,9 @@ int candy_parse_network(const candy_cfg *cfg, bool *has_dhcp, candy_cidr *dhcp, 
         char why[160];
         int e = candy_rules_parse(cfg->sdwan.v[i], v + total, CANDY_MAX_RULES - total, &k, why, sizeof why);
         if (e == -E2BIG)
-            snprintf(err, errlen, "sdwan: more than %d rules", CANDY_MAX_RULES);
+            snprintf(err, errlen, "candy.sdwan: more than %d rules", CANDY_MAX_RULES);
         else if (e < 0)
-            snprintf(err, errlen, "sdwan entry %zu (\"%.60s\"): %s", i + 1, cfg->sdwan.v[i], why);
+            snprintf(err, errlen, "candy.sdwan: entry %zu (\"%.60s\"): %s", i + 1, cfg->sdwan.v[i], why);
         if (e < 0) {
             free(v);
             return -EINVAL;

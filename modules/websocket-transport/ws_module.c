@@ -62,7 +62,7 @@ static int ws_parse_proxies(const rdv_strlist *l, ws_cidr **out, size_t *n, char
     for (size_t i = 0; i < l->n; i++) {
         if (ws_cidr_parse(l->v[i], &v[i]) < 0) {
             if (err)
-                snprintf(err, errlen, "trusted_proxies: \"%s\" is not an IP address or IP/prefix", l->v[i]);
+                snprintf(err, errlen, "websocket-transport.trusted_proxies: \"%s\" is not an IP address or IP/prefix", l->v[i]);
             free(v);
             return -EINVAL;
         }
@@ -81,18 +81,18 @@ static int ws_validate(const void *cfg_, char *err, size_t errlen)
         return r;
     free(v);
     if (cfg->rendezvous_port && cfg->rendezvous_port == cfg->relay_port) {
-        snprintf(err, errlen, "rendezvous_port and relay_port are both %lld", (long long)cfg->relay_port);
+        snprintf(err, errlen, "websocket-transport.relay_port: rendezvous_port and relay_port are both %lld", (long long)cfg->relay_port);
         return -EINVAL;
     }
     if (cfg->relay_max_message > cfg->buffer_total) {
         snprintf(err, errlen,
-                 "relay_max_message = %lld is larger than buffer_total = %lld: one such message could never be "
+                 "websocket-transport.relay_max_message = %lld is larger than buffer_total = %lld: one such message could never be "
                  "held; raise buffer_total or lower relay_max_message",
                  (long long)cfg->relay_max_message, (long long)cfg->buffer_total);
         return -EINVAL;
     }
     if (cfg->relay_first_max > cfg->relay_max_message) {
-        snprintf(err, errlen, "relay_first_max (%lld) is larger than relay_max_message (%lld)",
+        snprintf(err, errlen, "websocket-transport.relay_first_max (%lld) is larger than relay_max_message (%lld)",
                  (long long)cfg->relay_first_max, (long long)cfg->relay_max_message);
         return -EINVAL;
     }

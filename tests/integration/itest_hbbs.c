@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -100,6 +101,100 @@ Test(hbbs, dotenv_and_environment_spellings, .fini = teardown, .timeout = 60)
     close(u);
     char *out = console(p - 1, "always-use-relay");
     cr_assert(strstr(out, "ALWAYS_USE_RELAY: true"), "ALWAYS_USE_RELAY from .env: '%s'", out);
+}
+
+static void write_file(const char *dir, const char *name, const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f, "%s", path);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* SIGHUP makes the configuration again from the command line, the
+ * environment and the files: an edited ./.env applies (the launcher said
+ * "configuration reloaded" and kept the old values before), and a change
+ * that needs a restart is refused with the old configuration kept. */
+Test(hbbs, sighup_reads_dotenv_again, .fini = teardown, .timeout = 60)
+{
+    cr_assert_eq(rdvt_prepare(&srv, NULL), 0);
+    int p = srv.port;
+    char env[128];
+    snprintf(env, sizeof env, "PORT=%d\nALWAYS_USE_RELAY=N\n", p);
+    write_file(srv.dir, ".env", env);
+    cr_assert_eq(rdvt_start_exe(&srv, "hbbs", NULL, true), 0);
+    cr_assert(strstr(console(p - 1, "aur"), "ALWAYS_USE_RELAY: false"));
+
+    snprintf(env, sizeof env, "PORT=%d\nALWAYS_USE_RELAY=Y\n", p);
+    write_file(srv.dir, ".env", env);
+    cr_assert_eq(kill(srv.pid, SIGHUP), 0);
+    cr_assert(rdvt_wait_log(&srv, "configuration reloaded", 5000));
+    char *out = console(p - 1, "aur");
+    cr_assert(strstr(out, "ALWAYS_USE_RELAY: true"), "the edited .env applies on SIGHUP: '%s'", out);
+
+    snprintf(env, sizeof env, "PORT=%d\nALWAYS_USE_RELAY=N\n", p + 10);
+    write_file(srv.dir, ".env", env);
+    cr_assert_eq(kill(srv.pid, SIGHUP), 0);
+    cr_assert(rdvt_wait_log(&srv, "reload refused, old configuration kept: core.listeners changed", 5000));
+    out = console(p - 1, "aur");
+    cr_assert(strstr(out, "ALWAYS_USE_RELAY: true"), "a refused reload changes nothing: '%s'", out);
+    int u = rdvt_udp("127.0.0.4");
+    Hbb__RendezvousMessage *r = register_peer(u, p, "123456789");
+    cr_assert_not_null(r, "still on the old port");
+    rdvt_msg_free(r);
+    close(u);
+}
+
+/* RDVD_CONF_DIR on top of the launcher: a setting there replaces the
+ * launcher's (it was "set twice" before), core.modules included (the
+ * whole list), and a misspelt group is refused at start. */
+Test(hbbs, rdvd_conf_dir_replaces_launcher_settings, .timeout = 60)
+{
+    cr_assert_eq(rdvt_prepare(&srv, NULL), 0);
+    int p = srv.port;
+    char extra[512], port[16];
+    snprintf(extra, sizeof extra, "%s/extra.d", srv.dir);
+    cr_assert_eq(mkdir(extra, 0755), 0);
+    write_file(extra, "10-mine.conf",
+               "core: { modules = [ \"keys\", \"storage-sqlite\", \"registry\", \"nat-test\", "
+               "\"punch-coordinator\", \"secure-tcp\" ]; };\n"
+               "punch-coordinator: { always_use_relay = true; };\n");
+    snprintf(port, sizeof port, "%d", p);
+    const char *const args[] = { "-p", port, NULL };
+    setenv("RDVD_CONF_DIR", extra, 1);
+    int started = rdvt_start_exe(&srv, "hbbs", args, true);
+    unsetenv("RDVD_CONF_DIR");
+    cr_assert_eq(started, 0, "hbbs with RDVD_CONF_DIR did not start");
+    char *out = console(p - 1, "aur");
+    cr_assert(strstr(out, "ALWAYS_USE_RELAY: true"), "the directory's value wins: '%s'", out);
+    /* secure-tcp came from the directory's module list: a TCP client is offered a key */
+    int t = rdvt_tcp("127.0.0.5", p);
+    Hbb__RendezvousMessage *m = rdvt_tcp_recv(t, 3000);
+    cr_assert_not_null(m, "no KeyExchange offer");
+    cr_assert_eq(m->union_case, HBB__RENDEZVOUS_MESSAGE__UNION_KEY_EXCHANGE);
+    rdvt_msg_free(m);
+    close(t);
+    int st = rdvt_stop(&srv);
+    cr_assert_eq(st, 0);
+    rdvt_cleanup(&srv);
+
+    /* a typo in a group name: refused, with the name it resembles */
+    cr_assert_eq(rdvt_prepare(&srv, NULL), 0);
+    snprintf(extra, sizeof extra, "%s/extra.d", srv.dir);
+    cr_assert_eq(mkdir(extra, 0755), 0);
+    write_file(extra, "10-mine.conf", "punch-cordinator: { always_use_relay = true; };\n");
+    snprintf(port, sizeof port, "%d", srv.port);
+    setenv("RDVD_CONF_DIR", extra, 1);
+    cr_assert_eq(rdvt_start_exe(&srv, "hbbs", args, false), 0);
+    unsetenv("RDVD_CONF_DIR");
+    st = rdvt_wait_exit(&srv, 5000);
+    bool named = rdvt_log_contains(&srv, "group 'punch-cordinator' names no module"),
+         near = rdvt_log_contains(&srv, "did you mean 'punch-coordinator'?");
+    rdvt_cleanup(&srv);
+    cr_assert_eq(st, 1, "a misspelt group must stop the start");
+    cr_assert(named && near, "the error names the group and the module it resembles");
 }
 
 Test(hbbs, usage_errors_exit_1)

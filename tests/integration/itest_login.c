@@ -42,11 +42,12 @@ static void need_login_gate(void)
         cr_skip_test("login-gate not built (libjwt-dev missing)");
 }
 
+static uint8_t KPK[32]; /* the server's public key, as the client is configured with it */
+
 static void read_key(void)
 {
-    uint8_t pk[32];
     size_t pkl;
-    cr_assert_eq(rdc_read_server_key(&srv, K, sizeof K, pk, &pkl), 44);
+    cr_assert_eq(rdc_read_server_key(&srv, K, sizeof K, KPK, &pkl), 44);
 }
 
 static void setup(void)
@@ -76,6 +77,26 @@ static msg_t *punch(int port, const char *id, const char *token)
     cr_assert_eq(rdvt_tcp_send(t, m), 0);
     msg_t *r = rdc_expect_tcp(t, HBB__RENDEZVOUS_MESSAGE__UNION_PUNCH_HOLE_RESPONSE, 5000);
     close(t);
+    return r;
+}
+
+/* The same as a logged-in client >= 1.4.1 sends it: it keys the connection
+ * first and fails without the offer (client-flows.md §5.2). */
+static msg_t *punch_keyed(int port, const char *id, const char *token)
+{
+    rdc_keyed c = rdc_keyed_connect("127.0.30.1", port, KPK, 3000);
+    msg_t *m = rdc_punch_hole_request(id, 1, K, "1.4.9");
+    m->punch_hole_request->token = (char *)token;
+    rdc_send_sealed(&c, m); /* m is rdclient's static message: not freed */
+    uint8_t *e = NULL;
+    long n = rdvt_tcp_recv_frame(c.fd, &e, 5000);
+    cr_assert_gt(n, 0, "no sealed answer to the punch request");
+    msg_t *r = rdc_open_sealed(&c, e, n);
+    free(e);
+    close(c.fd);
+    cr_assert_not_null(r);
+    cr_assert_eq(r->union_case, HBB__RENDEZVOUS_MESSAGE__UNION_PUNCH_HOLE_RESPONSE, "got %s",
+                 rdv_msg_tag_name((int)r->union_case));
     return r;
 }
 
@@ -173,10 +194,12 @@ Test(login_hbbs, must_login_from_the_environment, .timeout = 60)
     unsetenv("MUST_LOGIN");
     unsetenv("RUSTDESK_API_JWT_KEY");
     read_key();
-    expect_refused(punch(srv.port, "nosuchid", ""), "MUST_LOGIN=Y");
+    /* The fork offers secure TCP (config-compat.md §10), so the launcher
+     * loads secure-tcp with login-gate: logged-in clients key first. */
+    expect_refused(punch_keyed(srv.port, "nosuchid", ""), "MUST_LOGIN=Y");
     char tok[512];
     make_token(tok, sizeof tok, (long long)time(NULL) + 3600, JWT_KEY);
-    expect_passed(punch(srv.port, "nosuchid", tok), "token signed with RUSTDESK_API_JWT_KEY");
+    expect_passed(punch_keyed(srv.port, "nosuchid", tok), "token signed with RUSTDESK_API_JWT_KEY");
     char *o = rdvt_admin(&srv, "must-login");
     cr_assert_str_eq(o, "MUST_LOGIN: true\n");
     free(o);

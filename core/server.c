@@ -452,14 +452,29 @@ int rdv_server_reload(rdv_server *s)
             goto out_mods;
         }
     }
-    /* Phase two: commit. */
+    /* Phase two: commit. A module may still refuse here (a check against
+     * its running state); then the modules before it go back to their old
+     * settings, so a reload is taken whole or not at all. */
     for (size_t i = 0; i < s->nmods; i++) {
         rdv_mod *m = s->mods[i];
         if (!m->desc->settings)
             continue;
         if (m->desc->reconfigure && m->desc->reconfigure(m->state, ncfg[i]) < 0) {
-            rdv_logf(m->desc->name, RDV_LOG_ERR, "refused the new configuration; it keeps its old one");
-            continue;
+            snprintf(err, sizeof err, "module '%s' refused the new settings (the reason is on the line above)",
+                     m->desc->name);
+            for (size_t j = i; j-- > 0;) {
+                rdv_mod *b = s->mods[j];
+                if (!b->desc->settings)
+                    continue;
+                if (b->desc->reconfigure && b->desc->reconfigure(b->state, ncfg[j]) < 0)
+                    rdv_logf(b->desc->name, RDV_LOG_ERR, "could not take its old settings back; it keeps the new ones");
+                else {
+                    void *back = b->cfg;
+                    b->cfg = ncfg[j];
+                    ncfg[j] = back; /* the new one, freed below */
+                }
+            }
+            goto out_mods;
         }
         void *old = m->cfg;
         m->cfg = ncfg[i];

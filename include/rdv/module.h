@@ -157,7 +157,9 @@ typedef struct rdv_module {
      *       naming the module). *state is passed to every callback.
      * start: all modules are initialised; open listeners, start timers.
      * reconfigure: new validated cfg (SIGHUP); return <0 to refuse (the old
-     *       configuration stays whole for every module).
+     *       configuration stays whole for every module: modules that took
+     *       the new cfg before are reconfigured with their old one again,
+     *       so reconfigure must accept the cfg it ran with before).
      * stop: stop accepting work (shutdown begins); may still send.
      * destroy: free everything. */
     int (*init)(rdv_core *core, const void *cfg, void **state);

@@ -1238,6 +1238,41 @@ static size_t rr_payload(uint8_t *out, const char *uuid)
     return n - hl;
 }
 
+/* A reload is taken whole or not at all: websocket-transport (sorted
+ * before the relay, which uses its service) takes new trusted proxies, then
+ * the relay refuses its new message_queue (over half of
+ * core.write_queue_max, a check against the core's settings made when
+ * applied) — websocket-transport goes back to its old settings and the
+ * reload is refused. It used to keep the new ones and answer "reloaded". */
+Test(relay, refused_reload_changes_no_module)
+{
+    start_with_ws();
+    char path[400];
+    snprintf(path, sizeof path, "%s/conf.d/40-relay.conf", srv.dir);
+    char *text = read_text(path);
+    char *at = strstr(text, "message_queue = 1048576;");
+    cr_assert_not_null(at, "the profile sets message_queue = 1048576");
+    memcpy(at, "message_queue = 3000000;", strlen("message_queue = 3000000;"));
+    FILE *f = fopen(path, "w");
+    fputs(text, f);
+    fclose(f);
+    free(text);
+    snprintf(path, sizeof path, "%s/conf.d/60-ws.conf", srv.dir);
+    f = fopen(path, "w");
+    fputs("websocket-transport: { trusted_proxies = [ \"10.9.9.9\" ]; };\n", f);
+    fclose(f);
+    char *out = rdvt_admin(&srv, "reload");
+    cr_assert(strstr(out, "refused"), "reload answered: %s", out);
+    free(out);
+    cr_assert(rdvt_log_contains(&srv, "relay.message_queue = 3000000 is not below core.write_queue_max"));
+    cr_assert(rdvt_log_contains(&srv, "reload refused, old configuration kept: module 'relay' refused the new settings"));
+    out = rdvt_admin(&srv, "websocket");
+    cr_assert(strstr(out, "trusted proxies: none") && !strstr(out, "10.9.9.9"),
+              "websocket-transport kept the refused reload's settings: %s", out);
+    free(out);
+    check_alive();
+}
+
 Test(relay, L20_L21_websocket_pair_through_websocket_transport)
 {
     start_with_ws();

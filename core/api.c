@@ -199,14 +199,15 @@ static const char *api_module_name(rdv_core *c) { return name_of(c); }
 static int api_core_int(rdv_core *c, const char *name, int64_t *out)
 {
     rdv_server *s = srv_of(c);
+    const rdv_core_cfg *cfg = s->cfg_pending ? s->cfg_pending : &s->cfg;
     if (strcmp(name, "max_frame") == 0)
-        *out = s->cfg.max_frame;
+        *out = cfg->max_frame;
     else if (strcmp(name, "idle_ms") == 0)
-        *out = s->cfg.idle_ms;
+        *out = cfg->idle_ms;
     else if (strcmp(name, "max_connections") == 0)
-        *out = s->cfg.max_connections;
+        *out = cfg->max_connections;
     else if (strcmp(name, "write_queue_max") == 0)
-        *out = s->cfg.write_queue_max;
+        *out = cfg->write_queue_max;
     else
         return -ENOENT;
     return 0;

@@ -128,6 +128,28 @@ static bool why_setting(const rdv_module *d, const char *why, char *key, size_t 
     return false;
 }
 
+/* err = where the setting (or group) is, then why. */
+static void settings_error(const rdv_conf *conf, const rdv_module *d, const char *why, char *err, size_t errlen)
+{
+    char where[256], key[64];
+    if (why_setting(d, why, key, sizeof key))
+        snprintf(err, errlen, "%s: %s", rdv_conf_setting_origin(conf, d->name, key, where, sizeof where), why);
+    else
+        snprintf(err, errlen, "%s: %s: %s", rdv_conf_group_origin(conf, d->name, where, sizeof where), d->name, why);
+}
+
+int rdv_mod_check(rdv_server *s, const rdv_conf *conf, rdv_mod *m, void *state, const void *cfg, char *err,
+                  size_t errlen)
+{
+    (void)s;
+    int (*check)(rdv_core *, void *, const void *, char *, size_t) = RDV_MODULE_CHECK(m->desc);
+    char why[512] = "";
+    if (!check || check(&m->handle, state, cfg, why, sizeof why) >= 0)
+        return 0;
+    settings_error(conf, m->desc, why[0] ? why : "refused by the module's check", err, errlen);
+    return -EINVAL;
+}
+
 int rdv_mod_fill_config(rdv_server *s, const rdv_conf *conf, const rdv_module *d, void **cfg, char *err, size_t errlen)
 {
     (void)s;
@@ -144,12 +166,7 @@ int rdv_mod_fill_config(rdv_server *s, const rdv_conf *conf, const rdv_module *d
     if (d->validate) {
         char why[512] = "";
         if (d->validate(c, why, sizeof why) < 0) {
-            char where[256], key[64];
-            if (why_setting(d, why, key, sizeof key))
-                snprintf(err, errlen, "%s: %s", rdv_conf_setting_origin(conf, d->name, key, where, sizeof where), why);
-            else
-                snprintf(err, errlen, "%s: %s: %s", rdv_conf_group_origin(conf, d->name, where, sizeof where),
-                         d->name, why);
+            settings_error(conf, d, why, err, errlen);
             rdv_conf_release(d->settings, c);
             free(c);
             return -EINVAL;
@@ -268,7 +285,8 @@ int rdv_load_modules(rdv_server *s, char *err, size_t errlen)
             m->desc = NULL;
             return r;
         }
-        if ((r = rdv_mod_fill_config(s, s->conf, m->desc, &m->cfg, err, errlen)) < 0)
+        if ((r = rdv_mod_fill_config(s, s->conf, m->desc, &m->cfg, err, errlen)) < 0 ||
+            (r = rdv_mod_check(s, s->conf, m, NULL, m->cfg, err, errlen)) < 0)
             return r;
     }
     for (size_t i = 0; i < s->nmods; i++) { /* one line per directory modules came from */

@@ -452,6 +452,13 @@ int rdv_server_reload(rdv_server *s)
             goto out_mods;
         }
     }
+    s->cfg_pending = &ncore; /* what check() sees through core_int */
+    for (size_t i = 0; i < s->nmods; i++)
+        if (s->mods[i]->desc->settings && rdv_mod_check(s, nc, s->mods[i], s->mods[i]->state, ncfg[i], err, sizeof err) < 0)
+            break;
+    s->cfg_pending = NULL;
+    if (err[0])
+        goto out_mods;
     /* Phase two: commit. A module may still refuse here (a check against
      * its running state); then the modules before it go back to their old
      * settings, so a reload is taken whole or not at all. */

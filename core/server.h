@@ -129,6 +129,7 @@ struct rdv_server {
     rdv_conf *conf;
     char *conf_dir;
     char *conf_text, *conf_text_name;
+    rdv_core_cfg *cfg_pending; /* reload: the new core settings, for modules' check() */
     char *(*conf_regen)(void *ud, char *err, size_t errlen); /* see rdv_boot */
     void *conf_regen_ud;
     rdv_strlist overrides;
@@ -211,6 +212,10 @@ int rdv_load_modules(rdv_server *s, char *err, size_t errlen);
  * (core.module_path) when set, else the defaults (written to buf). */
 const char *rdv_module_dirs(const char *module_path, char *buf, size_t len);
 bool rdv_module_exists(const char *module_path, const char *name);
+/* Run m's check() (ABI 1.2) on cfg with state (NULL before init); 0 or
+ * -EINVAL with err naming the setting's file and line. */
+int rdv_mod_check(rdv_server *s, const rdv_conf *conf, rdv_mod *m, void *state, const void *cfg, char *err,
+                  size_t errlen);
 /* The summary line for a module whose init/start returned r < 0. */
 void rdv_mod_failed(const char *name, const char *what, int r, unsigned long errors_before, char *err, size_t errlen);   /* dlopen, check, fill, sort, register */
 int rdv_init_modules(rdv_server *s, char *err, size_t errlen);   /* init() in order */

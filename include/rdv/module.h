@@ -29,7 +29,7 @@ extern "C" {
 #endif
 
 #define RDV_ABI_MAJOR 1
-#define RDV_ABI_MINOR 1 /* 1.1: RDV_LISTEN_FRAMED_EXACT */
+#define RDV_ABI_MINOR 2 /* 1.1: RDV_LISTEN_FRAMED_EXACT; 1.2: rdv_module.check */
 
 /* ------------------------------------------------------------------ settings
  * A module declares its settings as a table; the core parses the module's
@@ -167,7 +167,20 @@ typedef struct rdv_module {
     int (*reconfigure)(void *state, const void *cfg);
     void (*stop)(void *state);
     void (*destroy)(void *state);
+
+    /* ABI 1.2 (read only from modules that say abi_minor >= 2). Optional
+     * checks of cfg that need more than cfg (validate's job): the core's
+     * settings (api->core_int) or the module's running state. Must change
+     * nothing. Called before init at start and by --check (state NULL),
+     * and on reload for every module before any takes its new settings
+     * (state set; core_int answers with the new core settings), so the
+     * operator hears of it from --check and the reload is refused whole.
+     * Start the reason with "<module>.<setting>" as for validate. */
+    int (*check)(rdv_core *core, void *state, const void *cfg, char *err, size_t errlen);
 } rdv_module;
+
+/* The check callback of d, NULL when absent or d predates ABI 1.2. */
+#define RDV_MODULE_CHECK(d) ((d)->abi_minor >= 2 ? (d)->check : NULL)
 
 #define RDV_MODULE_HEAD(name_, version_) \
     .abi_major = RDV_ABI_MAJOR, .abi_minor = RDV_ABI_MINOR, .name = (name_), .version = (version_)

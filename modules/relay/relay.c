@@ -234,17 +234,19 @@ static void relay_lists_load(relay *r, bool reload)
  * so the queue peaks at message_queue plus one message; the transport's
  * own frames (pong, close) may come on top. Half the core's bound leaves
  * room for a message as large as the queue itself. */
-static int relay_check_queue(rdv_core *core, const relay_cfg *cfg)
+static int relay_check(rdv_core *core, void *state, const void *cfg_, char *err, size_t errlen)
 {
+    (void)state;
+    const relay_cfg *cfg = cfg_;
     int64_t wqm;
     if (core->api->core_int(core, "write_queue_max", &wqm) < 0 || cfg->message_queue <= wqm / 2)
         return 0;
-    RDV_ERR(core,
-            "relay.message_queue = %lld is not below core.write_queue_max = %lld with room for one message: the core "
-            "would close a slow WebSocket reader before the relay pauses its sender; set message_queue to at most "
-            "%lld in the relay group (conf.d/40-relay.conf) or raise write_queue_max in the core group "
-            "(conf.d/00-core.conf) to at least %lld",
-            (long long)cfg->message_queue, (long long)wqm, (long long)(wqm / 2), (long long)cfg->message_queue * 2);
+    snprintf(err, errlen,
+             "relay.message_queue = %lld is not below core.write_queue_max = %lld with room for one message: the core "
+             "would close a slow WebSocket reader before the relay pauses its sender; set message_queue to at most "
+             "%lld in the relay group (conf.d/40-relay.conf) or raise write_queue_max in the core group "
+             "(conf.d/00-core.conf) to at least %lld",
+             (long long)cfg->message_queue, (long long)wqm, (long long)(wqm / 2), (long long)cfg->message_queue * 2);
     return -EINVAL;
 }
 
@@ -276,9 +278,7 @@ static void relay_destroy(void *state);
 
 static int relay_init(rdv_core *core, const void *cfg_, void **state)
 {
-    const relay_cfg *cfg = cfg_;
-    if (relay_check_queue(core, cfg) < 0)
-        return -EINVAL;
+    const relay_cfg *cfg = cfg_; /* relay_check() ran before */
     relay *r = calloc(1, sizeof *r);
     if (!r)
         return -ENOMEM;
@@ -346,9 +346,7 @@ static int relay_start(void *state)
 /* SIGHUP: conf.d values and the list files replace console changes. */
 static int relay_reconfigure(void *state, const void *cfg_)
 {
-    relay *r = state;
-    if (relay_check_queue(r->core, cfg_) < 0)
-        return -EINVAL; /* the old configuration stays */
+    relay *r = state; /* relay_check() ran before */
     r->cfg = cfg_;
     relay_bw_configure(r, r->cfg);
     relay_lists_load(r, true);
@@ -405,6 +403,7 @@ static const rdv_module relay_module = {
     .init = relay_init,
     .start = relay_start,
     .reconfigure = relay_reconfigure,
+    .check = relay_check,
     .stop = relay_stop,
     .destroy = relay_destroy,
 };

@@ -214,25 +214,29 @@ static void ws_admin(void *ud, int argc, char **argv, rdv_buf *out)
 /* The rendezvous port takes messages up to core.max_frame: one of them
  * must fit in buffer_total (the relay port's relay_max_message is checked
  * by ws_validate). One line naming both settings and their files. */
-static int ws_check_total(ws_mod *m, const ws_cfg *cfg)
+/* buffer_total must hold the largest message any port may carry: the
+ * module ports' (running state, so on reload) and core.max_frame. */
+static int ws_check(rdv_core *core, void *state, const void *cfg_, char *err, size_t errlen)
 {
-    for (const ws_port *p = m->mports; p; p = p->next) {
+    const ws_mod *m = state;
+    const ws_cfg *cfg = cfg_;
+    for (const ws_port *p = m ? m->mports : NULL; p; p = p->next) {
         if (!p->closed && p->lim.max_message > (uint64_t)cfg->buffer_total) {
-            RDV_ERR(m->core,
-                    "websocket-transport.buffer_total = %lld (conf.d/50-websocket-transport.conf) is smaller than "
-                    "the largest message of module port %s (%s): keep buffer_total at least %llu",
-                    (long long)cfg->buffer_total, p->name, p->lim.setting ? p->lim.setting : p->name,
-                    (unsigned long long)p->lim.max_message);
+            snprintf(err, errlen,
+                     "websocket-transport.buffer_total = %lld is smaller than the largest message of module port %s "
+                     "(%s): keep buffer_total at least %llu",
+                     (long long)cfg->buffer_total, p->name, p->lim.setting ? p->lim.setting : p->name,
+                     (unsigned long long)p->lim.max_message);
             return -EINVAL;
         }
     }
-    if (!cfg->rendezvous_port || m->max_frame <= cfg->buffer_total)
+    int64_t max_frame;
+    if (!cfg->rendezvous_port || core->api->core_int(core, "max_frame", &max_frame) < 0 || max_frame <= cfg->buffer_total)
         return 0;
-    RDV_ERR(m->core,
-            "websocket-transport.buffer_total = %lld (conf.d/50-websocket-transport.conf) is smaller than "
-            "core.max_frame = %lld (conf.d/00-core.conf): a rendezvous message that size could never be held; raise "
-            "buffer_total or lower max_frame",
-            (long long)cfg->buffer_total, (long long)m->max_frame);
+    snprintf(err, errlen,
+             "websocket-transport.buffer_total = %lld is smaller than core.max_frame = %lld (conf.d/00-core.conf): a "
+             "rendezvous message that size could never be held; raise buffer_total or lower max_frame",
+             (long long)cfg->buffer_total, (long long)max_frame);
     return -EINVAL;
 }
 
@@ -262,12 +266,7 @@ static int ws_init(rdv_core *core, const void *cfg_, void **state)
         return r;
     }
     if (api->core_int(core, "max_frame", &m->max_frame) < 0 || m->max_frame <= 0)
-        m->max_frame = 1 << 20;
-    if ((r = ws_check_total(m, cfg)) < 0) {
-        free(m->proxies);
-        free(m);
-        return r;
-    }
+        m->max_frame = 1 << 20; /* buffer_total was checked against it (ws_check) */
     m->relay = api->service_get(core, RDV_SVC_RELAY_WS, RDV_SVC_RELAY_WS_VERSION, &m->relay_self);
     m->relay_port.owner = m->relay, m->relay_port.self = m->relay_self;
     if ((r = ws_register_stats(m)) < 0 ||
@@ -325,8 +324,6 @@ static int ws_reconfigure(void *state, const void *cfg_)
     ws_cidr *v;
     size_t n;
     char err[160];
-    if (ws_check_total(m, cfg) < 0)
-        return -EINVAL; /* the old configuration stays */
     int r = ws_parse_proxies(&cfg->trusted_proxies, &v, &n, err, sizeof err);
     if (r < 0) {
         RDV_ERR(m->core, "%s", err);
@@ -379,6 +376,7 @@ static const rdv_module ws_module = {
     .init = ws_init,
     .start = ws_start,
     .reconfigure = ws_reconfigure,
+    .check = ws_check,
     .stop = ws_stop,
     .destroy = ws_destroy,
 };

@@ -1681,6 +1681,18 @@ static int check_abi(fc_core *fc, const rdv_module *m)
     return -EINVAL;
 }
 
+/* check() (ABI 1.2) as the core runs it: before init (state NULL) and
+ * before reconfigure; a refusal is logged as the core would report it. */
+static int run_check(fc_core *fc, const rdv_module *m, void *state, const void *cfg)
+{
+    char err[512] = "";
+    int (*check)(rdv_core *, void *, const void *, char *, size_t) = RDV_MODULE_CHECK(m);
+    if (!check || check(fc_handle(fc, m->name), state, cfg, err, sizeof err) >= 0)
+        return 0;
+    core_log(fc, RDV_LOG_ERR, "%s: %s", m->name, err);
+    return -EINVAL;
+}
+
 int fc_load(fc_core *fc, const rdv_module *m, const char *conf, void **state)
 {
     void *cfg;
@@ -1691,6 +1703,10 @@ int fc_load(fc_core *fc, const rdv_module *m, const char *conf, void **state)
     }
     if (r < 0 || (r = cfg_build(fc, m, conf, &cfg)) < 0)
         return r;
+    if ((r = run_check(fc, m, NULL, cfg)) < 0) {
+        cfg_free(m, cfg);
+        return r;
+    }
     fc_mod *md = xcalloc(1, sizeof *md);
     md->m = m, md->h = hd_of(fc_handle(fc, m->name)), md->cfg = cfg;
     LL_APPEND(fc->mods, md);
@@ -1734,7 +1750,7 @@ int fc_reconfigure(fc_core *fc, const rdv_module *m, void *state, const char *co
     if (s) {
         core_log(fc, RDV_LOG_ERR, "%s.%s cannot change without a restart", m->name, s->name);
         r = -EPERM;
-    } else if (m->reconfigure) {
+    } else if ((r = run_check(fc, m, state, cfg)) == 0 && m->reconfigure) {
         r = m->reconfigure(state, cfg);
     }
     if (r < 0) {

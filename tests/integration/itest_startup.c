@@ -147,6 +147,57 @@ Test(startup, failing_module_init_is_named)
     run_expect_failure(files, NULL, "module 'fail_init' failed to initialise");
 }
 
+/* A reload is whole or refused: `example` (first, no dependencies) takes
+ * its new greeting, then refuses_reload says no in reconfigure — example
+ * is put back on its old settings and the reload is refused naming the
+ * module. Before, example kept the new greeting and the answer was
+ * "reloaded". */
+Test(startup, reload_refused_by_a_module_changes_no_module, .timeout = 30)
+{
+    const char *const files[] = {
+        "00-core.conf",
+        "core: { modules = [ \"example\", \"refuses_reload\" ]; module_path = \"@FIXDIR@:@MODDIR@\";\n"
+        "        listeners = ( { name = \"main\"; port = @PORT@; udp = true; tcp = true; } ); };\n",
+        "10-example.conf", "example: { greeting = \"old\"; };\n",
+        NULL,
+    };
+    cr_assert_eq(rdvt_prepare(&srv, files), 0);
+    cr_assert_eq(rdvt_start(&srv), 0, "rdvd did not start");
+    char path[512];
+    snprintf(path, sizeof path, "%s/conf.d/10-example.conf", srv.dir);
+    FILE *f = fopen(path, "w");
+    fputs("example: { greeting = \"new\"; };\nrefuses_reload: { refuse = true; };\n", f);
+    fclose(f);
+    char *out = rdvt_admin(&srv, "reload");
+    bool refused = strstr(out, "refused") != NULL;
+    free(out);
+    out = rdvt_admin(&srv, "example-stats");
+    bool kept = strstr(out, "greeting old\n") != NULL;
+    char seen[256];
+    snprintf(seen, sizeof seen, "%s", out);
+    free(out);
+    bool named = rdvt_log_contains(&srv, "module 'refuses_reload' refused the new settings");
+    int st = rdvt_stop(&srv);
+    rdvt_cleanup(&srv);
+    cr_assert(refused, "the reload was not refused");
+    cr_assert(kept, "example kept the refused reload's settings: %s", seen);
+    cr_assert(named, "the refusal names the module");
+    cr_assert_eq(st, 0);
+}
+
+/* --check runs the modules' checks against the core's settings (ABI 1.2
+ * check) that a start runs: it used to pass what the start refused. */
+Test(startup, check_runs_the_checks_against_core_settings)
+{
+    const char *const files[] = {
+        "00-core.conf", "core: { modules = [ \"relay\" ]; module_path = \"@MODDIR@\"; };\n",
+        "40-relay.conf", "relay: {\n  port = @RELAY@;\n  message_queue = 3000000;\n};\n",
+        NULL,
+    };
+    const char *const args[] = { "--check", NULL };
+    run_expect_failure(files, args, "40-relay.conf:3: relay.message_queue = 3000000 is not below core.write_queue_max");
+}
+
 Test(startup, print_config_shows_defaults)
 {
     const char *const files[] = {

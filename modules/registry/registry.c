@@ -5,7 +5,7 @@
  * Files: registry_table.c (records, online list, storage), registry_register.c
  * (RegisterPeer / RegisterPk), registry_stream.c (EXT §15.4 registration over
  * TCP / WebSocket), registry_update.c (ConfigUpdate, SoftwareUpdate),
- * registry_ipchange.c (§11.3 log, `ic`). */
+ * registry_ipchange.c (§11.3 log, `ic`), registry_admin.c (`peer`, `peers`). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -275,7 +275,9 @@ static int registry_init(rdv_core *core, const void *cfg_, void **state)
         goto fail;
     if ((r = core->api->admin_command(core, "ip-changes", "[<id>|<start>] [-]  IP changes (ic)", registry_ipc_cmd,
                                       reg)) < 0 ||
-        (r = core->api->admin_command(core, "ic", "[<id>|<start>] [-]  same as ip-changes", registry_ipc_cmd, reg)) < 0)
+        (r = core->api->admin_command(core, "ic", "[<id>|<start>] [-]  same as ip-changes", registry_ipc_cmd,
+                                      reg)) < 0 ||
+        (r = registry_admin_register(reg)) < 0)
         goto fail;
     if (!(reg->sweep = core->api->timer_new(core, registry_on_sweep, reg))) {
         r = -ENOMEM;

@@ -216,6 +216,11 @@ void registry_expire(registry *reg);
 /* Online peers now, counting those the next sweep will expire as offline. */
 size_t registry_online_now(registry *reg);
 bool registry_is_online(registry *reg, const registry_peer *p);
+/* registry_is_online at a given loop time (the rule itself, for scans). */
+static inline bool registry_online_at(const registry *reg, const registry_peer *p, uint64_t now)
+{
+    return (p->flags & REG_F_ONLINE) && now - p->last_reg_ms < (uint64_t)reg->cfg->online_ms;
+}
 void registry_table_free(registry *reg);
 long registry_load(registry *reg);
 int registry_persist(registry *reg, registry_peer *p);
@@ -266,6 +271,9 @@ void registry_ipc_record(registry *reg, const char *id, const uint8_t ip[16]);
 void registry_ipc_prune(registry *reg);
 void registry_ipc_free(registry *reg);
 void registry_ipc_cmd(void *ud, int argc, char **argv, rdv_buf *out);
+
+/* ---- registry_admin.c: `peer <id>` and `peers [online|all] ...` */
+int registry_admin_register(registry *reg);
 
 /* Whole seconds elapsed, as upstream's Instant::elapsed().as_secs(). */
 static inline uint64_t registry_secs(uint64_t now, uint64_t then) { return now > then ? (now - then) / 1000 : 0; }

@@ -73,8 +73,7 @@ registry_peer *registry_put_record(registry *reg, registry_peer *old, const char
 /* ------------------------------------------------------------------ online window */
 bool registry_is_online(registry *reg, const registry_peer *p)
 {
-    uint64_t now = reg->api->now_ms(reg->core);
-    return (p->flags & REG_F_ONLINE) && now - p->last_reg_ms < (uint64_t)reg->cfg->online_ms;
+    return registry_online_at(reg, p, reg->api->now_ms(reg->core));
 }
 
 void registry_touch(registry *reg, registry_peer *p, const rdv_addr *addr)

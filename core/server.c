@@ -269,6 +269,28 @@ static int check_groups(rdv_server *s, const rdv_conf *conf, const char *module_
     return 0;
 }
 
+/* Clients never learn the NAT-test port: they use the rendezvous port - 1
+ * (client-flows.md §1, rendezvous.md §2). Any other "nat" port is legal
+ * (a port mapping may restore it) but usually a mistake. */
+static void warn_nat_port(rdv_server *s)
+{
+    const rdv_listener_cfg *main_l = NULL, *nat = NULL;
+    for (size_t i = 0; i < s->nlcfg; i++) {
+        if (strcmp(s->lcfg[i].name, "main") == 0)
+            main_l = &s->lcfg[i];
+        else if (strcmp(s->lcfg[i].name, "nat") == 0)
+            nat = &s->lcfg[i];
+    }
+    if (main_l && nat && nat->port != main_l->port - 1) {
+        char where[256];
+        rdv_logf("core", RDV_LOG_WARN,
+                 "%s: core.listeners 'nat' is on port %lld, but clients test NAT and ask online status on the "
+                 "rendezvous port - 1 (%lld): use port %lld unless a port mapping in front of rdvd makes up for it",
+                 rdv_conf_setting_origin(s->conf, "core", "listeners", where, sizeof where), (long long)nat->port,
+                 (long long)main_l->port - 1, (long long)main_l->port - 1);
+    }
+}
+
 int rdv_server_init(rdv_server *s, const rdv_boot *boot)
 {
     char err[1024] = "";
@@ -295,6 +317,7 @@ int rdv_server_init(rdv_server *s, const rdv_boot *boot)
     }
     if (load_conf(s, &s->conf, err, sizeof err) < 0 || fill_core(s, s->conf, &s->cfg, &s->lcfg, &s->nlcfg, err, sizeof err) < 0)
         goto fail;
+    warn_nat_port(s);
     rdv_log_level lvl = RDV_LOG_INFO;
     rdv_log_parse_level(s->cfg.log_level, &lvl);
     rdv_log_set_level(lvl);

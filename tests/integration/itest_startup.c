@@ -198,6 +198,30 @@ Test(startup, check_runs_the_checks_against_core_settings)
     run_expect_failure(files, args, "40-relay.conf:3: relay.message_queue = 3000000 is not below core.write_queue_max");
 }
 
+/* Clients use the rendezvous port - 1 for the NAT test and online status
+ * (client-flows.md §1): another "nat" port starts, with a warning that
+ * names the setting and the port clients will use. */
+Test(startup, nat_port_not_main_minus_one_is_warned)
+{
+    const char *const files[] = {
+        "00-core.conf",
+        "core: { modules = [ ]; listeners = ( { name = \"main\"; port = @PORT@; udp = true; tcp = true; },\n"
+        "                                      { name = \"nat\"; port = @RELAY@; tcp = true; } ); };\n",
+        NULL,
+    };
+    const char *const args[] = { "--check", NULL };
+    cr_assert_eq(rdvt_prepare(&srv, files), 0);
+    cr_assert_eq(rdvt_start_exe(&srv, "rdvd", args, false), 0);
+    int st = rdvt_wait_exit(&srv, 10000);
+    char want[160];
+    snprintf(want, sizeof want, "core.listeners 'nat' is on port %d, but clients test NAT and ask online status on "
+             "the rendezvous port - 1 (%d)", srv.port + 1, srv.port - 1);
+    bool warned = rdvt_log_contains(&srv, want);
+    rdvt_cleanup(&srv);
+    cr_assert_eq(st, 0, "a NAT port elsewhere is legal");
+    cr_assert(warned, "no warning '%s'", want);
+}
+
 Test(startup, print_config_shows_defaults)
 {
     const char *const files[] = {

@@ -234,6 +234,18 @@ const char *const *rdv_conf_groups(const rdv_conf *c, size_t *n)
 
 /* A group absent from files and overrides has only defaults; say so rather
  * than return NULL into a caller's "%s". */
+const char *rdv_conf_group_origin(const rdv_conf *c, const char *group, char *buf, size_t len)
+{
+    const struct group *g = group_find(c, group);
+    if (!g)
+        snprintf(buf, len, "defaults");
+    else if (!g->file)
+        snprintf(buf, len, "override");
+    else
+        snprintf(buf, len, "%s:%u", g->file, g->line);
+    return buf;
+}
+
 const char *rdv_conf_setting_origin(const rdv_conf *c, const char *group, const char *key, char *buf, size_t len)
 {
     const struct override *o = override_find(c, group, key);
@@ -244,18 +256,6 @@ const char *rdv_conf_setting_origin(const rdv_conf *c, const char *group, const 
         snprintf(buf, len, "%s:%u", e->file, config_setting_source_line(e->val));
     else
         return rdv_conf_group_origin(c, group, buf, len);
-    return buf;
-}
-
-const char *rdv_conf_group_origin(const rdv_conf *c, const char *group, char *buf, size_t len)
-{
-    const struct group *g = group_find(c, group);
-    if (!g)
-        snprintf(buf, len, "defaults");
-    else if (!g->file)
-        snprintf(buf, len, "override");
-    else
-        snprintf(buf, len, "%s:%u", g->file, g->line);
     return buf;
 }
 

@@ -138,10 +138,8 @@ static void settings_error(const rdv_conf *conf, const rdv_module *d, const char
         snprintf(err, errlen, "%s: %s: %s", rdv_conf_group_origin(conf, d->name, where, sizeof where), d->name, why);
 }
 
-int rdv_mod_check(rdv_server *s, const rdv_conf *conf, rdv_mod *m, void *state, const void *cfg, char *err,
-                  size_t errlen)
+int rdv_mod_check(const rdv_conf *conf, rdv_mod *m, void *state, const void *cfg, char *err, size_t errlen)
 {
-    (void)s;
     int (*check)(rdv_core *, void *, const void *, char *, size_t) = RDV_MODULE_CHECK(m->desc);
     char why[512] = "";
     if (!check || check(&m->handle, state, cfg, why, sizeof why) >= 0)
@@ -252,6 +250,13 @@ static void mod_free(rdv_mod *m)
     free(m);
 }
 
+/* Length of path's directory part. */
+static size_t dir_len(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? (size_t)(slash - path) : 0;
+}
+
 int rdv_load_modules(rdv_server *s, char *err, size_t errlen)
 {
     const rdv_strlist *names = &s->cfg.modules;
@@ -286,19 +291,16 @@ int rdv_load_modules(rdv_server *s, char *err, size_t errlen)
             return r;
         }
         if ((r = rdv_mod_fill_config(s, s->conf, m->desc, &m->cfg, err, errlen)) < 0 ||
-            (r = rdv_mod_check(s, s->conf, m, NULL, m->cfg, err, errlen)) < 0)
+            (r = rdv_mod_check(s->conf, m, NULL, m->cfg, err, errlen)) < 0)
             return r;
     }
     for (size_t i = 0; i < s->nmods; i++) { /* one line per directory modules came from */
-        const char *slash = strrchr(s->mods[i]->path, '/');
-        int dl = slash ? (int)(slash - s->mods[i]->path) : 0;
+        size_t dl = dir_len(s->mods[i]->path);
         bool seen = false;
-        for (size_t j = 0; j < i && !seen; j++) {
-            const char *o = s->mods[j]->path, *os = strrchr(o, '/');
-            seen = os && os - o == dl && strncmp(o, s->mods[i]->path, (size_t)dl) == 0;
-        }
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = dir_len(s->mods[j]->path) == dl && strncmp(s->mods[j]->path, s->mods[i]->path, dl) == 0;
         if (!seen)
-            rdv_logf("core", RDV_LOG_INFO, "modules from %.*s", dl, s->mods[i]->path);
+            rdv_logf("core", RDV_LOG_INFO, "modules from %.*s", (int)dl, s->mods[i]->path);
     }
     int r = rdv_sort_modules(s->mods, s->nmods, err, errlen);
     if (r < 0)

@@ -48,12 +48,13 @@ static uint64_t gauge_arena_peak(void *ud) { return ((rdv_server *)ud)->arena.pe
 static uint64_t gauge_read_bytes(void *ud) { return ((rdv_server *)ud)->rbuf_bytes; }
 static uint64_t gauge_write_bytes(void *ud) { return ((rdv_server *)ud)->wbuf_bytes; }
 
-static int load_conf(rdv_server *s, rdv_conf **out, char *err, size_t errlen)
+/* text: the launcher's generated base layer, or NULL. */
+static int load_conf(rdv_server *s, const char *text, rdv_conf **out, char *err, size_t errlen)
 {
     rdv_conf *c = rdv_conf_new();
     if (!c)
         return -ENOMEM;
-    if (s->conf_text && rdv_conf_load_base(c, s->conf_text_name, s->conf_text, err, errlen) < 0)
+    if (text && rdv_conf_load_base(c, s->conf_text_name, text, err, errlen) < 0)
         goto fail;
     if (s->conf_dir && rdv_conf_load_dir(c, s->conf_dir, err, errlen) < 0)
         goto fail;
@@ -315,7 +316,7 @@ int rdv_server_init(rdv_server *s, const rdv_boot *boot)
             if (!(s->overrides.v[s->overrides.n++] = strdup(overrides->v[i])))
                 return -ENOMEM;
     }
-    if (load_conf(s, &s->conf, err, sizeof err) < 0 || fill_core(s, s->conf, &s->cfg, &s->lcfg, &s->nlcfg, err, sizeof err) < 0)
+    if (load_conf(s, s->conf_text, &s->conf, err, sizeof err) < 0 || fill_core(s, s->conf, &s->cfg, &s->lcfg, &s->nlcfg, err, sizeof err) < 0)
         goto fail;
     warn_nat_port(s);
     rdv_log_level lvl = RDV_LOG_INFO;
@@ -447,14 +448,10 @@ int rdv_server_reload(rdv_server *s)
     int rc = -1;
     if (!ncfg)
         return -1;
-    if (s->conf_regen) {
-        char *text = s->conf_regen(s->conf_regen_ud, err, sizeof err);
-        if (!text)
-            goto out;
-        free(s->conf_text);
-        s->conf_text = text;
-    }
-    if (load_conf(s, &nc, err, sizeof err) < 0 || fill_core(s, nc, &ncore, &nl, &nnl, err, sizeof err) < 0)
+    char *text = s->conf_regen ? s->conf_regen(s->conf_regen_ud, err, sizeof err) : NULL;
+    if (s->conf_regen && !text)
+        goto out;
+    if (load_conf(s, text ? text : s->conf_text, &nc, err, sizeof err) < 0 || fill_core(s, nc, &ncore, &nl, &nnl, err, sizeof err) < 0)
         goto out;
     const rdv_setting *chg = rdv_conf_nonreloadable_change(rdv_core_settings, &s->cfg, &ncore);
     bool lchg = nnl != s->nlcfg;
@@ -476,11 +473,12 @@ int rdv_server_reload(rdv_server *s)
         }
     }
     s->cfg_pending = &ncore; /* what check() sees through core_int */
-    for (size_t i = 0; i < s->nmods; i++)
-        if (s->mods[i]->desc->settings && rdv_mod_check(s, nc, s->mods[i], s->mods[i]->state, ncfg[i], err, sizeof err) < 0)
-            break;
+    bool refused = false;
+    for (size_t i = 0; i < s->nmods && !refused; i++)
+        refused = s->mods[i]->desc->settings &&
+                  rdv_mod_check(nc, s->mods[i], s->mods[i]->state, ncfg[i], err, sizeof err) < 0;
     s->cfg_pending = NULL;
-    if (err[0])
+    if (refused)
         goto out_mods;
     /* Phase two: commit. A module may still refuse here (a check against
      * its running state); then the modules before it go back to their old
@@ -523,6 +521,11 @@ int rdv_server_reload(rdv_server *s)
     rdv_conf_free(s->conf);
     s->conf = nc;
     nc = NULL;
+    if (text) { /* the launcher's text this configuration was made from */
+        free(s->conf_text);
+        s->conf_text = text;
+        text = NULL;
+    }
     rc = 0;
     rdv_logf("core", RDV_LOG_NOTICE, "configuration reloaded");
 out_mods:
@@ -541,6 +544,7 @@ out:
     }
     rdv_conf_free(nc);
     free(ncfg);
+    free(text);
     return rc;
 }
 

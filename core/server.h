@@ -214,8 +214,7 @@ const char *rdv_module_dirs(const char *module_path, char *buf, size_t len);
 bool rdv_module_exists(const char *module_path, const char *name);
 /* Run m's check() (ABI 1.2) on cfg with state (NULL before init); 0 or
  * -EINVAL with err naming the setting's file and line. */
-int rdv_mod_check(rdv_server *s, const rdv_conf *conf, rdv_mod *m, void *state, const void *cfg, char *err,
-                  size_t errlen);
+int rdv_mod_check(const rdv_conf *conf, rdv_mod *m, void *state, const void *cfg, char *err, size_t errlen);
 /* The summary line for a module whose init/start returned r < 0. */
 void rdv_mod_failed(const char *name, const char *what, int r, unsigned long errors_before, char *err, size_t errlen);   /* dlopen, check, fill, sort, register */
 int rdv_init_modules(rdv_server *s, char *err, size_t errlen);   /* init() in order */

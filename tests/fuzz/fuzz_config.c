@@ -78,11 +78,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     const uint8_t *p = data, *end = data + size;
     char *text = part(&p, end), *overrides = part(&p, end), *ini = part(&p, end), *args = part(&p, end),
-         *env = part(&p, end);
-    char err[1024];
+         *env = part(&p, end), *base = part(&p, end);
+    char err[1024], where[512];
 
+    /* base: a launcher's generated layer under the file (its keys yield) */
     rdv_conf *c = rdv_conf_new();
-    if (rdv_conf_load_string(c, "fuzz.conf", text, err, sizeof err) == 0) {
+    if ((!*base || rdv_conf_load_base(c, "generated", base, err, sizeof err) == 0) &&
+        rdv_conf_load_string(c, "fuzz.conf", text, err, sizeof err) == 0) {
+        rdv_conf_setting_origin(c, "core", "listeners", where, sizeof where);
         char *save = NULL;
         for (char *line = strtok_r(overrides, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
             rdv_conf_override(c, line, err, sizeof err);
@@ -119,5 +122,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(ini);
     free(args);
     free(env);
+    free(base);
     return 0;
 }

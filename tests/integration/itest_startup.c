@@ -15,11 +15,18 @@
 
 static rdvt_server srv;
 
-static void run_expect_failure(const char *const *files, const char *const *args, const char *needle)
+/* Prepare, run rdvd with args until it exits; its status (the log stays
+ * until rdvt_cleanup). */
+static int run_to_exit(const char *const *files, const char *const *args)
 {
     cr_assert_eq(rdvt_prepare(&srv, files), 0);
     cr_assert_eq(rdvt_start_exe(&srv, "rdvd", args, false), 0);
-    int st = rdvt_wait_exit(&srv, 10000);
+    return rdvt_wait_exit(&srv, 10000);
+}
+
+static void run_expect_failure(const char *const *files, const char *const *args, const char *needle)
+{
+    int st = run_to_exit(files, args);
     bool found = rdvt_log_contains(&srv, needle);
     if (!found || st <= 0) {
         char cmd[400];
@@ -210,9 +217,7 @@ Test(startup, nat_port_not_main_minus_one_is_warned)
         NULL,
     };
     const char *const args[] = { "--check", NULL };
-    cr_assert_eq(rdvt_prepare(&srv, files), 0);
-    cr_assert_eq(rdvt_start_exe(&srv, "rdvd", args, false), 0);
-    int st = rdvt_wait_exit(&srv, 10000);
+    int st = run_to_exit(files, args);
     char want[160];
     snprintf(want, sizeof want, "core.listeners 'nat' is on port %d, but clients test NAT and ask online status on "
              "the rendezvous port - 1 (%d)", srv.port + 1, srv.port - 1);
@@ -231,9 +236,7 @@ Test(startup, print_config_shows_defaults)
         NULL,
     };
     const char *const args[] = { "--print-config", NULL };
-    cr_assert_eq(rdvt_prepare(&srv, files), 0);
-    cr_assert_eq(rdvt_start_exe(&srv, "rdvd", args, false), 0);
-    int st = rdvt_wait_exit(&srv, 10000);
+    int st = run_to_exit(files, args);
     /* R9: the TCP idle limit is upstream's 30 s unless configured */
     bool core_ok = rdvt_log_contains(&srv, "max_frame = 1048576") && rdvt_log_contains(&srv, "idle_ms = 30000");
     bool mod_ok = rdvt_log_contains(&srv, "greeting = \"hello\"");

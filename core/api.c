@@ -177,6 +177,10 @@ static int api_gauge(rdv_core *c, const char *name, uint64_t (*fn)(void *), void
 {
     return rdv_stat_gauge(srv_of(c), name_of(c), name, fn, ud, help);
 }
+static void api_stats_each(rdv_core *c, void (*fn)(void *, const rdv_stat_view *), void *ud)
+{
+    rdv_stats_each(srv_of(c), fn, ud);
+}
 static int api_admin_command(rdv_core *c, const char *name, const char *usage, rdv_admin_fn fn, void *ud)
 {
     return rdv_admin_register(srv_of(c), rdv_mod_of(c), name, usage, fn, ud);
@@ -262,4 +266,5 @@ const rdv_core_api rdv_api_table = {
     .module_name = api_module_name,
     .core_int = api_core_int,
     .conn_set_peer = api_conn_set_peer,
+    .stats_each = api_stats_each,
 };

@@ -277,6 +277,7 @@ uint64_t *rdv_stat_counter(rdv_server *s, const char *prefix, const char *name, 
 int rdv_stat_gauge(rdv_server *s, const char *prefix, const char *name, uint64_t (*fn)(void *), void *ud, const char *help);
 void rdv_stats_print(rdv_server *s, rdv_buf *out, const char *filter);
 uint64_t rdv_stat_value(rdv_server *s, const char *fullname, bool *found);
+void rdv_stats_each(rdv_server *s, void (*fn)(void *, const rdv_stat_view *), void *ud);
 void rdv_stats_free(rdv_server *s);
 
 /* admin.c */

@@ -81,6 +81,14 @@ void rdv_stats_print(rdv_server *s, rdv_buf *out, const char *filter)
     }
 }
 
+void rdv_stats_each(rdv_server *s, void (*fn)(void *, const rdv_stat_view *), void *ud)
+{
+    for (rdv_stat *st = s->stats; st; st = st->next) {
+        rdv_stat_view v = { st->name, st->help, st->fn != NULL, st->fn ? st->fn(st->ud) : st->value };
+        fn(ud, &v);
+    }
+}
+
 void rdv_stats_free(rdv_server *s)
 {
     rdv_stat *st = s->stats;

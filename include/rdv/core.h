@@ -136,6 +136,15 @@ typedef struct rdv_conn_event {
     rdv_close_reason why; /* conn.close only */
 } rdv_conn_event;
 
+/* ------------------------------------------------------------------ stats */
+/* One counter or gauge as stats_each() shows it (valid during the call). */
+typedef struct rdv_stat_view {
+    const char *name;  /* "<module>.<name>" */
+    const char *help;  /* "" when none was given */
+    bool gauge;        /* read through a function: may go down */
+    uint64_t value;
+} rdv_stat_view;
+
 /* ------------------------------------------------------------------ admin */
 /* argv[0] is the command name. Write the answer with api->out(). */
 typedef void (*rdv_admin_fn)(void *ud, int argc, char **argv, rdv_buf *out);
@@ -263,6 +272,10 @@ struct rdv_core_api {
      * hook see it; the socket is unchanged. Copied and normalised. 0,
      * -ENOTCONN or -EAFNOSUPPORT. */
     int (*conn_set_peer)(rdv_core *c, rdv_conn_id id, const rdv_addr *peer);
+    /* ABI 1.3. Every counter and gauge of the process, in name order, each
+     * with its current value (gauges read now), for exporters such as the
+     * metrics module. Loop thread only; fn must not register stats. */
+    void (*stats_each)(rdv_core *c, void (*fn)(void *ud, const rdv_stat_view *st), void *ud);
 };
 
 /* ------------------------------------------------------------------ sugar */

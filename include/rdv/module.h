@@ -18,6 +18,9 @@
  * ABI changelog
  *   1.0  2026-11-21  first ABI (rdv_core_api up to conn_set_peer; later
  *                    additions go at the end and are detected with api->size).
+ *   1.1              RDV_LISTEN_FRAMED_EXACT.
+ *   1.2              rdv_module.check.
+ *   1.3  2026-11-23  rdv_core_api.stats_each (exporters).
  */
 #ifndef RDV_MODULE_H
 #define RDV_MODULE_H
@@ -29,7 +32,7 @@ extern "C" {
 #endif
 
 #define RDV_ABI_MAJOR 1
-#define RDV_ABI_MINOR 2 /* 1.1: RDV_LISTEN_FRAMED_EXACT; 1.2: rdv_module.check */
+#define RDV_ABI_MINOR 3 /* changelog above */
 
 /* ------------------------------------------------------------------ settings
  * A module declares its settings as a table; the core parses the module's

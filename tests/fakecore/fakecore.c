@@ -119,8 +119,10 @@ typedef struct fc_hook {
 typedef struct fc_stat {
     fc_hd *owner;
     char *name;              /* "module.name" */
+    char *help;
     uint64_t value;          /* counters: the pointer handed out */
     uint64_t (*fn)(void *ud);/* gauges */
+    bool gauge;
     void *ud;
     struct fc_stat *next;
 } fc_stat;
@@ -1066,7 +1068,7 @@ static fc_stat *find_stat(fc_core *fc, const char *full)
     return NULL;
 }
 
-static fc_stat *add_stat(rdv_core *c, const char *name)
+static fc_stat *add_stat(rdv_core *c, const char *name, const char *help)
 {
     fc_core *fc = hd_of(c)->fc;
     char full[256];
@@ -1075,26 +1077,39 @@ static fc_stat *add_stat(rdv_core *c, const char *name)
     if (s)
         return s;
     s = xcalloc(1, sizeof *s);
-    s->owner = hd_of(c), s->name = xstrdup(full);
-    LL_APPEND(fc->stats, s);
+    s->owner = hd_of(c), s->name = xstrdup(full), s->help = xstrdup(help ? help : "");
+    fc_stat **pp = &fc->stats; /* name order, as the core's stats_each */
+    while (*pp && strcmp((*pp)->name, full) < 0)
+        pp = &(*pp)->next;
+    s->next = *pp;
+    *pp = s;
     return s;
 }
 
 /* Counters outlive their module ("valid for the process lifetime"). */
 static uint64_t *api_counter(rdv_core *c, const char *name, const char *help)
 {
-    (void)help;
-    return &add_stat(c, name)->value;
+    return &add_stat(c, name, help)->value;
 }
 
 static int api_gauge(rdv_core *c, const char *name, uint64_t (*fn)(void *), void *ud, const char *help)
 {
-    (void)help;
-    fc_stat *s = add_stat(c, name);
+    fc_stat *s = add_stat(c, name, help);
     if (s->fn)
         return -EEXIST;
-    s->fn = fn, s->ud = ud;
+    s->fn = fn, s->ud = ud, s->gauge = true;
     return 0;
+}
+
+/* Gauges of a removed module are gone (drop_gauges); its counters stay. */
+static void api_stats_each(rdv_core *c, void (*fn)(void *, const rdv_stat_view *), void *ud)
+{
+    for (fc_stat *s = hd_of(c)->fc->stats; s; s = s->next) {
+        if (!s->fn && s->gauge)
+            continue;
+        rdv_stat_view v = { s->name, s->help, s->gauge, s->fn ? s->fn(s->ud) : s->value };
+        fn(ud, &v);
+    }
 }
 
 uint64_t fc_counter(fc_core *fc, const char *name)
@@ -1268,6 +1283,7 @@ static const rdv_core_api fc_api = {
     .module_name = api_module_name,
     .core_int = api_core_int,
     .conn_set_peer = api_conn_set_peer,
+    .stats_each = api_stats_each,
 };
 
 /* ------------------------------------------------------------------ core object */
@@ -1794,7 +1810,7 @@ void fc_free(fc_core *fc)
     free_listeners(fc->retired);
     fc_stat *s, *st;
     LL_FOREACH_SAFE(fc->stats, s, st) {
-        free(s->name);
+        free(s->name), free(s->help);
         free(s);
     }
     for (fc_hd *h = fc->handles, *next; h; h = next) { /* handles last: the rest names them */

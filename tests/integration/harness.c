@@ -80,8 +80,9 @@ static char *expand(rdvt_server *s, const char *text)
     snprintf(num[2], 32, "%d", s->port + 1);
     snprintf(num[3], 32, "%d", s->port + 2);
     snprintf(num[4], 32, "%d", s->port + 3);
-    const char *keys[] = { "@PORT@", "@NAT@", "@RELAY@", "@WS@", "@RWS@", "@MODDIR@", "@FIXDIR@", "@DIR@" };
-    const char *vals[] = { num[0], num[1], num[2], num[3], num[4], RDV_BUILD_DIR "/modules",
+    snprintf(num[5], 32, "%d", s->port + 4);
+    const char *keys[] = { "@PORT@", "@NAT@", "@RELAY@", "@WS@", "@RWS@", "@MX@", "@MODDIR@", "@FIXDIR@", "@DIR@" };
+    const char *vals[] = { num[0], num[1], num[2], num[3], num[4], num[5], RDV_BUILD_DIR "/modules",
                            RDV_BUILD_DIR "/tests/fixtures", s->dir };
     char *cur = strdup(text);
     for (size_t i = 0; cur && i < sizeof keys / sizeof keys[0]; i++) {

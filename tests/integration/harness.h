@@ -45,7 +45,7 @@ int rdvt_base_port(void);
 
 /* Create the working dir and write conf.d/<name> = text for each pair of
  * (name, text) in files (NULL-terminated). Text may contain "@PORT@",
- * "@NAT@" (port-1), "@RELAY@" (port+1), "@WS@" (port+2), "@RWS@" (port+3),
+ * "@NAT@" (port-1), "@RELAY@" (port+1), "@WS@" (port+2), "@RWS@" (port+3), "@MX@" (port+4),
  * "@MODDIR@" (build/modules), "@FIXDIR@" (build/tests/fixtures) and "@DIR@"
  * (working dir); they are replaced. */
 int rdvt_prepare(rdvt_server *s, const char *const *files);

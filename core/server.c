@@ -352,9 +352,13 @@ int rdv_server_init(rdv_server *s, const rdv_boot *boot)
     }
     if (rdv_load_modules(s, err, sizeof err) < 0 || check_groups(s, s->conf, s->cfg.module_path, true, err, sizeof err) < 0)
         goto fail;
+    if (rdv_user_check(s, err, sizeof err) < 0)
+        goto fail;
     if (dry)
         return 0;
     rdv_fit_nofile(s);
+    if (rdv_user_switch(s, err, sizeof err) < 0)
+        goto fail;
     if (rdv_init_modules(s, err, sizeof err) < 0)
         goto fail;
     if (open_dispatch_listeners(s) < 0) {

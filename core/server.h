@@ -29,6 +29,7 @@ typedef struct rdv_core_cfg {
     int64_t udp_batch;
     int64_t udp_coalesce_us;
     int64_t read_total, write_total;
+    char *user;               /* "" = stay as started */
     bool ipv6;
 } rdv_core_cfg;
 
@@ -242,6 +243,9 @@ int rdv_udp_send(rdv_server *s, rdv_listener *l, const rdv_addr *to, const uint8
 int rdv_udp_batch_init(rdv_server *s);
 /* Raise the soft RLIMIT_NOFILE toward core.max_connections (nofile.c). */
 void rdv_fit_nofile(rdv_server *s);
+/* user.c: core.user exists (--check); switch to it (start). 0 or -1, err set. */
+int rdv_user_check(const rdv_server *s, char *err, size_t errlen);
+int rdv_user_switch(rdv_server *s, char *err, size_t errlen);
 void rdv_udp_batch_free(rdv_server *s);
 
 /* conn.c */

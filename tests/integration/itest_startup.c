@@ -3,6 +3,7 @@
  * effective configuration can be printed with secrets redacted. */
 #include <criterion/criterion.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "rdclient.h"
 #include "rdv/module.h"
 
 static rdvt_server srv;
@@ -225,6 +227,73 @@ Test(startup, nat_port_not_main_minus_one_is_warned)
     rdvt_cleanup(&srv);
     cr_assert_eq(st, 0, "a NAT port elsewhere is legal");
     cr_assert(warned, "no warning '%s'", want);
+}
+
+/* core.user (OPERATIONS.md §security): rdvd leaves root after raising the
+ * descriptor limit and making the admin socket, before any module runs, so
+ * the key pair, the database and the worker thread belong to the user. */
+Test(startup, core_user_runs_the_modules_as_that_user, .timeout = 60)
+{
+    if (geteuid() != 0)
+        cr_skip_test("switching users needs root");
+    const struct passwd *pw = getpwnam("nobody");
+    if (!pw)
+        cr_skip_test("no user 'nobody' on this machine");
+    uid_t uid = pw->pw_uid;
+    gid_t gid = pw->pw_gid;
+    const char *const files[] = {
+        "00-core.conf",
+        "core: { modules = [ \"keys\", \"storage-sqlite\", \"registry\" ]; module_path = \"@MODDIR@\";\n"
+        "        listeners = ( { name = \"main\"; port = @PORT@; udp = true; tcp = true; } );\n"
+        "        user = \"nobody\"; };\n",
+        NULL,
+    };
+    cr_assert_eq(rdvt_prepare(&srv, files), 0);
+    cr_assert_eq(chown(srv.dir, uid, gid), 0, "the working directory belongs to the user (as the docs say)");
+    cr_assert_eq(rdvt_start(&srv), 0);
+    char path[400], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)srv.pid);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    unsigned r = 1, e = 1, sv = 1, fs = 1, gr = 1, ge = 1;
+    while (fgets(line, sizeof line, f)) {
+        sscanf(line, "Uid: %u %u %u %u", &r, &e, &sv, &fs);
+        sscanf(line, "Gid: %u %u", &gr, &ge);
+    }
+    fclose(f);
+    cr_assert(r == uid && e == uid && sv == uid && fs == uid, "uids %u %u %u %u, want %u", r, e, sv, fs,
+              (unsigned)uid);
+    cr_assert(gr == gid && ge == gid);
+    /* What the modules made is the user's. */
+    const char *made[] = { "id_ed25519", "id_ed25519.pub", "db_v2.sqlite3", "rdvd.sock" };
+    for (size_t i = 0; i < sizeof made / sizeof made[0]; i++) {
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", srv.dir, made[i]);
+        cr_assert_eq(stat(path, &st), 0, "%s", path);
+        cr_assert_eq(st.st_uid, uid, "%s belongs to uid %u", made[i], (unsigned)st.st_uid);
+    }
+    /* A client registers (the database worker writes as the user), the
+     * console answers, and rdvd stops cleanly, removing its socket. */
+    int fd = rdvt_udp("127.0.0.1");
+    Hbb__RendezvousMessage *m = rdc_udp_ask(fd, srv.port, rdc_register_peer("as-nobody"), 3000, 2);
+    cr_assert_not_null(m);
+    rdvt_msg_free(m);
+    close(fd);
+    cr_assert(rdvt_log_contains(&srv, "running as nobody"));
+    cr_assert_eq(rdvt_stop(&srv), 0);
+    snprintf(path, sizeof path, "%s/rdvd.sock", srv.dir);
+    cr_assert_neq(access(path, F_OK), 0, "the admin socket is removed at exit");
+    rdvt_cleanup(&srv);
+}
+
+Test(startup, unknown_core_user_is_refused_by_check)
+{
+    const char *const files[] = {
+        "00-core.conf", "core: { modules = [ ]; user = \"no-such-user-rdvd\"; };\n",
+        NULL,
+    };
+    const char *const args[] = { "--check", NULL };
+    run_expect_failure(files, args, "core.user = \"no-such-user-rdvd\": no such user; create it (useradd");
 }
 
 Test(startup, print_config_shows_defaults)

@@ -261,12 +261,16 @@ static unsigned udp_hot_bucket(const rdv_addr *a)
 /* Hot: the bucket sent earlier in this wake-up, or (reading on arrival)
  * less than a period before it. A tick reads one period of arrivals, so
  * there only a repeat within the tick counts: the previous tick is a period
- * ago give or take the timer's jitter, too close to call. */
+ * ago give or take the timer's jitter, too close to call. The stamps are
+ * in 16 µs units, so "less than a period" allows one unit more: a wake-up
+ * udp_read_cb finds dense (less than a period after the last, in µs) must
+ * find a source that also sent at that last wake-up hot, or a lone client
+ * whose requests came just under a period apart would be held for ticks. */
 static void udp_hot_note(rdv_listener *l, const rdv_addr *a)
 {
     uint32_t *slot = &l->hot[udp_hot_bucket(a)];
-    uint32_t age = l->wake_t16 - *slot, period16 = (uint32_t)(l->srv->cfg.udp_coalesce_us / 16);
-    if (*slot && (age == 0 || (!l->wake_ticked && age < period16)))
+    uint64_t age = (uint32_t)(l->wake_t16 - *slot), us = (uint64_t)l->srv->cfg.udp_coalesce_us;
+    if (*slot && (age == 0 || (!l->wake_ticked && age * 16 < us + 16)))
         l->wake_hot++;
     *slot = l->wake_t16 ? l->wake_t16 : 1;
     l->wake_n++;

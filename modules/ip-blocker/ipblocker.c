@@ -3,7 +3,9 @@
  * `ip-blocker` / `ib`, and an operator ban list enforced in the ACCESS
  * phase (`ban` setting; admin `ban`, `unban`, `bans`).
  *
- * Files: ipblocker_table.c (§11.1 and `ib`), ipblocker_ban.c (bans). */
+ * Files: ipblocker_table.c (§11.1 and `ib`), ipblocker_ban.c (bans),
+ * ipblocker_banfile.c and ipblocker_banwriter.c (admin bans kept in
+ * admin_ban_file across restarts). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +43,10 @@ static const rdv_setting ipblocker_settings[] = {
     { "ban", RDV_SET_STRLIST, offsetof(ipblocker_cfg, ban), IPB_RELOAD, 0, 0, NULL, 0, 65536, 0, 0,
       "banned sources (IPs or CIDRs): every message and connection from them is dropped" },
     RDV_SETTING_INT(ipblocker_cfg, ban_max, 4096, 1, 65536, IPB_RELOAD, "bans held (configured plus admin)"),
+    /* Not reloadable: the file is read at start only, and a running
+     * writer would otherwise write the admin bans into a file never read. */
+    RDV_SETTING_STRING(ipblocker_cfg, admin_ban_file, "admin-bans.txt", 0,
+                       "admin bans (console ban/unban) are kept in this file across restarts; \"\" = not kept"),
     RDV_SETTING_END,
 };
 
@@ -81,6 +87,9 @@ static int ipblocker_stats(ipblocker *b)
     C(banned_msgs, "messages from banned sources dropped");
     C(banned_conns, "connections from banned sources refused");
     C(banned_closed, "open connections closed when their source got banned");
+    C(ban_file_writes, "admin_ban_file rewritten after ban / unban");
+    C(ban_file_errors, "admin_ban_file writes that failed (admin bans kept in memory, retried)");
+    C(ban_file_skipped, "admin_ban_file entries not loaded at start: not an IP/CIDR, or past ban_max");
 #undef C
     int r = 0;
     r |= api->gauge(c, "entries", ipblocker_g_entries, b, "source IPs tracked");
@@ -93,7 +102,11 @@ static int ipblocker_stats(ipblocker *b)
 /* ------------------------------------------------------------------ lifecycle */
 static const rdv_blocklist_api ipblocker_api = { .register_pk_allowed = ipblocker_allowed };
 
-static void ipblocker_on_prune(void *ud) { ipblocker_prune(ud); }
+static void ipblocker_on_prune(void *ud)
+{
+    ipblocker_prune(ud);
+    ipblocker_banfile_retry(ud);
+}
 
 static void ipblocker_destroy(void *state)
 {
@@ -102,6 +115,7 @@ static void ipblocker_destroy(void *state)
         return;
     if (b->prune)
         b->api->timer_free(b->prune);
+    ipblocker_banfile_close(b); /* before the bans go: it may write them */
     ipblocker_table_free(b);
     ipblocker_bans_free(b);
     free(b);
@@ -118,7 +132,9 @@ static int ipblocker_init(rdv_core *core, const void *cfg_, void **state)
     randombytes_buf(b->id_key, sizeof b->id_key);
     const rdv_core_api *api = core->api;
     int r;
-    if ((r = ipblocker_stats(b)) < 0 || (r = ipblocker_apply_bans(b, &b->cfg->ban)) < 0)
+    /* Configured bans first: the file's admin bans take what ban_max leaves. */
+    if ((r = ipblocker_stats(b)) < 0 || (r = ipblocker_apply_bans(b, &b->cfg->ban)) < 0 ||
+        (r = ipblocker_banfile_open(b)) < 0)
         goto fail;
     if ((r = api->service_publish(core, RDV_SVC_BLOCKLIST, RDV_SVC_BLOCKLIST_VERSION, &ipblocker_api, b)) < 0)
         goto fail;
@@ -174,6 +190,17 @@ static int ipblocker_reconfigure(void *state, const void *cfg_)
     return 0;
 }
 
+/* At start and in --check (state NULL): admin_ban_file readable, its
+ * directory writable. On reload the file is ours and not re-read. */
+static int ipblocker_check(rdv_core *core, void *state, const void *cfg_, char *err, size_t errlen)
+{
+    const ipblocker_cfg *cfg = cfg_;
+    (void)core;
+    if (state || !cfg->admin_ban_file[0])
+        return 0;
+    return ipblocker_banfile_check(cfg->admin_ban_file, err, errlen);
+}
+
 static const rdv_dep ipblocker_provides[] = {
     { .name = RDV_SVC_BLOCKLIST, .version = RDV_SVC_BLOCKLIST_VERSION },
     { .name = NULL },
@@ -192,5 +219,6 @@ static const rdv_module ipblocker_module = {
     .start = ipblocker_start,
     .reconfigure = ipblocker_reconfigure,
     .destroy = ipblocker_destroy,
+    .check = ipblocker_check,
 };
 RDV_MODULE_EXPORT(ipblocker_module)

@@ -6,8 +6,10 @@
 #ifndef RDV_IPBLOCKER_INTERNAL_H
 #define RDV_IPBLOCKER_INTERNAL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <rdv/core.h>
 #include <rdv/svc/blocklist.h>
@@ -31,6 +33,7 @@ typedef struct ipblocker_cfg {
     int64_t ipv6_prefix;  /* IPv6 sources are counted per network of this length (128 = per address) */
     rdv_strlist ban;      /* operator bans: IPs and CIDRs */
     int64_t ban_max;
+    char *admin_ban_file; /* admin bans kept here across restarts; "" = memory only */
 } ipblocker_cfg;
 
 /* One source IP (16 bytes, IPv4 as ::ffff:a.b.c.d). The day set holds keyed
@@ -59,6 +62,29 @@ typedef struct ipblocker_ban {
     uint64_t hits;
 } ipblocker_ban;
 
+/* Writes of the admin ban file (ipblocker_banwriter.c). The loop thread
+ * serialises the bans and hands the text to one worker thread, which does
+ * the file I/O; the outcome comes back through an async handle. */
+typedef struct ipblocker_saver {
+    /* loop thread */
+    char *path, *tmp, *dir;  /* copies: the worker outlives a reload's cfg */
+    rdv_async *async;
+    bool started;            /* the worker thread runs (created at the first save) */
+    bool busy;               /* a text is with the worker, its outcome not seen yet */
+    bool dirty;              /* admin bans changed since the last text was made */
+    int last_err;            /* errno of the last finished write, 0 = written */
+    uint64_t last_log_ms;
+    /* shared with the worker, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t wake;
+    pthread_t thread;
+    char *job;               /* the next text to write */
+    size_t job_len;
+    bool stop, done;
+    int result;              /* of the write that set done: 0 or -errno */
+    const char *result_step; /* which call failed */
+} ipblocker_saver;
+
 /* Open connections, to close them when their source gets banned. */
 typedef struct ipblocker_conn {
     UT_hash_handle hh; /* key: id */
@@ -83,10 +109,12 @@ typedef struct ipblocker {
     size_t nconns;
 
     rdv_timer *prune;
+    ipblocker_saver saver;
 
     struct {
         uint64_t *allowed, *blocked_rate, *blocked_ids, *evicted, *pruned, *ids_not_kept, *oom;
         uint64_t *banned_msgs, *banned_conns, *banned_closed;
+        uint64_t *ban_file_writes, *ban_file_errors, *ban_file_skipped;
     } st;
 } ipblocker;
 
@@ -107,6 +135,9 @@ void ipblocker_mask(const uint8_t ip[16], unsigned plen, uint8_t out[16]);
 /* "ip" or "ip/len" -> key; false if unparsable. */
 bool ipblocker_parse_ban(const char *text, ipblocker_ban_key *key);
 char *ipblocker_ban_str(const ipblocker_ban_key *key, char *buf, size_t len);
+/* Add (or mark) a ban from source src (IPB_BAN_*); -ENOSPC over ban_max,
+ * -ENOMEM. *added: a new entry (not an existing one marked). */
+int ipblocker_ban_add(ipblocker *b, const ipblocker_ban_key *key, uint8_t src, bool *added);
 /* Replace the configured bans (admin ones stay); returns -ENOSPC if over
  * ban_max (nothing changed). Closes connections from newly banned sources. */
 int ipblocker_apply_bans(ipblocker *b, const rdv_strlist *list);
@@ -117,6 +148,42 @@ void ipblocker_ban_cmd(void *ud, int argc, char **argv, rdv_buf *out);
 void ipblocker_unban_cmd(void *ud, int argc, char **argv, rdv_buf *out);
 void ipblocker_bans_cmd(void *ud, int argc, char **argv, rdv_buf *out);
 void ipblocker_bans_free(ipblocker *b);
+
+/* ---- ipblocker_banfile.c: the admin ban file's text, no I/O but a FILE
+ * to read (separate from the module for the fuzzer). One entry per line
+ * as ipblocker_ban_str prints it; '#' starts a comment; blank lines and
+ * surrounding white space are ignored. */
+#define IPB_BANFILE_LINE_MAX 256  /* longer lines are bad unless the excess is in a comment */
+#define IPB_BANFILE_ENTRY_MAX 64  /* bytes ipblocker_banfile_format writes per entry at most */
+/* Per line holding something: key set, or key NULL and text the line
+ * (trimmed, escaped, cut to fit 80 bytes) for a bad one. */
+typedef int (*ipblocker_banfile_fn)(void *ud, unsigned long line, const ipblocker_ban_key *key, const char *text);
+/* Calls fn for every entry or bad line; stops early when fn returns < 0
+ * and returns that. 0, or -EIO if reading failed. */
+int ipblocker_banfile_parse(FILE *f, ipblocker_banfile_fn fn, void *ud);
+/* Sorts keys (IPv4 first, then by address, then prefix length) and
+ * writes the header and one line per key into buf; returns the length
+ * (buf needs ipblocker_banfile_size(n) bytes). */
+size_t ipblocker_banfile_size(size_t n);
+size_t ipblocker_banfile_format(ipblocker_ban_key *keys, size_t n, char *buf, size_t cap);
+/* Sort order of the file. */
+int ipblocker_ban_key_cmp(const void *a, const void *b);
+
+/* ---- ipblocker_banwriter.c: admin_ban_file */
+/* Before init and in --check: the file readable if present, its directory
+ * writable. Reads nothing but the file's type; changes nothing. */
+int ipblocker_banfile_check(const char *path, char *err, size_t errlen);
+/* At init: copies the path, loads the admin bans (a missing file is none).
+ * -errno (logged) when the file cannot be read. */
+int ipblocker_banfile_open(ipblocker *b);
+/* The admin bans changed: write them (on the worker; coalesced). */
+void ipblocker_banfile_changed(ipblocker *b);
+/* From the prune timer: retry a write that failed. */
+void ipblocker_banfile_retry(ipblocker *b);
+/* An answer's note when the last write failed ("" otherwise). */
+void ipblocker_banfile_note(ipblocker *b, rdv_buf *out);
+/* At destroy: finishes the write in flight and writes what changed since. */
+void ipblocker_banfile_close(ipblocker *b);
 
 static inline uint64_t ipblocker_secs(uint64_t now, uint64_t then) { return now > then ? (now - then) / 1000 : 0; }
 

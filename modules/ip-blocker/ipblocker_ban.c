@@ -9,7 +9,9 @@
  * hooks; their current address comes from conn_info).
  *
  * Lookup: one hash probe per prefix length in use (a masked-address table),
- * so the cost does not grow with the number of bans. */
+ * so the cost does not grow with the number of bans. Admin bans are also
+ * kept in admin_ban_file (ipblocker_banwriter.c): a `ban` / `unban` that
+ * changes the set of admin bans has the file rewritten. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
@@ -49,13 +51,12 @@ bool ipblocker_parse_ban(const char *text, ipblocker_ban_key *key)
     }
     uint8_t ip[16], raw[4];
     bool v4 = inet_pton(AF_INET, buf, raw) == 1;
-    if (!rdv_ip_parse(buf, ip))
-        return false;
     if (v4) { /* an IPv4 prefix lives in the mapped part of the 128-bit space */
         if (plen > 32)
             return false;
+        rdv_ip_parse(buf, ip);
         plen = plen < 0 ? 128 : plen + 96;
-    } else if (plen > 128) {
+    } else if (inet_pton(AF_INET6, buf, ip) != 1 || plen > 128) {
         return false;
     } else if (plen < 0) {
         plen = 128;
@@ -63,6 +64,16 @@ bool ipblocker_parse_ban(const char *text, ipblocker_ban_key *key)
     memset(key, 0, sizeof *key);
     key->plen = (uint8_t)plen;
     ipblocker_mask(ip, (unsigned)plen, key->net);
+    if (!v4 && plen >= 96) {
+        /* Sources are normalised (::ffff:a.b.c.d and ::a.b.c.d are IPv4),
+         * and so is a network that lies in that space; after masking, so
+         * that its printed form parses back to it ("::1/100" is 0.0.0.0/4,
+         * as "::/100" is). A shorter prefix is the IPv6 network as written
+         * ("::/90", not ::ffc0:0:0/90; found by fuzz_banfile). */
+        rdv_addr a;
+        rdv_addr_v6(&a, key->net, 0);
+        rdv_ip_pack(&a, key->net);
+    }
     return true;
 }
 
@@ -111,8 +122,7 @@ static void ipblocker_ban_del(ipblocker *b, ipblocker_ban *ban)
     free(ban);
 }
 
-/* Add (or mark) a ban from source src. -ENOSPC over ban_max. */
-static int ipblocker_ban_add(ipblocker *b, const ipblocker_ban_key *key, uint8_t src, bool *added)
+int ipblocker_ban_add(ipblocker *b, const ipblocker_ban_key *key, uint8_t src, bool *added)
 {
     ipblocker_ban *ban = ipblocker_ban_find(b, key);
     *added = false;
@@ -301,7 +311,8 @@ void ipblocker_ban_cmd(void *ud, int argc, char **argv, rdv_buf *out)
         b->api->out(out, "usage: ban <ip|cidr>\n");
         return;
     }
-    bool added;
+    const ipblocker_ban *had = ipblocker_ban_find(b, &key);
+    bool was_admin = had && (had->src & IPB_BAN_ADMIN), added;
     int r = ipblocker_ban_add(b, &key, IPB_BAN_ADMIN, &added);
     if (r == -ENOSPC) {
         b->api->out(out, "ban list full (ban_max = %lld)\n", (long long)b->cfg->ban_max);
@@ -315,6 +326,9 @@ void ipblocker_ban_cmd(void *ud, int argc, char **argv, rdv_buf *out)
     ipblocker_ban_str(&key, txt, sizeof txt);
     RDV_NOTICE(b->core, "banned %s (admin), %zu connections closed", txt, closed);
     b->api->out(out, "banned %s, %zu connections closed\n", txt, closed);
+    ipblocker_banfile_note(b, out); /* before this change's write: about the last one */
+    if (!was_admin)
+        ipblocker_banfile_changed(b);
 }
 
 void ipblocker_unban_cmd(void *ud, int argc, char **argv, rdv_buf *out)
@@ -332,10 +346,14 @@ void ipblocker_unban_cmd(void *ud, int argc, char **argv, rdv_buf *out)
         b->api->out(out, "not banned: %s\n", txt);
         return;
     }
-    bool conf = ban->src & IPB_BAN_CONF;
+    bool conf = ban->src & IPB_BAN_CONF, admin = ban->src & IPB_BAN_ADMIN;
     ipblocker_ban_del(b, ban);
     RDV_NOTICE(b->core, "unbanned %s (admin)", txt);
     b->api->out(out, "unbanned %s%s\n", txt, conf ? " (configured: back on the next reload)" : "");
+    if (admin) { /* a configured-only ban is not in the file */
+        ipblocker_banfile_note(b, out);
+        ipblocker_banfile_changed(b);
+    }
 }
 
 void ipblocker_bans_cmd(void *ud, int argc, char **argv, rdv_buf *out)

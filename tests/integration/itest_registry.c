@@ -637,3 +637,37 @@ Test(registry, bans_drop_everything_from_a_source)
     cr_assert_eq(reg_peer(a, "123456789"), 1);
     close(a);
 }
+
+/* Admin bans are kept in ip-blocker.admin_ban_file (./admin-bans.txt by
+ * default; an rdvd addition, upstream has no bans): a ban followed at once
+ * by SIGTERM is on disk, then listed and enforced after the restart; an
+ * unban made before the stop stays made. */
+Test(registry, admin_bans_survive_a_restart)
+{
+    char *o = rdvt_admin(&srv, "ban 127.0.0.67");
+    cr_assert(o && strstr(o, "banned 127.0.0.67"), "%s", o ? o : "(null)");
+    free(o);
+    free(rdvt_admin(&srv, "ban 127.0.0.68"));
+    free(rdvt_admin(&srv, "unban 127.0.0.68"));
+    restart();
+    char path[300];
+    snprintf(path, sizeof path, "%s/admin-bans.txt", srv.dir);
+    cr_assert(rdvt_file_contains(path, "127.0.0.67"));
+    cr_assert_not(rdvt_file_contains(path, "127.0.0.68"));
+    cr_assert(rdvt_log_contains(&srv, "1 admin bans loaded from admin-bans.txt"));
+    o = rdvt_admin(&srv, "bans");
+    cr_assert(o && strcmp(o, "1\n127.0.0.67 admin hits=0\n") == 0, "%s", o ? o : "(null)");
+    free(o);
+    int a = rdvt_udp("127.0.0.67");
+    cr_assert_eq(reg_peer(a, "123456789"), -1, "UDP from the banned source dropped");
+    close(a);
+    int t = rdvt_tcp("127.0.0.67", srv.port);
+    if (t >= 0) {
+        cr_assert(rdvt_tcp_closed(t, 3000), "TCP refused at accept");
+        close(t);
+    }
+    cr_assert_geq(rdvt_stat(&srv, "ip-blocker.banned_msgs"), 1);
+    a = rdvt_udp("127.0.0.68");
+    cr_assert_eq(reg_peer(a, "123456789"), 1, "the unbanned source is answered");
+    close(a);
+}

@@ -346,19 +346,19 @@ int rdv_server_init(rdv_server *s, const rdv_boot *boot)
     rdv_stat_gauge(s, "core", "read_bytes", gauge_read_bytes, s, "bytes held in connections' read buffers (core.read_total)");
     rdv_stat_gauge(s, "core", "write_bytes", gauge_write_bytes, s, "bytes held in connections' write queues (core.write_total)");
 
+    /* core.user: before anything is opened or made, so every file, socket
+     * and module check is the user's (--check only looks the user up). */
+    if ((dry ? rdv_user_check(s, err, sizeof err) : rdv_user_switch(s, err, sizeof err)) < 0)
+        goto fail;
     if (rdv_admin_open(s, dry ? "" : s->cfg.admin_socket) < 0) {
         snprintf(err, sizeof err, "admin console not available (see above)");
         goto fail;
     }
     if (rdv_load_modules(s, err, sizeof err) < 0 || check_groups(s, s->conf, s->cfg.module_path, true, err, sizeof err) < 0)
         goto fail;
-    if (rdv_user_check(s, err, sizeof err) < 0)
-        goto fail;
     if (dry)
         return 0;
     rdv_fit_nofile(s);
-    if (rdv_user_switch(s, err, sizeof err) < 0)
-        goto fail;
     if (rdv_init_modules(s, err, sizeof err) < 0)
         goto fail;
     if (open_dispatch_listeners(s) < 0) {

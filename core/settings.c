@@ -17,7 +17,7 @@ const rdv_setting rdv_core_settings[] = {
     RDV_SETTING_INT(rdv_core_cfg, udp_rcvbuf, 0, 0, 1073741824, 0, "SO_RCVBUF of UDP sockets (0: system default; hbbs --rmem)"),
     RDV_SETTING_INT(rdv_core_cfg, udp_batch, 64, 1, 64, 0, "datagrams read (recvmmsg) per wake-up before other work runs"),
     RDV_SETTING_INT(rdv_core_cfg, udp_coalesce_us, 500, 0, 10000, RDV_SETF_RELOAD, "when a datagram arrives less than this after the last UDP wake-up began, read UDP on a tick of this many µs (counted from the wake-up) until a tick finds nothing: fewer wake-ups, at most this added to a reply; not while most datagrams come from sources that sent within this (a client waiting for each answer, or a flood); 0: off"),
-    RDV_SETTING_STRING(rdv_core_cfg, user, "", 0, "run as this user once the descriptor limit is raised and the admin socket made, before any module starts: keys, database and connections belong to it (rdvd must start as root; the working directory must be writable by it, the conf directory readable for reloads; ports below 1024 then need CAP_NET_BIND_SERVICE); empty: stay as started"),
+    RDV_SETTING_STRING(rdv_core_cfg, user, "", 0, "run as this user from right after reading the configuration: admin socket, keys, database, modules and connections are all its (rdvd must start as root; the working directory must be writable by it, the conf directory readable for reloads; ports below 1024 then need CAP_NET_BIND_SERVICE); empty: stay as started"),
     RDV_SETTING_BOOL(rdv_core_cfg, ipv6, 1, 0, "bind [::] dual stack (falls back to IPv4 when the host has no IPv6)"),
     RDV_SETTING_END,
 };

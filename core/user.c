@@ -1,9 +1,11 @@
-/* core/user.c — core.user: leave root once the steps that need it are done
- * (raising the descriptor limit, creating the admin socket) and before any
- * module runs, so keys, the database, worker threads and every connection
- * belong to an unprivileged user. nginx and sshd do the same: an exploit
- * in a parser then owns a user that can touch rdvd's working directory
- * only. */
+/* core/user.c — core.user: leave root right after reading the
+ * configuration, before anything is opened or made (rdvd needs no
+ * privilege: its ports are above 1024 and raising the soft descriptor
+ * limit up to the hard one is anyone's right), so the admin socket, keys,
+ * the database, worker threads and every connection belong to an
+ * unprivileged user, and so do the modules' checks of their files. An
+ * exploit in a parser then owns a user that can touch rdvd's working
+ * directory only. */
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
@@ -47,11 +49,6 @@ int rdv_user_switch(rdv_server *s, char *err, size_t errlen)
                  "root or leave core.user empty", name, (unsigned)geteuid());
         return -1;
     }
-    /* The console's socket was made as root: hand it over, so that user
-     * may use the console too and the socket can be replaced later. */
-    if (*s->cfg.admin_socket && chown(s->cfg.admin_socket, uid, gid) < 0)
-        rdv_logf("core", RDV_LOG_WARN, "core.admin_socket %s: chown to %s: %s", s->cfg.admin_socket, name,
-                 strerror(errno));
     if (initgroups(name, gid) < 0 || setgid(gid) < 0 || setuid(uid) < 0) {
         snprintf(err, errlen, "core.user = \"%s\": cannot switch to uid %u gid %u: %s", name, (unsigned)uid,
                  (unsigned)gid, strerror(errno));

@@ -229,9 +229,9 @@ Test(startup, nat_port_not_main_minus_one_is_warned)
     cr_assert(warned, "no warning '%s'", want);
 }
 
-/* core.user (OPERATIONS.md §security): rdvd leaves root after raising the
- * descriptor limit and making the admin socket, before any module runs, so
- * the key pair, the database and the worker thread belong to the user. */
+/* core.user (OPERATIONS.md, "Not as root"): rdvd leaves root right after
+ * reading its configuration, so the admin socket, the key pair, the
+ * database and the worker thread belong to the user. */
 Test(startup, core_user_runs_the_modules_as_that_user, .timeout = 60)
 {
     if (geteuid() != 0)

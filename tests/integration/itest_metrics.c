@@ -221,3 +221,75 @@ Test(metrics, slow_and_surplus_clients_are_bounded)
     free(c);
     cr_assert(rdvt_alive(&srv));
 }
+
+/* ------------------------------------------------------------------ the shipped alert rules */
+/* docs/prometheus/rdvd-alerts.yml names rdvd_ metrics: on a full node
+ * (every shipped module but login-gate and candy) each must exist, so a
+ * renamed stat cannot leave a rule that silently never fires; and the file
+ * must be YAML of Prometheus' rule-file shape. */
+static const char full_core[] =
+    "core: {\n"
+    "  modules = [ \"keys\", \"storage-sqlite\", \"ip-blocker\", \"registry\", \"nat-test\", \"punch-coordinator\",\n"
+    "              \"secure-tcp\", \"api-proxy\", \"websocket-transport\", \"relay\", \"metrics\" ];\n"
+    "  module_path = \"@MODDIR@\";\n"
+    "  listeners = ( { name = \"main\"; port = @PORT@; udp = true; tcp = true; },\n"
+    "                { name = \"nat\"; port = @NAT@; tcp = true; } );\n"
+    "};\n";
+
+static void boot_full(void)
+{
+    const char *const files[] = {
+        "00-core.conf", full_core,
+        "40-relay.conf", "relay: { port = @RELAY@; };\n",
+        "50-websocket-transport.conf", "websocket-transport: { rendezvous_port = @WS@; relay_port = @RWS@; };\n",
+        "70-metrics.conf", "metrics: { port = @MX@; };\n",
+        NULL,
+    };
+    cr_assert_eq(rdvt_prepare(&srv, files), 0);
+    cr_assert_eq(rdvt_start(&srv), 0, "rdvd did not start");
+}
+
+TestSuite(metrics_rules, .init = boot_full, .fini = fini, .timeout = RDVT_SANITIZED ? 120 : 60);
+
+Test(metrics_rules, every_metric_the_alert_rules_name_exists)
+{
+    const char *rules_path = RDV_SOURCE_DIR "/docs/prometheus/rdvd-alerts.yml";
+    FILE *f = fopen(rules_path, "r");
+    cr_assert_not_null(f, "%s", rules_path);
+    static char rules[65536];
+    size_t n = fread(rules, 1, sizeof rules - 1, f);
+    fclose(f);
+    rules[n] = '\0';
+    char *a = http("GET /metrics HTTP/1.1\r\n\r\n");
+    cr_assert_eq(status_of(a), 200, "%.300s", a);
+    int names = 0;
+    for (const char *p = rules; (p = strstr(p, "rdvd_")) != NULL;) {
+        size_t len = strspn(p, "abcdefghijklmnopqrstuvwxyz0123456789_");
+        /* not a name: the bare prefix in a comment, the regex in RdvdOutOfMemory */
+        bool name = len > strlen("rdvd_") && p[len] != '.' && p[len] != '"';
+        if (name) {
+            char want[160];
+            snprintf(want, sizeof want, "\n# TYPE %.*s ", (int)len, p);
+            cr_assert(strstr(a, want), "%s names %.*s, which a full node does not export", rules_path, (int)len, p);
+            names++;
+        }
+        p += len;
+    }
+    cr_assert_geq(names, 20, "only %d metric names found in the rules", names);
+    free(a);
+    if (system(PY " -c 'import yaml' 2>/dev/null") != 0)
+        cr_skip_test("python3-yaml is not installed (scripts/setup.sh installs it)");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             PY " -c 'import sys, yaml\n"
+             "d = yaml.safe_load(open(sys.argv[1]))\n"
+             "rules = [r for g in d[\"groups\"] for r in g[\"rules\"]]\n"
+             "for r in rules:\n"
+             "  assert set(r) <= {\"alert\", \"expr\", \"for\", \"labels\", \"annotations\"}, r\n"
+             "  assert r[\"alert\"] and str(r[\"expr\"]).count(\"(\") == str(r[\"expr\"]).count(\")\"), r\n"
+             "  assert r[\"labels\"][\"severity\"] in (\"critical\", \"warning\"), r\n"
+             "assert len({r[\"alert\"] for r in rules}) == len(rules)\n"
+             "' %s",
+             rules_path);
+    cr_assert_eq(system(cmd), 0, "%s is not a well-formed Prometheus rule file", rules_path);
+}

@@ -30,18 +30,7 @@ static void teardown(void)
 
 TestSuite(ban, .init = setup, .fini = teardown);
 
-/* A datagram from `from`: RDV_CLOSE when the ACCESS phase drops it, -ENOENT
- * when it passes (nobody in this suite handles RegisterPeer). */
-static int udp_from(const char *from)
-{
-    Hbb__RegisterPeer rp = HBB__REGISTER_PEER__INIT;
-    rp.id = "abcdef";
-    Hbb__RendezvousMessage m = HBB__RENDEZVOUS_MESSAGE__INIT;
-    m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_REGISTER_PEER;
-    m.register_peer = &rp;
-    rdv_addr a = fc_addr(from);
-    return fc_udp(fc, "main", &a, &m);
-}
+static int udp_from(const char *from) { return ipbt_udp_from(fc, from); }
 
 static bool tcp_accepted(const char *listener, rdv_transport tr, const char *from)
 {

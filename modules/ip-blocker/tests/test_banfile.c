@@ -52,16 +52,7 @@ static const char *admin(const char *line)
     return out;
 }
 
-static bool dropped(const char *from)
-{
-    Hbb__RegisterPeer rp = HBB__REGISTER_PEER__INIT;
-    rp.id = "abcdef";
-    Hbb__RendezvousMessage m = HBB__RENDEZVOUS_MESSAGE__INIT;
-    m.union_case = HBB__RENDEZVOUS_MESSAGE__UNION_REGISTER_PEER;
-    m.register_peer = &rp;
-    rdv_addr a = fc_addr(from);
-    return fc_udp(fc, "main", &a, &m) == RDV_CLOSE;
-}
+static bool dropped(const char *from) { return ipbt_udp_from(fc, from) == RDV_CLOSE; }
 
 /* Until the writer has nothing in flight and its outcome was seen. */
 static void settle(void)

@@ -8,7 +8,6 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,62 +15,30 @@
 
 #include "compat.h"
 #include "compat_opts.h"
+#include "rdv/wire.h"
 #include "server.h"
 
 extern char **environ;
 
 /* ------------------------------------------------------------------ text out */
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) RDV_PRINTF(2, 3);
-static void sb_printf(sbuf *b, const char *fmt, ...)
+static void sb_str(rdv_text *b, const char *s)
 {
-    va_list ap;
-    for (;;) {
-        va_start(ap, fmt);
-        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0 || b->oom)
-            return;
-        if (b->p && (size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap ? b->cap * 2 : 1024;
-        while (cap < b->len + (size_t)n + 1)
-            cap *= 2;
-        char *np = realloc(b->p, cap);
-        if (!np) {
-            b->oom = true;
-            return;
-        }
-        b->p = np, b->cap = cap;
-    }
-}
-
-/* A libconfig string literal. */
-static void sb_str(sbuf *b, const char *s)
-{
-    sb_printf(b, "\"");
+    rdv_text_printf(b, "\"");
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         if (*p == '"' || *p == '\\')
-            sb_printf(b, "\\%c", *p);
+            rdv_text_printf(b, "\\%c", *p);
         else if (*p < 0x20 || *p == 0x7f)
-            sb_printf(b, "\\x%02x", *p);
+            rdv_text_printf(b, "\\x%02x", *p);
         else
-            sb_printf(b, "%c", *p);
+            rdv_text_printf(b, "%c", *p);
     }
-    sb_printf(b, "\"");
+    rdv_text_printf(b, "\"");
 }
 
 /* A libconfig list of strings from a comma-separated value. */
-static void sb_list(sbuf *b, const char *csv)
+static void sb_list(rdv_text *b, const char *csv)
 {
-    sb_printf(b, "[");
+    rdv_text_printf(b, "[");
     char *copy = strdup(csv ? csv : "");
     bool first = true;
     for (char *save = NULL, *t = copy ? strtok_r(copy, ",", &save) : NULL; t; t = strtok_r(NULL, ",", &save)) {
@@ -82,12 +49,12 @@ static void sb_list(sbuf *b, const char *csv)
             *--e = 0;
         if (!*t)
             continue;
-        sb_printf(b, first ? " " : ", ");
+        rdv_text_printf(b, first ? " " : ", ");
         sb_str(b, t);
         first = false;
     }
     free(copy);
-    sb_printf(b, " ]");
+    rdv_text_printf(b, " ]");
 }
 
 /* ------------------------------------------------------------------ run */
@@ -145,15 +112,15 @@ static bool valid_bind(const char *b)
     return !*b || inet_pton(AF_INET, b, buf) == 1 || inet_pton(AF_INET6, b, buf) == 1;
 }
 
-static void listener(sbuf *b, const char *name, long long port, const char *bind, bool udp, bool last)
+static void listener(rdv_text *b, const char *name, long long port, const char *bind, bool udp, bool last)
 {
-    sb_printf(b, "    { name = \"%s\"; port = %lld; udp = %s; tcp = true; bind = ", name, port, udp ? "true" : "false");
+    rdv_text_printf(b, "    { name = \"%s\"; port = %lld; udp = %s; tcp = true; bind = ", name, port, udp ? "true" : "false");
     sb_str(b, bind);
-    sb_printf(b, "; }%s\n", last ? "" : ",");
+    rdv_text_printf(b, "; }%s\n", last ? "" : ",");
 }
 
 /* hbbs: all rendezvous modules; ports from PORT (§3.3). */
-static int hbbs_conf(compat_opts *o, sbuf *b, char *err, size_t errlen)
+static int hbbs_conf(compat_opts *o, rdv_text *b, char *err, size_t errlen)
 {
     long long port = 21116;
     const char *ps = compat_get(o, "PORT");
@@ -190,49 +157,49 @@ static int hbbs_conf(compat_opts *o, sbuf *b, char *err, size_t errlen)
      * (>= 1.4.1) fail without it (client-flows.md §5.2): with login, the
      * secure-TCP offer comes too. Plain hbbs stays OSS (§4.2). */
     bool stcp = login && module_available("secure-tcp");
-    sb_printf(b, "core: {\n  modules = [ \"keys\", \"storage-sqlite\", \"ip-blocker\", \"registry\", \"nat-test\", \"punch-coordinator\"%s%s%s ];\n",
+    rdv_text_printf(b, "core: {\n  modules = [ \"keys\", \"storage-sqlite\", \"ip-blocker\", \"registry\", \"nat-test\", \"punch-coordinator\"%s%s%s ];\n",
               login ? ", \"login-gate\"" : "", stcp ? ", \"secure-tcp\"" : "",
               module_available("websocket-transport") ? ", \"websocket-transport\"" : "");
-    sb_printf(b, "  log_level = \"%s\";\n  admin_socket = \"hbbs.sock\";\n  udp_rcvbuf = %lld;\n", log_level_of(getenv("RUST_LOG")), rmem);
+    rdv_text_printf(b, "  log_level = \"%s\";\n  admin_socket = \"hbbs.sock\";\n  udp_rcvbuf = %lld;\n", log_level_of(getenv("RUST_LOG")), rmem);
     /* The NAT port (PORT-1) is owned by nat-test, which serves upstream's
      * loopback console there as hbbs does (compat_console below). */
-    sb_printf(b, "  listeners = (\n");
+    rdv_text_printf(b, "  listeners = (\n");
     listener(b, "main", port, bind, true, true);
-    sb_printf(b, "  );\n};\n");
+    rdv_text_printf(b, "  );\n};\n");
 
-    sb_printf(b, "keys: { key = ");
+    rdv_text_printf(b, "keys: { key = ");
     sb_str(b, compat_get(o, "KEY") ? compat_get(o, "KEY") : "-");
-    sb_printf(b, "; };\n");
-    sb_printf(b, "storage-sqlite: { path = ");
+    rdv_text_printf(b, "; };\n");
+    rdv_text_printf(b, "storage-sqlite: { path = ");
     sb_str(b, compat_get(o, "DB-URL") ? compat_get(o, "DB-URL") : "./db_v2.sqlite3");
-    sb_printf(b, "; };\n");
-    sb_printf(b, "registry: { serial = %lld; rendezvous_servers = ", serial);
+    rdv_text_printf(b, "; };\n");
+    rdv_text_printf(b, "registry: { serial = %lld; rendezvous_servers = ", serial);
     sb_list(b, compat_get(o, "RENDEZVOUS-SERVERS"));
-    sb_printf(b, "; software_url = ");
+    rdv_text_printf(b, "; software_url = ");
     sb_str(b, compat_get(o, "SOFTWARE-URL") ? compat_get(o, "SOFTWARE-URL") : "");
-    sb_printf(b, "; };\n");
-    sb_printf(b, "nat-test: { compat_console = true; console_port = %lld; console_bind = ", port - 1);
+    rdv_text_printf(b, "; };\n");
+    rdv_text_printf(b, "nat-test: { compat_console = true; console_port = %lld; console_bind = ", port - 1);
     sb_str(b, bind);
-    sb_printf(b, "; };\n");
-    sb_printf(b, "punch-coordinator: { relay_servers = ");
+    rdv_text_printf(b, "; };\n");
+    rdv_text_printf(b, "punch-coordinator: { relay_servers = ");
     sb_list(b, compat_get(o, "RELAY-SERVERS"));
-    sb_printf(b, "; always_use_relay = %s; mask = ", aur && strcasecmp(aur, "Y") == 0 ? "true" : "false");
+    rdv_text_printf(b, "; always_use_relay = %s; mask = ", aur && strcasecmp(aur, "Y") == 0 ? "true" : "false");
     sb_str(b, compat_get(o, "MASK") ? compat_get(o, "MASK") : "");
-    sb_printf(b, "; local_ip = ");
+    rdv_text_printf(b, "; local_ip = ");
     sb_str(b, compat_get(o, "LOCAL-IP") ? compat_get(o, "LOCAL-IP") : "");
-    sb_printf(b, "; };\n");
+    rdv_text_printf(b, "; };\n");
     if (login) {
-        sb_printf(b, "login-gate: { must_login = %s; jwt_key = ", must_login ? "true" : "false");
+        rdv_text_printf(b, "login-gate: { must_login = %s; jwt_key = ", must_login ? "true" : "false");
         sb_str(b, jwt ? jwt : "");
-        sb_printf(b, "; };\n");
+        rdv_text_printf(b, "; };\n");
     }
     if (module_available("websocket-transport"))
-        sb_printf(b, "websocket-transport: { rendezvous_port = %lld; relay_port = 0; bind = \"%s\"; };\n", port + 2, bind);
+        rdv_text_printf(b, "websocket-transport: { rendezvous_port = %lld; relay_port = 0; bind = \"%s\"; };\n", port + 2, bind);
     return 0;
 }
 
 /* hbbr: the relay module; the PORT quirk of §4.2. */
-static int hbbr_conf(compat_opts *o, sbuf *b, char *err, size_t errlen)
+static int hbbr_conf(compat_opts *o, rdv_text *b, char *err, size_t errlen)
 {
     long long port = 21117;
     const char *flag_p = compat_flag(o, "PORT");
@@ -252,13 +219,13 @@ static int hbbr_conf(compat_opts *o, sbuf *b, char *err, size_t errlen)
         snprintf(err, errlen, "Invalid bind address: %s (BIND / -b takes an IPv4 or IPv6 literal)", bind);
         return -1;
     }
-    sb_printf(b, "core: {\n  modules = [ \"relay\"%s ];\n", module_available("websocket-transport") ? ", \"websocket-transport\"" : "");
-    sb_printf(b, "  log_level = \"%s\";\n  admin_socket = \"hbbr.sock\";\n};\n", log_level_of(getenv("RUST_LOG")));
-    sb_printf(b, "relay: {\n  port = %lld;\n  bind = ", port);
+    rdv_text_printf(b, "core: {\n  modules = [ \"relay\"%s ];\n", module_available("websocket-transport") ? ", \"websocket-transport\"" : "");
+    rdv_text_printf(b, "  log_level = \"%s\";\n  admin_socket = \"hbbr.sock\";\n};\n", log_level_of(getenv("RUST_LOG")));
+    rdv_text_printf(b, "relay: {\n  port = %lld;\n  bind = ", port);
     sb_str(b, bind);
-    sb_printf(b, ";\n  key = ");
+    rdv_text_printf(b, ";\n  key = ");
     sb_str(b, compat_get(o, "KEY") ? compat_get(o, "KEY") : "");
-    sb_printf(b, ";\n  console_loopback = true;\n"); /* upstream's loopback console on the relay port */
+    rdv_text_printf(b, ";\n  console_loopback = true;\n"); /* upstream's loopback console on the relay port */
     /* Bandwidth (relay.md §6.1): a value that does not parse keeps the
      * default, as upstream does (§2.4). */
     static const struct { const char *env, *key; double lo, hi; } bw[] = {
@@ -268,14 +235,14 @@ static int hbbr_conf(compat_opts *o, sbuf *b, char *err, size_t errlen)
     for (size_t i = 0; i < sizeof bw / sizeof bw[0]; i++) {
         double d;
         if (parse_double(compat_get(o, bw[i].env), &d) && d >= bw[i].lo && d <= bw[i].hi)
-            sb_printf(b, "  %s = %.17g;\n", bw[i].key, d);
+            rdv_text_printf(b, "  %s = %.17g;\n", bw[i].key, d);
     }
     long long dsc;
     if (parse_int(compat_get(o, "DOWNGRADE-START-CHECK"), &dsc) && dsc > 0 && dsc <= 1000000000)
-        sb_printf(b, "  downgrade_start_check = %lld;\n", dsc);
-    sb_printf(b, "};\n");
+        rdv_text_printf(b, "  downgrade_start_check = %lld;\n", dsc);
+    rdv_text_printf(b, "};\n");
     if (module_available("websocket-transport"))
-        sb_printf(b, "websocket-transport: { rendezvous_port = 0; relay_port = %lld; bind = \"%s\"; };\n", port + 2, bind);
+        rdv_text_printf(b, "websocket-transport: { rendezvous_port = 0; relay_port = %lld; bind = \"%s\"; };\n", port + 2, bind);
     return 0;
 }
 
@@ -309,11 +276,11 @@ static int generate(const compat_ctx *x, char **text, char *err, size_t errlen)
         return r;
     }
     compat_load_files(o);
-    sbuf b = { 0 };
+    rdv_text b = { 0 };
     r = hbbs ? hbbs_conf(o, &b, err, errlen) : hbbr_conf(o, &b, err, errlen);
     compat_opts_free(o);
-    if (r < 0 || b.oom) {
-        if (b.oom)
+    if (r < 0 || b.cut) {
+        if (b.cut)
             snprintf(err, errlen, "out of memory");
         free(b.p);
         return -1;

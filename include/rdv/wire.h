@@ -95,6 +95,21 @@ bool rdv_utf8_valid(const uint8_t *p, size_t n);
 /* Rust's str::parse::<i32>() (upstream console arguments); out may be NULL. */
 bool rdv_parse_i32(const char *s, int32_t *out);
 
+/* A growing text (console answers, exports): rdv_text_printf appends;
+ * once it would pass limit bytes (0 = no limit) or memory runs out it
+ * appends nothing more and sets cut, so the caller can tell an incomplete
+ * text. Zero-initialise it (set limit); rdv_text_free releases it. */
+typedef struct rdv_text {
+    char *p;     /* NUL-terminated once anything was appended; else NULL */
+    size_t len, cap, limit;
+    bool cut;
+} rdv_text;
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+void rdv_text_printf(rdv_text *t, const char *fmt, ...);
+void rdv_text_free(rdv_text *t);
+
 #ifdef __cplusplus
 }
 #endif

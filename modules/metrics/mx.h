@@ -10,6 +10,7 @@
 
 #include <rdv/core.h>
 #include <rdv/module.h>
+#include <rdv/wire.h>
 #define RDV_UTHASH_PREFIX mx
 #include <rdv/uthash.h>
 
@@ -59,24 +60,18 @@ mx_req_state mx_req_feed(mx_req *r, const uint8_t *p, size_t n);
 int mx_req_status(const mx_req *r, const char *token);
 
 /* ------------------------------------------------------------------ text (mx_text.c) */
-typedef struct mx_out {
-    char *p;
-    size_t len, cap, max;
-    bool over; /* max reached: the text is incomplete */
-} mx_out;
-
-void mx_out_printf(mx_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* "rdvd_" + name with every character outside [A-Za-z0-9_] as '_'
  * ("ip-blocker.banned_msgs" -> "rdvd_ip_blocker_banned_msgs"); counters get
  * "_total". Returns the length, or 0 if it does not fit. */
 size_t mx_metric_name(const char *stat, bool counter, char *out, size_t len);
 /* The exposition (Prometheus text format 0.0.4) of every stat, then the
- * process metrics if asked. Counts names that collided after mapping (the
- * later one is left out: a scrape with a name twice is refused whole). */
+ * process metrics if asked, into o (o->cut: over its limit or no memory).
+ * Counts names that collided after mapping (the later one is left out: a
+ * scrape with a name twice is refused whole). */
 typedef struct mx_proc {
     double start_time_s; /* process start, seconds since the epoch; <= 0 unknown */
 } mx_proc;
-void mx_render(rdv_core *core, mx_out *o, const mx_proc *proc, bool process_metrics, uint64_t *collisions);
+void mx_render(rdv_core *core, rdv_text *o, const mx_proc *proc, bool process_metrics, uint64_t *collisions);
 /* Process start time from /proc (seconds since the epoch), or -1. */
 double mx_proc_start_time(void);
 

@@ -105,13 +105,13 @@ static void mx_answer_error(mx *m, rdv_conn_id id, int status)
 static void mx_answer_metrics(mx *m, rdv_conn_id id, bool head)
 {
     const rdv_core_api *api = m->core->api;
-    mx_out o = { .max = (size_t)m->cfg->max_response };
+    rdv_text o = { .limit = (size_t)m->cfg->max_response };
     mx_render(m->core, &o, &m->proc, m->cfg->process_metrics, m->st.collisions);
-    if (o.over) {
+    if (o.cut) {
         (*m->st.response_too_large)++;
         RDV_LOG_RL(m->core, RDV_LOG_ERR, "the metrics do not fit metrics.max_response = %lld bytes (or no "
                    "memory): answered 500; raise max_response", (long long)m->cfg->max_response);
-        free(o.p);
+        rdv_text_free(&o);
         mx_answer_error(m, id, 500);
         return;
     }
@@ -123,7 +123,7 @@ static void mx_answer_metrics(mx *m, rdv_conn_id id, bool head)
     (*m->st.scrapes)++;
     if (api->send_bytes(m->core, id, (const uint8_t *)hdr, (size_t)n) == 0 && !head && o.len)
         api->send_bytes(m->core, id, (const uint8_t *)o.p, o.len);
-    free(o.p);
+    rdv_text_free(&o);
     api->conn_close(m->core, id, true);
 }
 

@@ -4,7 +4,6 @@
  * dashboards and alerts work unchanged. */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,42 +11,6 @@
 #include <unistd.h>
 
 #include "mx.h"
-
-void mx_out_printf(mx_out *o, const char *fmt, ...)
-{
-    if (o->over)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(o->p ? o->p + o->len : NULL, o->p ? o->cap - o->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            o->over = true;
-            return;
-        }
-        if (o->p && o->len + (size_t)n < o->cap) {
-            o->len += (size_t)n;
-            return;
-        }
-        size_t need = o->len + (size_t)n + 1;
-        if (need > o->max) {
-            o->over = true;
-            return;
-        }
-        size_t cap = o->cap ? o->cap : 16384;
-        while (cap < need)
-            cap *= 2;
-        if (cap > o->max)
-            cap = o->max;
-        char *p = realloc(o->p, cap);
-        if (!p) {
-            o->over = true;
-            return;
-        }
-        o->p = p, o->cap = cap;
-    }
-}
 
 size_t mx_metric_name(const char *stat, bool counter, char *out, size_t len)
 {
@@ -71,21 +34,21 @@ size_t mx_metric_name(const char *stat, bool counter, char *out, size_t len)
 }
 
 /* HELP text escapes only backslash and newline (format 0.0.4). */
-static void mx_help(mx_out *o, const char *name, const char *help)
+static void mx_help(rdv_text *o, const char *name, const char *help)
 {
     if (!help || !*help)
         return;
-    mx_out_printf(o, "# HELP %s ", name);
+    rdv_text_printf(o, "# HELP %s ", name);
     for (const char *s = help; *s; s++) {
         size_t run = strcspn(s, "\\\n");
         if (run)
-            mx_out_printf(o, "%.*s", (int)run, s);
+            rdv_text_printf(o, "%.*s", (int)run, s);
         s += run;
         if (!*s)
             break;
-        mx_out_printf(o, "%s", *s == '\\' ? "\\\\" : "\\n");
+        rdv_text_printf(o, "%s", *s == '\\' ? "\\\\" : "\\n");
     }
-    mx_out_printf(o, "\n");
+    rdv_text_printf(o, "\n");
 }
 
 /* Names already written in this scrape, as 64-bit keyed hashes: two stats
@@ -97,7 +60,7 @@ typedef struct mx_seen {
 } mx_seen;
 
 typedef struct mx_walk {
-    mx_out *o;
+    rdv_text *o;
     mx_seen *seen;
     uint64_t collisions;
     bool oom;
@@ -136,7 +99,7 @@ static void mx_one(void *ud, const rdv_stat_view *st)
         return;
     }
     mx_help(w->o, name, st->help);
-    mx_out_printf(w->o, "# TYPE %s %s\n%s %llu\n", name, st->gauge ? "gauge" : "counter", name,
+    rdv_text_printf(w->o, "# TYPE %s %s\n%s %llu\n", name, st->gauge ? "gauge" : "counter", name,
                   (unsigned long long)st->value);
 }
 
@@ -195,36 +158,36 @@ double mx_proc_start_time(void)
     return (double)btime + (double)ticks / (double)hz;
 }
 
-static void mx_process(mx_out *o, const mx_proc *proc)
+static void mx_process(rdv_text *o, const mx_proc *proc)
 {
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) == 0) {
         double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
                      ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
-        mx_out_printf(o, "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
+        rdv_text_printf(o, "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
                          "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total %.6f\n", cpu);
     }
     uint64_t vsz, rss;
     if (mx_statm(&vsz, &rss))
-        mx_out_printf(o, "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+        rdv_text_printf(o, "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
                          "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %llu\n"
                          "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
                          "# TYPE process_virtual_memory_bytes gauge\nprocess_virtual_memory_bytes %llu\n",
                       (unsigned long long)rss, (unsigned long long)vsz);
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
-        mx_out_printf(o, "# HELP process_max_fds Maximum number of open file descriptors.\n"
+        rdv_text_printf(o, "# HELP process_max_fds Maximum number of open file descriptors.\n"
                          "# TYPE process_max_fds gauge\nprocess_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
     if (proc->start_time_s > 0)
-        mx_out_printf(o, "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n"
+        rdv_text_printf(o, "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n"
                          "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds %.2f\n",
                       proc->start_time_s);
 }
 
-void mx_render(rdv_core *core, mx_out *o, const mx_proc *proc, bool process_metrics, uint64_t *collisions)
+void mx_render(rdv_core *core, rdv_text *o, const mx_proc *proc, bool process_metrics, uint64_t *collisions)
 {
     const rdv_core_api *api = core->api;
-    mx_out_printf(o, "# HELP rdvd_build_info rdvd's version and module ABI; always 1.\n"
+    rdv_text_printf(o, "# HELP rdvd_build_info rdvd's version and module ABI; always 1.\n"
                      "# TYPE rdvd_build_info gauge\nrdvd_build_info{version=\"%s\",abi=\"%u.%u\"} 1\n",
                   RDV_MX_VERSION, (unsigned)api->abi_major, (unsigned)api->abi_minor);
     mx_walk w = { .o = o };
@@ -235,7 +198,7 @@ void mx_render(rdv_core *core, mx_out *o, const mx_proc *proc, bool process_metr
         free(s);
     }
     if (w.oom) /* a metric could not be checked for a repeat: say so, not a partial page */
-        o->over = true;
+        o->cut = true;
     *collisions += w.collisions;
     if (process_metrics)
         mx_process(o, proc);

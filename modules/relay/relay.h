@@ -57,18 +57,9 @@ typedef struct relay_pair relay_pair;
 typedef struct relay_waiter relay_waiter;
 typedef struct relay_ep relay_ep;
 
-/* ------------------------------------------------------------------ text buffer
- * Output of console commands: grows up to a hard cap, then is cut. Used by
- * both the core's admin socket (copied into its rdv_buf) and the loopback
- * console. */
-typedef struct relay_text {
-    char *p;
-    size_t len, cap, limit;
-    bool cut;
-} relay_text;
-
-void relay_text_printf(relay_text *t, const char *fmt, ...) RDV_PRINTF(2, 3);
-void relay_text_free(relay_text *t);
+/* ------------------------------------------------------------------ text
+ * Console output is an rdv_text (rdv/wire.h) with a cap, used by both the
+ * core's admin socket (copied into its rdv_buf) and the loopback console. */
 
 /* Rust's f64 Display: shortest text that reads back as v, never exponent
  * notation ("32", "0.5", "0.66"). out needs 400 bytes for any finite v. */
@@ -355,7 +346,7 @@ int relay_key_resolve(const char *key, const char *key_file, bool wait_for_file,
 
 /* ------------------------------------------------------------------ console */
 /* Run one hbbr console command (relay.md §8); argv as split by the caller. */
-void relay_cmd_run(relay *r, int argc, char **argv, relay_text *out);
+void relay_cmd_run(relay *r, int argc, char **argv, rdv_text *out);
 /* Split a console line like upstream: trim, then single spaces. */
 int relay_cmd_split(char *line, char **argv, int max);
 int relay_cmds_register(relay *r);

@@ -83,14 +83,14 @@ static void relay_set_cmd_remove(relay *r, relay_set *s, const char *arg)
     r->list_gen++;
 }
 
-static void relay_set_cmd_show(const relay_set *s, const char *arg, relay_text *out)
+static void relay_set_cmd_show(const relay_set *s, const char *arg, rdv_text *out)
 {
     if (arg) {
-        relay_text_printf(out, "%s\n", relay_set_has(s, arg) ? "true" : "false");
+        rdv_text_printf(out, "%s\n", relay_set_has(s, arg) ? "true" : "false");
         return;
     }
     for (const relay_set_entry *e = s->head; e; e = e->hh.next)
-        relay_text_printf(out, "%s\n", e->key);
+        rdv_text_printf(out, "%s\n", e->key);
 }
 
 /* Bandwidth commands: set with a value > 0, else print "<v>Mb/s". A value
@@ -98,12 +98,12 @@ static void relay_set_cmd_show(const relay_set *s, const char *arg, relay_text *
  * outside the bounds of the conf.d setting is refused with a line saying
  * so (upstream takes any value; the bucket arithmetic and the stall-free
  * behaviour are only sized for those bounds). */
-static void relay_mbps_cmd(uint64_t *bps, const char *setting, const char *arg, relay_text *out)
+static void relay_mbps_cmd(uint64_t *bps, const char *setting, const char *arg, rdv_text *out)
 {
     double v;
     char num[400], lo[400], hi[400];
     if (!arg) {
-        relay_text_printf(out, "%sMb/s\n", relay_fmt_f64((double)*bps / 1048576.0, num, sizeof num));
+        rdv_text_printf(out, "%sMb/s\n", relay_fmt_f64((double)*bps / 1048576.0, num, sizeof num));
         return;
     }
     if (relay_parse_pos_f64(arg, &v) < 0)
@@ -112,7 +112,7 @@ static void relay_mbps_cmd(uint64_t *bps, const char *setting, const char *arg, 
     while (s->name && strcmp(s->name, setting) != 0)
         s++;
     if (s->name && (v < s->dmin || v > s->dmax)) {
-        relay_text_printf(out, "%s Mb/s is out of range: relay.%s takes %s to %s Mb/s; unchanged\n", arg, setting,
+        rdv_text_printf(out, "%s Mb/s is out of range: relay.%s takes %s to %s Mb/s; unchanged\n", arg, setting,
                           relay_fmt_f64(s->dmin, lo, sizeof lo), relay_fmt_f64(s->dmax, hi, sizeof hi));
         return;
     }
@@ -126,7 +126,7 @@ static int relay_usage_cmp(const void *a, const void *b)
 }
 
 /* One line per pair older than a tick, largest total first (§8). */
-static void relay_usage(relay *r, relay_text *out)
+static void relay_usage(relay *r, rdv_text *out)
 {
     relay_pair **v = malloc((r->npairs ? r->npairs : 1) * sizeof *v);
     if (!v)
@@ -139,7 +139,7 @@ static void relay_usage(relay *r, relay_text *out)
     for (size_t i = 0; i < n; i++) {
         const relay_pair *p = v[i];
         char ip[INET6_ADDRSTRLEN];
-        relay_text_printf(out, "%s:%u: %llus %.2fMB %ukb/s %llukb/s %ukb/s\n", relay_ip_text(&p->addr[1], ip, sizeof ip),
+        rdv_text_printf(out, "%s:%u: %llus %.2fMB %ukb/s %llukb/s %ukb/s\n", relay_ip_text(&p->addr[1], ip, sizeof ip),
                           (unsigned)rdv_addr_port(&p->addr[1]), (unsigned long long)(p->elapsed_ms / 1000),
                           (double)p->total_bits / 8.0 / 1048576.0, p->highest,
                           (unsigned long long)(p->total_bits / p->elapsed_ms), p->current);
@@ -147,7 +147,7 @@ static void relay_usage(relay *r, relay_text *out)
     free(v);
 }
 
-void relay_cmd_run(relay *r, int argc, char **argv, relay_text *out)
+void relay_cmd_run(relay *r, int argc, char **argv, rdv_text *out)
 {
     if (argc < 1)
         return;
@@ -155,7 +155,7 @@ void relay_cmd_run(relay *r, int argc, char **argv, relay_text *out)
     uint64_t now = r->core->api->now_ms(r->core);
     char num[400];
     if (strcmp(cmd, "h") == 0) {
-        relay_text_printf(out, "%s", relay_help);
+        rdv_text_printf(out, "%s", relay_help);
     } else if (relay_is(cmd, "blacklist-add", "ba")) {
         relay_set_cmd_add(r, &r->black, arg);
     } else if (relay_is(cmd, "blacklist-remove", "br")) {
@@ -171,13 +171,13 @@ void relay_cmd_run(relay *r, int argc, char **argv, relay_text *out)
     } else if (relay_is(cmd, "downgrade-threshold", "dt")) {
         double v;
         if (!arg)
-            relay_text_printf(out, "%s\n", relay_fmt_f64(r->bw.dt_hundredths / 100.0, num, sizeof num));
+            rdv_text_printf(out, "%s\n", relay_fmt_f64(r->bw.dt_hundredths / 100.0, num, sizeof num));
         else if (relay_parse_pos_f64(arg, &v) == 0)
             r->bw.dt_hundredths = v * 100.0 >= 4294967295.0 ? UINT32_MAX : (uint32_t)(v * 100.0);
     } else if (relay_is(cmd, "downgrade-start-check", "t")) {
         uint64_t v;
         if (!arg)
-            relay_text_printf(out, "%llus\n", (unsigned long long)(r->bw.start_check_ms / 1000));
+            rdv_text_printf(out, "%llus\n", (unsigned long long)(r->bw.start_check_ms / 1000));
         else if (relay_parse_pos_u64(arg, &v) == 0)
             r->bw.start_check_ms = v > UINT64_MAX / 1000 ? UINT64_MAX / 1000 * 1000 : v * 1000;
     } else if (relay_is(cmd, "limit-speed", "ls")) {
@@ -200,7 +200,7 @@ static void relay_admin_cb(void *ud, int argc, char **argv, rdv_buf *out)
     /* Past the admin answer's 1 MiB, so that the core is the one cutting
      * (with its marker); handed over line by line, so that the cut falls
      * between lines, not before the first. */
-    relay_text t = { .limit = 2u << 20 };
+    rdv_text t = { .limit = 2u << 20 };
     char *help = "h";
     if (strcmp(argv[0], "relay-help") == 0)
         argv = &help, argc = 1;
@@ -211,7 +211,7 @@ static void relay_admin_cb(void *ud, int argc, char **argv, rdv_buf *out)
         r->core->api->out(out, "%.*s", (int)n, t.p + off);
         off += n;
     }
-    relay_text_free(&t);
+    rdv_text_free(&t);
 }
 
 int relay_cmds_register(relay *r)

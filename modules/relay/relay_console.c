@@ -22,7 +22,7 @@ struct relay_console {
     int fd;
     rdv_io *io;
     rdv_timer *timer;
-    relay_text out;
+    rdv_text out;
     size_t sent;
 };
 
@@ -39,7 +39,7 @@ static void relay_console_free(relay_console *c)
     r->core->api->io_free(c->io);
     r->core->api->timer_free(c->timer);
     close(c->fd);
-    relay_text_free(&c->out);
+    rdv_text_free(&c->out);
     free(c);
 }
 

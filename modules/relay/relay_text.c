@@ -1,52 +1,13 @@
-/* relay_text.c — console output buffer and upstream-compatible number
- * parsing and printing (relay.md §6.1, §8). */
+/* relay_text.c — upstream-compatible number parsing and printing
+ * (relay.md §6.1, §8). */
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "relay.h"
-
-void relay_text_printf(relay_text *t, const char *fmt, ...)
-{
-    if (t->cut)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    size_t want = t->len + (size_t)n + 1;
-    if (t->limit && want > t->limit) {
-        t->cut = true;
-        return;
-    }
-    if (want > t->cap) {
-        size_t cap = t->cap ? t->cap : 256;
-        while (cap < want)
-            cap *= 2;
-        char *np = realloc(t->p, cap);
-        if (!np) {
-            t->cut = true;
-            return;
-        }
-        t->p = np, t->cap = cap;
-    }
-    va_start(ap, fmt);
-    vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
-    va_end(ap);
-    t->len += (size_t)n;
-}
-
-void relay_text_free(relay_text *t)
-{
-    free(t->p);
-    memset(t, 0, sizeof *t);
-}
 
 /* Shortest %e form that reads back exactly, rewritten without exponent. */
 char *relay_fmt_f64(double v, char *out, size_t len)

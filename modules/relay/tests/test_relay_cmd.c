@@ -204,14 +204,14 @@ Test(cmd, L83_usage_past_the_answer_limit_keeps_whole_lines)
 
 Test(cmd, L84_L89_unknown_commands_answer_nothing)
 {
-    relay_text t = { .limit = 1024 };
+    rdv_text t = { .limit = 1024 };
     char line[] = "aur Y", line2[] = "xyz", line3[] = " ";
     char *argv[8];
     relay_cmd_run(R, relay_cmd_split(line, argv, 8), argv, &t);
     relay_cmd_run(R, relay_cmd_split(line2, argv, 8), argv, &t);
     relay_cmd_run(R, relay_cmd_split(line3, argv, 8), argv, &t);
     cr_assert_eq(t.len, 0);
-    relay_text_free(&t);
+    rdv_text_free(&t);
 }
 
 Test(cmd, split_is_upstreams)
@@ -224,10 +224,10 @@ Test(cmd, split_is_upstreams)
     cr_assert_str_eq(argv[1], "", "two spaces give an empty word");
     cr_assert_str_eq(argv[2], "1.2.3.4");
     /* so "ba  x" adds nothing: its argument is the empty word */
-    relay_text t = { .limit = 64 };
+    rdv_text t = { .limit = 64 };
     relay_cmd_run(R, argc, argv, &t);
     cr_assert_eq(R->black.n, 0);
-    relay_text_free(&t);
+    rdv_text_free(&t);
 }
 
 /* ------------------------------------------------------------------ loopback console */

@@ -52,35 +52,95 @@ void rdv_arena_reset(rdv_arena *a)
  * rust-protobuf rejects both, so the message does not parse upstream either. */
 #define FIELD_NUMBER_MAX ((1u << 29) - 1)
 
-static bool unknown_tags_valid(const ProtobufCMessage *m)
+/* ------------------------------------------------------------------ before unpacking
+ * The bytes are walked once, guided by the schema, before protobuf-c sees
+ * them: protobuf-c hands a string over as a C string, so a NUL inside one
+ * would silently cut it ("key\0junk" compared equal to "key", two relay
+ * uuids "u\0a" and "u\0b" would pair) and hide what follows it from the
+ * UTF-8 check. Here every string field is checked on its real length: a
+ * NUL makes the message undecodable, as invalid UTF-8 does (wire.md §2.2).
+ * Upstream would accept the NUL as a character; no RustDesk client sends
+ * one, and a server that cannot represent it faithfully must not guess. */
+
+static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 {
-    for (unsigned i = 0; i < m->n_unknown_fields; i++) {
-        uint32_t tag = m->unknown_fields[i].tag;
-        if (tag == 0 || tag > FIELD_NUMBER_MAX)
+    uint64_t r = 0;
+    for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        r |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *v = r;
+            return true;
+        }
+    }
+    return false; /* truncated or longer than 10 bytes */
+}
+
+static bool string_ok(const uint8_t *s, size_t n)
+{
+    return memchr(s, 0, n) == NULL && rdv_utf8_valid(s, n);
+}
+
+/* Recursion follows only the schema's message-typed fields, so its depth is
+ * the schema's nesting (no recursive types), as in protobuf-c's own unpack. */
+static bool wire_valid(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t n)
+{
+    const uint8_t *end = p + n;
+    while (p < end) {
+        uint64_t key, len;
+        if (!read_varint(&p, end, &key))
             return false;
+        uint64_t field = key >> 3;
+        if (field == 0 || field > FIELD_NUMBER_MAX)
+            return false;
+        switch (key & 7) {
+        case 0:
+            if (!read_varint(&p, end, &len))
+                return false;
+            continue;
+        case 1:
+            if (end - p < 8)
+                return false;
+            p += 8;
+            continue;
+        case 5:
+            if (end - p < 4)
+                return false;
+            p += 4;
+            continue;
+        case 2:
+            break;
+        default:
+            return false; /* groups (3, 4) never occur in RustDesk traffic; 6, 7 are invalid */
+        }
+        if (!read_varint(&p, end, &len) || len > (uint64_t)(end - p))
+            return false;
+        const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(d, (unsigned)field);
+        if (f != NULL && f->type == PROTOBUF_C_TYPE_STRING && !string_ok(p, (size_t)len))
+            return false;
+        if (f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE && !wire_valid(f->descriptor, p, (size_t)len))
+            return false;
+        p += len;
     }
     return true;
 }
 
-static bool message_valid(const ProtobufCMessage *m, bool check_tags);
+/* ------------------------------------------------------------------ after unpacking */
+static bool message_valid(const ProtobufCMessage *m);
 
 /* v points at the storage of one value: a char * or a ProtobufCMessage *. */
-static bool value_valid(const ProtobufCFieldDescriptor *f, const void *v, bool check_tags)
+static bool value_valid(const ProtobufCFieldDescriptor *f, const void *v)
 {
     if (f->type == PROTOBUF_C_TYPE_STRING) {
         const char *s = *(const char *const *)v;
         return s == NULL || rdv_utf8_valid((const uint8_t *)s, strlen(s));
     }
     const ProtobufCMessage *sub = *(const ProtobufCMessage *const *)v;
-    return sub == NULL || message_valid(sub, check_tags);
+    return sub == NULL || message_valid(sub);
 }
 
-/* Recursion depth is bounded by the schema's nesting (no recursive types),
- * exactly as in protobuf-c's own unpack. */
-static bool message_valid(const ProtobufCMessage *m, bool check_tags)
+static bool message_valid(const ProtobufCMessage *m)
 {
-    if (check_tags && !unknown_tags_valid(m))
-        return false;
     const ProtobufCMessageDescriptor *d = m->descriptor;
     const uint8_t *base = (const uint8_t *)m;
     for (unsigned i = 0; i < d->n_fields; i++) {
@@ -92,7 +152,7 @@ static bool message_valid(const ProtobufCMessage *m, bool check_tags)
             size_t n = *(const size_t *)(base + f->quantifier_offset);
             const void *const *elems = *(const void *const *const *)member;
             for (size_t k = 0; k < n; k++)
-                if (!value_valid(f, &elems[k], check_tags))
+                if (!value_valid(f, &elems[k]))
                     return false;
             continue;
         }
@@ -100,7 +160,7 @@ static bool message_valid(const ProtobufCMessage *m, bool check_tags)
         if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
             *(const uint32_t *)(base + f->quantifier_offset) != f->id)
             continue;
-        if (!value_valid(f, member, check_tags))
+        if (!value_valid(f, member))
             return false;
     }
     return true;
@@ -108,16 +168,15 @@ static bool message_valid(const ProtobufCMessage *m, bool check_tags)
 
 bool rdv_msg_strings_valid(const ProtobufCMessage *m)
 {
-    return message_valid(m, false);
+    return message_valid(m);
 }
 
 rdv_msg *rdv_msg_unpack(rdv_arena *a, const uint8_t *p, size_t n)
 {
-    rdv_msg *m = hbb__rendezvous_message__unpack(&a->alloc, n, p);
-    /* No free on rejection: the memory is the arena's. */
-    if (m == NULL || !message_valid(&m->base, true))
+    if (!wire_valid(&hbb__rendezvous_message__descriptor, p, n))
         return NULL;
-    return m;
+    /* No free on rejection: the memory is the arena's. */
+    return hbb__rendezvous_message__unpack(&a->alloc, n, p);
 }
 
 /* The generic calls, not the generated wrappers: a module's message carries

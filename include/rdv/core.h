@@ -11,6 +11,8 @@
 #ifndef RDV_CORE_H
 #define RDV_CORE_H
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 
 #include "rdv/module.h"
@@ -293,6 +295,21 @@ struct rdv_core_api {
         if ((c)->api->log_enabled((c), (lvl)) && (c)->api->log_ratelimit((c), &rdv_rl_)) \
             RDV_LOG(c, lvl, __VA_ARGS__);                                         \
     } while (0)
+
+/* Start a module's worker thread (storage, resolver, file writer) with every
+ * signal blocked: signals are the loop's (SIGHUP reloads, SIGTERM drains),
+ * and a worker interrupted in fsync or getaddrinfo gains nothing. The
+ * caller's own mask is restored. Returns 0 or an errno value, as
+ * pthread_create. */
+static inline int rdv_thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int r = pthread_create(t, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return r;
+}
 
 #ifdef __cplusplus
 }

@@ -264,13 +264,7 @@ static void ipblocker_save(ipblocker *b)
         return; /* still dirty: retried */
     }
     if (!s->started) {
-        /* The worker takes no signals (it inherits this mask): they are
-         * the loop's. */
-        sigset_t all, old;
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        int r = pthread_create(&s->thread, NULL, ipblocker_worker, b);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        int r = rdv_thread_start(&s->thread, ipblocker_worker, b);
         if (r != 0) {
             free(text);
             ipblocker_save_failed(b, -r, "starting the writer thread");

@@ -194,7 +194,7 @@ int pc_resolver_submit(pc *p, pc_job *job)
     pc_resolver *rs = &p->resolver;
     pthread_mutex_lock(&rs->mu);
     if (!rs->started) {
-        if (pthread_create(&rs->thread, NULL, pc_resolver_main, rs) != 0) {
+        if (rdv_thread_start(&rs->thread, pc_resolver_main, rs) != 0) {
             pthread_mutex_unlock(&rs->mu);
             pc_job_free(job);
             return -EAGAIN;

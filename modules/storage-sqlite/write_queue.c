@@ -21,6 +21,7 @@
 #include <sqlite3.h>
 
 #define RDV_UTHASH_PREFIX wq
+#include <rdv/core.h>
 #include <rdv/uthash.h>
 #include <utlist.h>
 
@@ -336,7 +337,7 @@ wq *wq_new(sdb *db, const wq_params *p, void (*notify)(void *ud), void *ud, int 
     pthread_cond_init(&q->wake, &ca);
     pthread_cond_init(&q->idle, &ca);
     pthread_condattr_destroy(&ca);
-    int r = pthread_create(&q->thread, NULL, wq_main, q);
+    int r = rdv_thread_start(&q->thread, wq_main, q);
     if (r != 0) {
         *err = -r;
         wq_free(q);

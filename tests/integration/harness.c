@@ -2,6 +2,7 @@
 #include "harness.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -617,6 +618,39 @@ long rdvt_cpu_ticks(pid_t pid)
     if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %ld %ld", &ut, &st) != 2)
         return -1;
     return ut + st;
+}
+
+int rdvt_threads_taking(pid_t pid, int sig, int *workers)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    int taking = 0;
+    *workers = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        int tid = atoi(e->d_name);
+        if (tid <= 0 || tid == (int)pid)
+            continue;
+        char st[96], line[256];
+        snprintf(st, sizeof st, "/proc/%d/task/%d/status", (int)pid, tid);
+        FILE *f = fopen(st, "r");
+        if (!f)
+            continue; /* the thread has just ended */
+        unsigned long long blk = 0;
+        bool seen = false;
+        while (!seen && fgets(line, sizeof line, f))
+            seen = sscanf(line, "SigBlk: %llx", &blk) == 1;
+        fclose(f);
+        if (!seen)
+            continue;
+        (*workers)++;
+        if (!(blk & (1ull << (sig - 1))))
+            taking++;
+    }
+    closedir(d);
+    return taking;
 }
 
 long rdvt_vmrss_kib(pid_t pid)

@@ -78,6 +78,10 @@ uint64_t rdvt_stat(rdvt_server *s, const char *name);
 long rdvt_vmrss_kib(pid_t pid);
 /* utime + stime of a process in clock ticks (-1 if unknown). */
 long rdvt_cpu_ticks(pid_t pid);
+/* Threads of pid other than its main thread: how many there are (*workers)
+ * and how many of them do not block signal sig (the return value; -1 if
+ * /proc cannot be read). */
+int rdvt_threads_taking(pid_t pid, int sig, int *workers);
 
 /* ---- clients ---- */
 /* UDP socket bound to src_ip (e.g. "127.0.0.2"), any port. */

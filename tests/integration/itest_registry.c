@@ -11,6 +11,7 @@
 #include <criterion/criterion.h>
 #include <poll.h>
 #include <sqlite3.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -649,6 +650,15 @@ Test(registry, admin_bans_survive_a_restart)
     free(o);
     free(rdvt_admin(&srv, "ban 127.0.0.68"));
     free(rdvt_admin(&srv, "unban 127.0.0.68"));
+    /* The ban file's writer and the database's worker are running now:
+     * neither may take the loop's signals (a SIGTERM delivered to a worker
+     * would still drain, but it would interrupt its fsync for nothing). */
+    if (!srv.valgrind) { /* valgrind runs the threads under its own masks */
+        int workers = 0;
+        cr_assert_eq(rdvt_threads_taking(srv.pid, SIGTERM, &workers), 0, "a worker thread takes SIGTERM");
+        cr_assert_eq(rdvt_threads_taking(srv.pid, SIGHUP, &workers), 0, "a worker thread takes SIGHUP");
+        cr_assert_geq(workers, 2, "the storage worker and the ban file writer");
+    }
     restart();
     char path[300];
     snprintf(path, sizeof path, "%s/admin-bans.txt", srv.dir);

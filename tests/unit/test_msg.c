@@ -229,6 +229,49 @@ Test(msg, invalid_utf8_rejected)
     cr_assert_null(rdv_msg_unpack(&arena, B(0x9a, 0x01, 0x03, 0x22, 0x01, 0xff)));
 }
 
+/* A NUL inside a string makes the message undecodable (protobuf-c would cut
+ * the C string there): relay uuids "u\0a" and "u\0b" must not pair, a
+ * licence key "key\0junk" must not equal "key", and what follows the NUL is
+ * still checked for UTF-8. */
+Test(msg, nul_inside_a_string_rejected)
+{
+    /* RequestRelay{uuid: "u" 00 "a"} and {licence_key: "key" 00 "junk"} */
+    cr_assert_null(rdv_msg_unpack(&arena, B(0x92, 0x01, 0x05, 0x12, 0x03, 0x75, 0x00, 0x61)));
+    cr_assert_null(rdv_msg_unpack(&arena, B(0x92, 0x01, 0x0a, 0x32, 0x08, 0x6b, 0x65, 0x79, 0x00, 0x6a, 0x75,
+                                            0x6e, 0x6b)));
+    /* RegisterPeer{id: "1" 00 ff}: invalid UTF-8 behind the NUL */
+    cr_assert_null(rdv_msg_unpack(&arena, B(0x32, 0x05, 0x0a, 0x03, 0x31, 0x00, 0xff)));
+    /* a trailing NUL too: RegisterPeer{id: "1" 00} */
+    cr_assert_null(rdv_msg_unpack(&arena, B(0x32, 0x04, 0x0a, 0x02, 0x31, 0x00)));
+    /* NULs in bytes fields and in unknown fields are data, not text:
+     * RequestRelay{socket_addr: 00 01}, and unknown field 99 = 00 ff. */
+    rdv_msg *m = rdv_msg_unpack(&arena, B(0x92, 0x01, 0x04, 0x1a, 0x02, 0x00, 0x01));
+    cr_assert_not_null(m);
+    cr_assert_eq(m->request_relay->socket_addr.len, 2);
+    m = rdv_msg_unpack(&arena, B(0x32, 0x03, 0x0a, 0x01, 0x31, 0x9a, 0x06, 0x02, 0x00, 0xff));
+    cr_assert_not_null(m);
+    cr_assert_str_eq(m->register_peer->id, "1");
+}
+
+/* The walk that checks strings before unpacking refuses what protobuf-c
+ * refuses, and groups (wire.md §2.2 allows that; RustDesk never sends one). */
+Test(msg, malformed_structure_rejected)
+{
+    cr_assert_null(rdv_msg_unpack(&arena, B(0x32, 0x05, 0x0a, 0x01)));       /* length past the end */
+    cr_assert_null(rdv_msg_unpack(&arena, B(0x32, 0x02, 0x10, 0x80)));       /* varint cut inside */
+    cr_assert_null(rdv_msg_unpack(&arena, B(0x32, 0x01, 0x09)));             /* fixed64 cut */
+    cr_assert_null(rdv_msg_unpack(&arena, B(0x32, 0x02, 0x0d, 0x00)));       /* fixed32 cut */
+    cr_assert_null(rdv_msg_unpack(&arena, B(0x0b, 0x0c)));                   /* a group */
+    cr_assert_null(rdv_msg_unpack(&arena, B(0x0e)));                         /* wire type 6 */
+    cr_assert_null(rdv_msg_unpack(&arena, B(0x10, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80,
+                                            0x80, 0x01))); /* 11-byte varint */
+    /* fixed-width unknown fields are skipped whole */
+    rdv_msg *m = rdv_msg_unpack(&arena, B(0x99, 0x06, 1, 2, 3, 4, 5, 6, 7, 8, 0x9d, 0x06, 1, 2, 3, 4,
+                                          0x32, 0x03, 0x0a, 0x01, 0x37));
+    cr_assert_not_null(m);
+    cr_assert_str_eq(m->register_peer->id, "7");
+}
+
 /* Bytes are never checked, including an active bytes oneof member whose
  * storage a string member shares. */
 Test(msg, bytes_not_checked)

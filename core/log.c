@@ -50,9 +50,11 @@ void rdv_log_write(const char *who, rdv_log_level lvl, const char *fmt, va_list 
     /* One fprintf per line keeps lines whole when stderr is shared. */
     char msg[1024];
     vsnprintf(msg, sizeof msg, fmt, ap);
-    for (char *p = msg; *p; p++) /* a peer-controlled string must not forge lines */
-        if (*p == '\n' || *p == '\r')
-            *p = ' ';
+    /* A peer-chosen string must not forge a line or drive the terminal of
+     * whoever reads the log (ESC sequences): control bytes become '?'. */
+    for (char *p = msg; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = *p == '\n' || *p == '\r' || *p == '\t' ? ' ' : '?';
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;

@@ -95,6 +95,18 @@ bool rdv_utf8_valid(const uint8_t *p, size_t n);
 /* Rust's str::parse::<i32>() (upstream console arguments); out may be NULL. */
 bool rdv_parse_i32(const char *s, int32_t *out);
 
+/* A peer-chosen string (an id, a uuid) as one console word: bytes up to
+ * 0x20, 0x7f and '\' become \xNN, so it cannot end a line, split a column
+ * or drive the operator's terminal. Writes at most cap bytes with the NUL;
+ * when the escaped text does not fit it ends in "..." (never half an
+ * escape). Needs cap >= 4. Returns buf. */
+#define RDV_WORD_CAP(n) (4 * (n) + 1) /* enough for n bytes, all escaped */
+const char *rdv_word_escape(const char *s, size_t n, char *buf, size_t cap);
+/* A console argument back to bytes (\xNN decoded, either case) into
+ * out[cap + 1], NUL-terminated. Returns the length, or -1: longer than cap,
+ * a NUL, or a '\' that does not start \xNN. */
+long rdv_word_unescape(const char *s, char *out, size_t cap);
+
 /* A growing text (console answers, exports): rdv_text_printf appends;
  * once it would pass limit bytes (0 = no limit) or memory runs out it
  * appends nothing more and sets cut, so the caller can tell an incomplete

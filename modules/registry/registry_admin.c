@@ -23,62 +23,16 @@
 /* Lines per `peers` call. */
 #define REGISTRY_PAGE 100
 /* An id printed with every byte escaped, and its NUL. */
-#define REGISTRY_ID_TEXT (4 * REGISTRY_ID_CAP + 1)
+#define REGISTRY_ID_TEXT RDV_WORD_CAP(REGISTRY_ID_CAP)
 
 static const char registry_peer_usage[] = "usage: peer <id>\n";
 static const char registry_peers_usage[] = "usage: peers [online|all] [<id-prefix>|- [<after-id>]]\n";
 
 /* ------------------------------------------------------------------ ids as text */
-static bool registry_id_escaped(unsigned char c) { return c <= 0x20 || c == 0x7f || c == '\\'; }
-
+/* Ids are peer-chosen bytes: printed and parsed as console words (rdv/wire.h). */
 static const char *registry_id_text(const char *id, size_t n, char *buf)
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    for (size_t i = 0; i < n && i < REGISTRY_ID_CAP; i++) {
-        unsigned char c = (unsigned char)id[i];
-        if (registry_id_escaped(c)) {
-            buf[o++] = '\\', buf[o++] = 'x';
-            buf[o++] = hex[c >> 4], buf[o++] = hex[c & 15];
-        } else {
-            buf[o++] = (char)c;
-        }
-    }
-    buf[o] = '\0';
-    return buf;
-}
-
-static int registry_hex(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* An argument back to id bytes (\xNN decoded) into out[REGISTRY_ID_CAP + 1].
- * Returns the length, or -1: too long, a NUL, or a '\' not starting \xNN. */
-static long registry_id_arg(const char *s, char *out)
-{
-    size_t n = 0;
-    while (*s) {
-        int c = (unsigned char)*s++;
-        if (c == '\\') {
-            int hi, lo;
-            if (s[0] != 'x' || (hi = registry_hex(s[1])) < 0 || (lo = registry_hex(s[2])) < 0)
-                return -1;
-            c = hi << 4 | lo;
-            s += 3;
-        }
-        if (c == 0 || n >= REGISTRY_ID_CAP)
-            return -1;
-        out[n++] = (char)c;
-    }
-    out[n] = '\0';
-    return (long)n;
+    return rdv_word_escape(id, n, buf, REGISTRY_ID_TEXT);
 }
 
 /* ------------------------------------------------------------------ one peer */
@@ -105,7 +59,7 @@ static void registry_peer_cmd(void *ud, int argc, char **argv, rdv_buf *out)
     const rdv_core_api *api = reg->api;
     char id[REGISTRY_ID_CAP + 1], text[REGISTRY_ID_TEXT], addr[RDV_ADDR_STRLEN];
     long n;
-    if (argc != 2 || (n = registry_id_arg(argv[1], id)) <= 0) {
+    if (argc != 2 || (n = rdv_word_unescape(argv[1], id, REGISTRY_ID_CAP)) <= 0) {
         api->out(out, "%s", registry_peer_usage);
         return;
     }
@@ -246,7 +200,7 @@ static void registry_peers_cmd(void *ud, int argc, char **argv, rdv_buf *out)
         return;
     }
     if (i < argc && strcmp(argv[i], "-") != 0) {
-        long n = registry_id_arg(argv[i], prefix);
+        long n = rdv_word_unescape(argv[i], prefix, REGISTRY_ID_CAP);
         if (n < 0) {
             api->out(out, "%s", registry_peers_usage);
             return;
@@ -254,7 +208,7 @@ static void registry_peers_cmd(void *ud, int argc, char **argv, rdv_buf *out)
         q.prefix = prefix, q.prefix_len = (size_t)n;
     }
     if (i + 1 < argc) {
-        if (registry_id_arg(argv[i + 1], after) <= 0) {
+        if (rdv_word_unescape(argv[i + 1], after, REGISTRY_ID_CAP) <= 0) {
             api->out(out, "%s", registry_peers_usage);
             return;
         }

@@ -133,9 +133,13 @@ void registry_ipc_cmd(void *ud, int argc, char **argv, rdv_buf *out)
     if (arg && !rdv_parse_i32(arg, &start))
         start = -1;
     if (!(start >= 0 && start <= 10000000)) {
+        /* Ids are printed as console words; the same word finds one. */
+        char id[REGISTRY_ID_CAP + 1];
+        long n;
         if (arg) {
             e = NULL;
-            HASH_FIND(hh, reg->ipc, arg, strlen(arg), e);
+            if ((n = rdv_word_unescape(arg, id, REGISTRY_ID_CAP)) > 0)
+                HASH_FIND(hh, reg->ipc, id, (size_t)n, e);
             if (e) {
                 registry_ipc_print(reg, e, now, out);
                 if (argc > 2 && strcmp(argv[2], "-") == 0)
@@ -153,7 +157,8 @@ void registry_ipc_cmd(void *ud, int argc, char **argv, rdv_buf *out)
             break;
         if (i++ < start)
             continue;
-        reg->api->out(out, "%s: ", e->id);
+        char text[RDV_WORD_CAP(REGISTRY_ID_CAP)];
+        reg->api->out(out, "%s: ", rdv_word_escape(e->id, strlen(e->id), text, sizeof text));
         registry_ipc_print(reg, e, now, out);
     }
 }

@@ -38,3 +38,32 @@ Test(text, keyed_hash_is_stable_and_spreads)
     }
     cr_assert_neq(rdv_keyed_hash("1", 1), rdv_keyed_hash("1", 0));
 }
+
+/* Console words (rdv_word_escape / rdv_word_unescape): peer-chosen ids. */
+Test(text, word_escape_and_back)
+{
+    char buf[RDV_WORD_CAP(8)], back[9];
+    cr_assert_str_eq(rdv_word_escape("a b\\\n\x7f\x1b", 7, buf, sizeof buf), "a\\x20b\\x5c\\x0a\\x7f\\x1b");
+    cr_assert_str_eq(rdv_word_escape("\xc3\xa9t\xc3\xa9", 5, buf, sizeof buf), "\xc3\xa9t\xc3\xa9", "UTF-8 kept");
+    cr_assert_eq(rdv_word_unescape("a\\x20b\\x5C\\x0a\\x7f\\x1b", back, 8), 7);
+    cr_assert_eq(memcmp(back, "a b\\\n\x7f\x1b", 8), 0);
+    cr_assert_eq(rdv_word_unescape("\\x00", back, 8), -1, "no NUL");
+    cr_assert_eq(rdv_word_unescape("ab\\x4", back, 8), -1, "half an escape");
+    cr_assert_eq(rdv_word_unescape("ab\\y41", back, 8), -1);
+    cr_assert_eq(rdv_word_unescape("123456789", back, 8), -1, "longer than cap");
+    cr_assert_eq(rdv_word_unescape("12345678", back, 8), 8);
+    cr_assert_eq(rdv_word_unescape("", back, 8), 0);
+}
+
+Test(text, word_escape_cuts_whole_escapes)
+{
+    char buf[10];
+    cr_assert_str_eq(rdv_word_escape("123456789", 9, buf, sizeof buf), "123456789", "exactly fits");
+    cr_assert_str_eq(rdv_word_escape("1234567890", 10, buf, sizeof buf), "123456...");
+    cr_assert_str_eq(rdv_word_escape("12345\n", 6, buf, sizeof buf), "12345\\x0a", "exactly fits");
+    cr_assert_str_eq(rdv_word_escape("123456\n", 7, buf, sizeof buf), "123456...", "never half of \\x0a");
+    cr_assert_str_eq(rdv_word_escape("1\n", 2, buf, sizeof buf), "1\\x0a");
+    char small[4];
+    cr_assert_str_eq(rdv_word_escape("abcdef", 6, small, sizeof small), "...");
+    cr_assert_str_eq(rdv_word_escape("abc", 3, small, sizeof small), "abc");
+}

@@ -15,7 +15,7 @@
 
 /* ---- fake registry: a few peers, both lookup flavours (rendezvous.md §2.2) */
 typedef struct fake_peer {
-    char id[64];
+    char id[128];
     rdv_addr addr;
     bool online;
     bool in_memory;   /* false: only a stored row (MEMORY lookups miss it) */

@@ -445,6 +445,28 @@ Test(punch, is_lan_reads_mapped_and_compatible_ipv6)
 }
 
 /* ---- punch-request log (§11.4, R83) ---- */
+/* The target id is peer-chosen: printed as one word (rdv_word_escape),
+ * cut with "..." where its text would pass 256 bytes, never breaking the
+ * line. */
+Test(punch, punch_log_prints_ids_escaped)
+{
+    static const char odd[] = "4000\r\n00099 -> x@y\x1b]0;t\x07";
+    pct_peer(odd, B_ADDR, true, 0xb1);
+    char longid[81], cut[64 * 4 + 1] = "";
+    memset(longid, '\t', 80), longid[80] = '\0';
+    for (int i = 0; i < 63; i++)
+        strcat(cut, "\\x09");
+    pct_peer(longid, "10.0.0.3:40000", true, 0xb2);
+    fc_set_wall_us(fc, 1785060000000000ull); /* 2026-07-26T10:00:00Z */
+    fc_conn_msg(fc, pct_open("127.0.0.2:50001"), pct_phr(odd, 1, KEYS.licence));
+    fc_conn_msg(fc, pct_open("127.0.0.2:50002"), pct_phr(longid, 1, KEYS.licence));
+    char want[768];
+    snprintf(want, sizeof want,
+             "2026-07-26T10:00:00Z 127.0.0.2 -> 4000\\x0d\\x0a00099\\x20->\\x20x@y\\x1b]0;t\\x07@10.0.0.2\n"
+             "2026-07-26T10:00:00Z 127.0.0.2 -> %s...@10.0.0.3\n", cut);
+    cr_assert_str_eq(pct_admin("pr"), want);
+}
+
 Test(punch, R83_punch_log_records_dedupes_and_pages)
 {
     pct_peer(B_ID, B_ADDR, true, 0xb1);

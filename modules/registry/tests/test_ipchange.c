@@ -152,3 +152,14 @@ Test(ipchange, ipv6_addresses_print_in_their_text_form)
     rt_reg_pk("240000001", "u1", "P1", "[::ffff:10.0.0.1]:1");
     cr_assert_str_eq(ic("240000001"), "1\n7s {\"2001:db8::2\": 1, \"10.0.0.1\": 1}\n");
 }
+
+/* Ids are peer-chosen: one with a line break and an escape sequence is
+ * listed as one word (\xNN) and found again by that word, so it cannot
+ * forge a line of the answer or drive the operator's terminal. */
+Test(ipchange, peer_chosen_ids_are_printed_escaped)
+{
+    two_changes("2000\n0009: 1s {}\x1b[2J");
+    cr_assert_str_eq(ic(NULL), "1\n2000\\x0a0009:\\x201s\\x20{}\\x1b[2J: 15s {\"10.0.0.2\": 1, \"10.0.0.1\": 1}\n");
+    cr_assert_str_eq(ic("2000\\x0a0009:\\x201s\\x20{}\\x1B[2J"), "1\n15s {\"10.0.0.2\": 1, \"10.0.0.1\": 1}\n");
+    cr_assert_str_eq(ic("2000\\x0"), "1\n", "a broken escape finds nothing");
+}

@@ -101,10 +101,12 @@ if [ "${1:-}" = --inside ]; then
 
   # 2. Install: no systemd runs here, so the unit is enabled but not started,
   # and nothing alarming is said about it.
-  dpkg -i "$deb" </dev/null >"$S/install.log" 2>&1 || { show "$S/install.log"; fail "dpkg -i $deb"; }
+  # As the operator would: apt (it removes the conflicting package itself).
+  apt-get install -y "$deb" </dev/null >"$S/install.apt" 2>&1 || { show "$S/install.apt"; fail "apt-get install $deb"; }
+  tr -d '\r' <"$S/install.apt" >"$S/install.log" # apt runs dpkg on a pty: CR LF
   ok
   if grep -Eiv "rustdesk-server-hbbs|^rdvd: /var/lib/rustdesk-server has the key pair" "$S/install.log" |
-    grep -Eiq "error|warn|fail|cannot|unable|not found|denied|not been booted|chroot|rc\.d"; then
+    grep -Eiq "^[EW]: |error|warn|fail|cannot|can not|unable|not found|denied|not been booted|chroot|rc\.d"; then
     show "$S/install.log"
     fail "dpkg -i said something alarming"
   fi
@@ -501,6 +503,7 @@ unshare -m sh -c 'set -e
   mount -t overlay overlay -o lowerdir=/,upperdir="$1/u",workdir="$1/w" "$2"
   mount --bind /proc "$2/proc"
   mount --bind /dev "$2/dev"
+  mount --bind /dev/pts "$2/dev/pts"
   mount -t tmpfs tmpfs "$2/run"
   mkdir -p "$2/rdvd-test"
   mount --bind "$3" "$2/rdvd-test"

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Build and run every test: the normal build, the ASan+UBSan build, bounded
-# fuzzing, the out-of-tree example module against the installed headers, and
-# valgrind over the integration tests. Exit status is non-zero on any failure.
+# fuzzing, the out-of-tree example module against the installed headers, the
+# Debian packages, and valgrind over the integration tests. Exit status is
+# non-zero on any failure.
 set -eu
 # POSIX sh has no pipefail: fuzzer output goes to a file, not a pipe.
 cd "$(dirname "$0")/.."
@@ -66,6 +67,8 @@ cmake --build build-clang -j"$JOBS"
 
 step "install layout: launchers, conf.d (kept on reinstall), systemd unit"
 BUILD=build-rel sh tests/install.sh
+step "Debian packages: built (build-deb), checked, installed and run in a throwaway root"
+sh tests/deb.sh
 
 step "benchmark smoke (tiny sizes; the full run is sh bench/run.sh)"
 sh bench/run.sh --smoke --no-build

@@ -65,6 +65,31 @@ install(FILES ${CMAKE_SOURCE_DIR}/README.md ${CMAKE_SOURCE_DIR}/docs/OPERATIONS.
         DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/rdvd COMPONENT deb EXCLUDE_FROM_ALL)
 install(FILES ${CMAKE_SOURCE_DIR}/docs/MODULES.md ${rdv_deb_src}/copyright ${rdv_deb}/changelog.Debian.gz
         DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/rdvd-dev COMPONENT devdoc EXCLUDE_FROM_ALL)
+# Manual pages (section 8), made from each program's --help and --version
+# by help2man, gzip -9n as Debian ships them. Built with the programs when
+# help2man is there; packaging needs them (checked when cpack runs).
+find_program(RDV_HELP2MAN help2man)
+set(rdv_man_names rdvd rdvctl hbbs hbbr)
+set(rdv_man_what
+    "RustDesk-compatible ID/rendezvous and relay server"
+    "admin console and key tool of rdvd"
+    "hbbs launcher of rdvd (upstream's ID/rendezvous server options)"
+    "hbbr launcher of rdvd (upstream's relay server options)")
+set(rdv_man_pages "")
+if(RDV_HELP2MAN AND CMAKE_INSTALL_PREFIX STREQUAL "/usr") # the packaging builds (scripts/deb.sh)
+  foreach(name what IN ZIP_LISTS rdv_man_names rdv_man_what)
+    set(page ${rdv_deb}/man/${name}.8.gz)
+    add_custom_command(OUTPUT ${page}
+      COMMAND ${CMAKE_COMMAND} -E make_directory ${rdv_deb}/man
+      COMMAND sh ${rdv_deb_src}/manpage.sh ${RDV_HELP2MAN} ${CMAKE_BINARY_DIR}/${name} ${what}
+              ${rdv_deb_src}/manpage.h2m ${page}
+      DEPENDS rdvd rdvctl ${rdv_deb_src}/manpage.h2m ${rdv_deb_src}/manpage.sh
+      COMMENT "manual page ${name}(8)" VERBATIM)
+    list(APPEND rdv_man_pages ${page})
+  endforeach()
+  add_custom_target(rdv_manpages ALL DEPENDS ${rdv_man_pages})
+  install(FILES ${rdv_man_pages} DESTINATION ${CMAKE_INSTALL_MANDIR}/man8 COMPONENT deb EXCLUDE_FROM_ALL)
+endif()
 # lintian tags overridden on purpose, each with its reason (scripts/deb/lintian-overrides).
 install(FILES ${rdv_deb_src}/lintian-overrides DESTINATION ${CMAKE_INSTALL_DATADIR}/lintian/overrides
         RENAME rdvd COMPONENT deb EXCLUDE_FROM_ALL)
@@ -73,10 +98,17 @@ install(FILES ${rdv_deb_src}/lintian-overrides-dev DESTINATION ${CMAKE_INSTALL_D
 
 # Checked when cpack runs (not at configure time: other builds need neither).
 file(CONFIGURE OUTPUT ${rdv_deb}/CPackProject.cmake CONTENT [[
+if(CPACK_GENERATOR STREQUAL "TXZ") # package_source: the tree at the top, not under usr/
+  set(CPACK_PACKAGING_INSTALL_PREFIX "/")
+endif()
 if(CPACK_GENERATOR STREQUAL "DEB")
   if(NOT "@CMAKE_INSTALL_PREFIX@" STREQUAL "/usr")
     message(FATAL_ERROR "rdvd packages: configure with -DCMAKE_INSTALL_PREFIX=/usr "
       "(this build has @CMAKE_INSTALL_PREFIX@; sh scripts/deb.sh does it)")
+  endif()
+  if("@RDV_HELP2MAN@" STREQUAL "" OR "@RDV_HELP2MAN@" MATCHES "NOTFOUND$")
+    message(FATAL_ERROR "rdvd packages: help2man not found (apt-get install help2man, "
+      "or sh scripts/setup.sh), then configure again")
   endif()
   if(NOT "@RDV_DEB_CHANGELOG_STALE@" STREQUAL "")
     message(FATAL_ERROR "rdvd packages: scripts/deb/changelog starts with "
@@ -139,5 +171,12 @@ set(CPACK_DEBIAN_DEV_DESCRIPTION "development files for rdvd modules
 Headers, the librdvwire link, the pkg-config file rdv-module.pc, the CMake
 helper RdvModule.cmake and the fake core (as source, for unit tests) to
 build rdvd modules outside the rdvd source tree.")
+
+# include(CPack) also makes `package_source`: the tree without builds,
+# results or git, as .gitignore (CPack's default takes every build along).
+set(CPACK_SOURCE_GENERATOR TXZ)
+set(CPACK_SOURCE_PACKAGE_FILE_NAME rdvd-${PROJECT_VERSION})
+# (regular expressions, read once more by CPack: hence \\\\.)
+set(CPACK_SOURCE_IGNORE_FILES "/\\\\.git/" "/build[^/]*/" "/bench/results" "/tests/tmp/" "/var/" "\\\\.o$" "\\\\.so$" "~$")
 
 include(CPack)

@@ -192,6 +192,52 @@ static const flag_def *find_flag(const flag_def *defs, char shortf, const char *
     return NULL;
 }
 
+/* -h: the usage, then what each option and variable does (config-compat.md
+ * §3, §4). Every option can also be given as a variable (environment, ./.env
+ * or, for hbbs, the -c file) under its long name in capitals. */
+static const char hbbs_help[] =
+    "\nrdvd in the place of hbbs, the RustDesk ID/rendezvous server: the same options,\n"
+    "variables, files and ports (PORT-1 TCP NAT test and console, PORT TCP+UDP, PORT+2\n"
+    "WebSocket). State lives in the working directory.\n"
+    "\n"
+    "  -c, --config FILE          an extra KEY=value file: the options win over it, it\n"
+    "                             wins over ./.env and the environment\n"
+    "  -b, --bind IP              the address every listener binds (default: all)\n"
+    "  -p, --port PORT            the main port (default 21116)\n"
+    "  -k, --key KEY              \"-\" or \"_\": the key pair id_ed25519(.pub), made if\n"
+    "                             missing (default \"-\"); else the key clients must use;\n"
+    "                             \"\" accepts any\n"
+    "  -r, --relay-servers LIST   relay host[:port] list handed to clients (comma-separated)\n"
+    "  -M, --rmem BYTES           UDP receive buffer (raise net.core.rmem_max first)\n"
+    "  -s, --serial N             configuration serial (deprecated)\n"
+    "  -R, --rendezvous-servers LIST  rendezvous servers pushed to clients (deprecated)\n"
+    "  -u, --software-url URL     download URL of the newest client (deprecated)\n"
+    "      --mask CIDR            the IPv4 network whose peers are LAN (deprecated)\n"
+    "      --must-login Y|N       refuse punch requests without a login token\n"
+    "  -h, --help                 this help\n"
+    "  -V, --version              the version\n"
+    "\n"
+    "Each option is also a variable, its long name in capitals (PORT, RELAY-SERVERS).\n"
+    "Variables only: ALWAYS_USE_RELAY=Y (relay every session), TEST_HBBS (no, or\n"
+    "ip:port), DB_URL (default ./db_v2.sqlite3), LOCAL-IP (with --mask), RUST_LOG.\n"
+    "Signals: SIGHUP reloads, SIGTERM drains and stops.\n";
+static const char hbbr_help[] =
+    "\nrdvd in the place of hbbr, the RustDesk relay server: the same options, variables,\n"
+    "files (blacklist.txt, blocklist.txt) and ports (PORT TCP, PORT+2 WebSocket).\n"
+    "\n"
+    "  -b, --bind IP              the address both listeners bind (default: all)\n"
+    "  -p, --port PORT            the relay port (default 21117)\n"
+    "  -k, --key KEY              the key clients must present (default: none, any);\n"
+    "                             \"-\" or \"_\": the key pair id_ed25519(.pub), made if missing\n"
+    "  -h, --help                 this help\n"
+    "  -V, --version              the version\n"
+    "\n"
+    "Each option is also a variable, its long name in capitals (PORT, KEY).\n"
+    "Variables only, in Mb/s: SINGLE_BANDWIDTH (per pair, default 128),\n"
+    "TOTAL_BANDWIDTH (all pairs, 1024), LIMIT_SPEED (blacklisted or downgraded pairs,\n"
+    "32); DOWNGRADE_THRESHOLD (0.66), DOWNGRADE_START_CHECK (1800 s); RUST_LOG.\n"
+    "Signals: SIGHUP reloads, SIGTERM drains and stops.\n";
+
 int compat_parse_argv(compat_opts *o, int argc, char **argv, char *err, size_t errlen)
 {
     const flag_def *defs = o->kind == COMPAT_HBBS ? hbbs_flags : hbbr_flags;
@@ -201,6 +247,7 @@ int compat_parse_argv(compat_opts *o, int argc, char **argv, char *err, size_t e
         const flag_def *d = NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(compat_usage(o), stdout);
+            fputs(o->kind == COMPAT_HBBS ? hbbs_help : hbbr_help, stdout);
             return 2;
         }
         if (!strcmp(a, "-V") || !strcmp(a, "--version")) {

@@ -7,7 +7,7 @@ libev-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev libconfig-dev
 libsqlite3-dev uthash-dev libwslay-dev libmd-dev libcriterion-dev libcurl4-openssl-dev libjwt-dev
 clang libclang-rt-14-dev valgrind socat python3 python3-websockets python3-prometheus-client python3-yaml sqlite3
 libhttp-parser-dev chromium
-file lintian adduser"
+file lintian adduser help2man"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -356,6 +356,16 @@ for f in /usr/bin/rdvd /usr/bin/rdvctl "/usr/bin/hbbs -> rdvd" "/usr/bin/hbbr ->
   /usr/share/doc/rdvd/README.md; do
   grep -qxF "$f" "$tmp/contents" || fail "rdvd lacks $f"
 done
+# manual pages (help2man): each one names its program and has its options
+for m in rdvd:conf rdvctl:genkeypair hbbs:must hbbr:PORT; do
+  name=${m%%:*} word=${m#*:}
+  f=/usr/share/man/man8/$name.8.gz
+  grep -qxF "$f" "$tmp/contents" || fail "rdvd lacks $f"
+  gzip -dc "$tmp/x$f" >"$tmp/page" || fail "$f is not gzip"
+  up=$(echo "$name" | tr a-z A-Z)
+  grep -q "^\.TH $up \"8\"" "$tmp/page" && grep -q "$word" "$tmp/page" && grep -q "OPERATIONS.md" "$tmp/page" ||
+    { head -20 "$tmp/page"; fail "$f: not the manual page of $name"; }
+done
 grep -Eq "^/usr/lib/[^/]+/librdvwire\.so\.1 -> " "$tmp/contents" || fail "rdvd lacks librdvwire.so.1"
 multi=$(sed -n 's|^/usr/lib/\([^/]*\)/librdvwire\.so\.1 -> .*|\1|p' "$tmp/contents")
 [ "$multi" = "$(dpkg-architecture -qDEB_HOST_MULTIARCH)" ] || fail "librdvwire not in the multiarch directory: $multi"

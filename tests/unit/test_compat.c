@@ -1,6 +1,7 @@
 /* hbbs/hbbr option lookup: canonical names, environment spellings, INI
  * files and precedence (config-compat.md §2, §3.1, §4.1). */
 #include <criterion/criterion.h>
+#include <criterion/redirect.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,4 +144,41 @@ Test(compat, precedence_flag_cfile_dotenv_env)
     unlink("extra.ini");
     cr_assert_eq(chdir(cwd), 0);
     rmdir(dir);
+}
+
+/* -h prints the usage, then every option of the launcher with what it
+ * does, and the variables that have no option (config-compat.md §3, §4),
+ * on stdout, exit 0 (parse returns 2). The manual pages are made from it. */
+static void help_of(compat_kind kind, const char *self, char *buf, size_t n)
+{
+    char *env[] = { NULL };
+    compat_opts *o = compat_opts_new(kind, env);
+    char *argv[] = { (char *)self, "--help", NULL };
+    cr_assert_eq(parse(o, 2, argv), 2);
+    compat_opts_free(o);
+    fflush(stdout);
+    size_t k = fread(buf, 1, n - 1, cr_get_redirected_stdout());
+    buf[k] = '\0';
+}
+
+Test(compat, help_lists_every_option_and_variable, .init = cr_redirect_stdout)
+{
+    static char out[8192];
+    help_of(COMPAT_HBBS, "hbbs", out, sizeof out);
+    cr_assert(strncmp(out, "usage: hbbs ", 12) == 0, "%s", out);
+    const char *hbbs[] = { "--config FILE", "--bind IP", "--port PORT", "--key KEY", "--relay-servers LIST",
+                           "--rmem BYTES", "--serial N", "--rendezvous-servers LIST", "--software-url URL",
+                           "--mask CIDR", "--must-login Y|N", "--help", "--version", "ALWAYS_USE_RELAY",
+                           "TEST_HBBS", "DB_URL", "LOCAL-IP", "RUST_LOG", "21116", NULL };
+    for (int i = 0; hbbs[i]; i++)
+        cr_assert(strstr(out, hbbs[i]), "hbbs --help lacks %s", hbbs[i]);
+    help_of(COMPAT_HBBR, "hbbr", out + strlen(out), sizeof out - strlen(out));
+    const char *hbbr_part = strstr(out, "usage: hbbr ");
+    cr_assert_not_null(hbbr_part, "%s", out);
+    const char *hbbr[] = { "--bind IP", "--port PORT", "--key KEY", "SINGLE_BANDWIDTH", "TOTAL_BANDWIDTH",
+                           "LIMIT_SPEED", "DOWNGRADE_THRESHOLD", "DOWNGRADE_START_CHECK", "21117",
+                           "blacklist.txt", NULL };
+    for (int i = 0; hbbr[i]; i++)
+        cr_assert(strstr(hbbr_part, hbbr[i]), "hbbr --help lacks %s", hbbr[i]);
+    cr_assert_null(strstr(hbbr_part, "--relay-servers"), "hbbr has no -r");
 }

@@ -231,7 +231,9 @@ typedef struct relay_ep_ops {
     /* Bytes accepted by send() and not yet written. */
     size_t (*queued)(const relay_ep *ep);
     /* Stop / resume delivering incoming messages. Resuming may deliver
-     * buffered ones at once: returns RELAY_EP_GONE if the pair ended. */
+     * buffered ones at once: returns RELAY_EP_GONE if the pair ended.
+     * Pausing (on = false) only stops reading: it returns RELAY_EP_STOP
+     * and never ends the endpoint (relay_wait.c relies on that). */
     int (*set_reading)(relay_ep *ep, bool on);
     /* When the frame being received began (0: none, or not reading). NULL:
      * the endpoint's transport keeps its own deadline (WebSocket). */

@@ -204,10 +204,9 @@ void relay_wait_or_pair(relay *r, relay_side *s, const char *uuid, size_t uuid_l
     }
     if (w->ep) {
         w->ep->waiter = w;
-        if (w->ep->ops->set_reading(w->ep, false) == RELAY_EP_GONE) {
-            free(w);
-            return;
-        }
+        /* Held, not read, until the partner comes. Pausing never ends an
+         * endpoint (relay.h), so w is still ours to add. */
+        (void)w->ep->ops->set_reading(w->ep, false);
     }
     w->deadline_ms = api->now_ms(r->core) + (uint64_t)r->cfg->wait_timeout_ms;
     HASH_ADD_KEYPTR(hh, r->waiting, w->uuid, uuid_len, w);

@@ -37,10 +37,13 @@ typedef struct rdv_arena {
 void rdv_arena_init(rdv_arena *a, uint8_t *mem, size_t cap);
 void rdv_arena_reset(rdv_arena *a);
 
-/* Unpack with the arena; then reject invalid UTF-8 in any string field
- * (wire.md §2.2). Returns NULL on any failure. */
+/* Unpack with the arena, after checking every string field on its real
+ * length: invalid UTF-8 or a NUL (which protobuf-c would cut the string at)
+ * fails it (wire.md §2.2). Returns NULL on any failure. */
 rdv_msg *rdv_msg_unpack(rdv_arena *a, const uint8_t *p, size_t n);
-/* True if every string field, recursively, is valid UTF-8. */
+/* True if every string field, recursively, is valid UTF-8 (as far as its C
+ * string goes): for messages built or unpacked otherwise; rdv_msg_unpack
+ * checks this already. */
 bool rdv_msg_strings_valid(const ProtobufCMessage *m);
 /* Pack into buf; returns the length (0 for an unset message), or
  * RDV_MSG_TOO_BIG if it does not fit in cap. Works for messages built with

@@ -12,7 +12,6 @@
  * destroy() waits for the write in flight and writes what changed since. */
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>

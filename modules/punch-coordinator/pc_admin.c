@@ -80,7 +80,7 @@ static void pc_cmd_punch_requests(void *ud, int argc, char **argv, rdv_buf *out)
         char ts[32];
         gmtime_r(&t, &tm);
         strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
-        char id[RDV_WORD_CAP(64)]; /* a longer id ends in "..." */
+        char id[RDV_WORD_CAP(64)]; /* past 256 bytes of text an id ends in "..." */
         p->core->api->out(out, "%s %s -> %s@%s\n", ts, e->from_ip, rdv_word_escape(e->id, strlen(e->id), id, sizeof id),
                           e->to_ip);
     }

@@ -133,12 +133,12 @@ void registry_ipc_cmd(void *ud, int argc, char **argv, rdv_buf *out)
     if (arg && !rdv_parse_i32(arg, &start))
         start = -1;
     if (!(start >= 0 && start <= 10000000)) {
-        /* Ids are printed as console words; the same word finds one. */
-        char id[REGISTRY_ID_CAP + 1];
-        long n;
         if (arg) {
+            /* Ids are printed as console words; the same word finds one. */
+            char id[REGISTRY_ID_CAP + 1];
+            long n = rdv_word_unescape(arg, id, REGISTRY_ID_CAP);
             e = NULL;
-            if ((n = rdv_word_unescape(arg, id, REGISTRY_ID_CAP)) > 0)
+            if (n > 0)
                 HASH_FIND(hh, reg->ipc, id, (size_t)n, e);
             if (e) {
                 registry_ipc_print(reg, e, now, out);

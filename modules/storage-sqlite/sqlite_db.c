@@ -127,6 +127,13 @@ static int sdb_prepare(sdb *db, const char *sql, sqlite3_stmt **st)
     return sqlite3_prepare_v3(db->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
 }
 
+static int sdb_step_reset(sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
 int sdb_open(const char *path_, int busy_ms, sdb **out, char *err, size_t errlen)
 {
     const char *path = sdb_strip_url(path_);
@@ -180,6 +187,21 @@ int sdb_open(const char *path_, int busy_ms, sdb **out, char *err, size_t errlen
         (rc = sdb_prepare(db, "commit", &db->commit)) != SQLITE_OK ||
         (rc = sdb_prepare(db, "rollback", &db->rollback)) != SQLITE_OK) {
         r = sdb_fail(db, rc, "cannot prepare statements for database", err, errlen);
+        goto fail;
+    }
+    /* A writable main file does not make a writable database: when the -wal
+     * or -shm file is not writable by this user (left by hbbs or a sqlite3
+     * shell run as root), SQLite opens the WAL read-only without an error,
+     * and the connection stays read-only for its life, even once the files
+     * are fixed. Taking the write lock once shows it. A lock held by another
+     * process (busy) does not stop the start: writes are retried. */
+    rc = sdb_step_reset(db->begin);
+    if (rc == SQLITE_OK)
+        rc = sdb_step_reset(db->rollback);
+    if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+        rc = SQLITE_OK;
+    if (rc != SQLITE_OK) {
+        r = sdb_fail(db, rc, "cannot write database", err, errlen);
         goto fail;
     }
     *out = db;
@@ -256,13 +278,6 @@ static bool sdb_row_error(int rc)
 {
     int p = rc & 0xff;
     return p == SQLITE_CONSTRAINT || p == SQLITE_MISMATCH || p == SQLITE_TOOBIG || p == SQLITE_RANGE;
-}
-
-static int sdb_step_reset(sqlite3_stmt *st)
-{
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
 /* An empty blob must be bound as a zero-length blob, not NULL (NOT NULL columns). */

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -776,6 +777,45 @@ Test(storage, file_that_is_not_a_database_fails_start)
     fclose(f);
     expect_start_error(dbpath, "database");
     cr_assert(fc_log_contains(fc, "restore it from a backup"));
+}
+
+/* Drop to an unprivileged uid for the rest of this test (Criterion runs
+ * each test in its own process), so file permissions count as they do for
+ * a service user; dir and dbpath are handed to it first. */
+static void become_unprivileged(void)
+{
+    if (geteuid() != 0)
+        return;
+    cr_assert_eq(chown(dir, 65534, 65534), 0);
+    cr_assert_eq(chown(dbpath, 65534, 65534), 0);
+    cr_assert_eq(setgroups(0, NULL), 0);
+    cr_assert_eq(setresgid(65534, 65534, 65534), 0);
+    cr_assert_eq(setresuid(65534, 65534, 65534), 0);
+}
+
+/* A writable main file whose -wal and -shm files the server's user cannot
+ * write (hbbs or the sqlite3 shell ran as root and was killed, or is still
+ * open): SQLite opens the WAL read-only without an error, and the
+ * connection stays read-only even after the files are fixed. The start
+ * must fail, naming the file and the fix, as for a read-only database. */
+Test(storage, wal_files_the_user_cannot_write_fail_start)
+{
+    sqlite3 *db = db_open();
+    db_exec(db, upstream_ddl);
+    db_exec(db, "pragma journal_mode = wal");
+    db_exec(db, "insert into peer (guid, id, uuid, pk, info) values (x'000102030405060708090a0b0c0d0e0f', '100000001', 'u', 'p', '{}')");
+    sqlite3_close(db); /* the last connection removes -wal and -shm */
+    char p[600];
+    for (int i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "%s%s", dbpath, i ? "-shm" : "-wal");
+        FILE *f = fopen(p, "wb"); /* root's (or, unprivileged, read-only below) */
+        cr_assert_not_null(f);
+        fclose(f);
+        cr_assert_eq(chmod(p, 0444), 0);
+    }
+    become_unprivileged();
+    expect_start_error(dbpath, "cannot write database");
+    cr_assert(fc_log_contains(fc, "-wal/-shm files writable"));
 }
 
 Test(storage, bad_settings_are_refused)

@@ -308,6 +308,15 @@ static int registry_start(void *state)
     return 0;
 }
 
+/* Writes the storage refused (its queue at the bound) wait for the sweep;
+ * at a stop they are put once more, before the storage's stop flushes its
+ * queue (modules stop in reverse order and the registry comes after its
+ * storage provider), so a clean stop after an outage loses nothing. */
+static void registry_stop(void *state)
+{
+    registry_resubmit_all(state);
+}
+
 static int registry_reconfigure(void *state, const void *cfg_)
 {
     registry *reg = state;
@@ -372,6 +381,7 @@ static const rdv_module registry_module = {
     .init = registry_init,
     .start = registry_start,
     .reconfigure = registry_reconfigure,
+    .stop = registry_stop,
     .destroy = registry_destroy,
 };
 RDV_MODULE_EXPORT(registry_module)

@@ -229,6 +229,15 @@ int registry_persist(registry *reg, registry_peer *p);
  * first refusal. */
 void registry_resubmit(registry *reg);
 #define REGISTRY_RESUBMIT_SCAN 65536
+/* At stop: resubmit every such record (the whole index). When the queue is
+ * at its bound, wait for the storage to write (storage->flush) in slices of
+ * REGISTRY_STOP_SLICE_MS, giving up after a slice without progress (the
+ * storage is failing) or REGISTRY_STOP_MS in all, so a stop during an
+ * outage costs at most one slice more. Logs how many stay unsaved: they are
+ * lost with the process. */
+void registry_resubmit_all(registry *reg);
+#define REGISTRY_STOP_MS 5000
+#define REGISTRY_STOP_SLICE_MS 1000
 void registry_fill_info(registry *reg, registry_peer *p, rdv_peer_info *out);
 
 /* ---- registry_register.c */

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 #include <utlist.h>
@@ -270,4 +271,48 @@ void registry_resubmit(registry *reg)
     else if (before && !reg->ndirty)
         RDV_INFO(reg->core, "every peer whose write the storage refused is queued to it again (%zu in this pass)",
                  done);
+}
+
+static uint64_t registry_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void registry_resubmit_all(registry *reg)
+{
+    const rdv_storage_api *sto = reg->storage;
+    uint64_t deadline = registry_mono_ms() + REGISTRY_STOP_MS;
+    size_t done = 0, before = reg->ndirty;
+    int r = 0;
+    for (size_t i = 0; i < reg->peers.cap && reg->ndirty;) {
+        registry_slot *s = &reg->peers.slots[i];
+        if (!s->h || !(s->p->flags & REG_F_DIRTY)) {
+            i++;
+            continue;
+        }
+        if ((r = registry_put_row(reg, s->p)) == 0 || r == -EINVAL) {
+            done += r == 0;
+            i++; /* -EINVAL: refused for this row alone, the others may go */
+            continue;
+        }
+        /* The queue is at its bound: let the storage write what it holds,
+         * while it makes progress and time is left; then put again. */
+        uint64_t now = registry_mono_ms();
+        if (r != -ENOBUFS || now >= deadline)
+            break;
+        size_t pending = sto->pending(reg->storage_self);
+        uint64_t slice = deadline - now < REGISTRY_STOP_SLICE_MS ? deadline - now : REGISTRY_STOP_SLICE_MS;
+        if (sto->flush(reg->storage_self, slice) < 0 && sto->pending(reg->storage_self) >= pending)
+            break; /* nothing written in a whole slice: the storage is failing */
+    }
+    *reg->st.store_resubmitted += done;
+    if (reg->ndirty)
+        RDV_ERR(reg->core,
+                "%zu peers not stored at stop: the storage refused their writes (%s); they are lost with this "
+                "process (their clients register again as new ids); fix: see the storage errors above",
+                reg->ndirty, strerror(-r));
+    else if (before)
+        RDV_INFO(reg->core, "stop: the %zu peer writes the storage had refused are queued to it again", done);
 }

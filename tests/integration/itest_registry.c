@@ -65,9 +65,8 @@ static void boot(void (*before)(void)) { boot_with(conf_files, before); }
 
 /* A restart in the same directory; the old log is kept aside so the
  * harness waits for the new "ready:" line. */
-static void restart(void)
+static void restart_after_stop(void)
 {
-    cr_assert_eq(rdvt_stop(&srv), 0, "rdvd did not exit cleanly");
     for (int attempt = 0; attempt < 10; attempt++) {
         char old[400];
         snprintf(old, sizeof old, "%s.%d", srv.log, attempt);
@@ -89,6 +88,12 @@ static void restart(void)
         usleep(300000);
     }
     cr_assert_fail("rdvd did not start again: ports stay busy");
+}
+
+static void restart(void)
+{
+    cr_assert_eq(rdvt_stop(&srv), 0, "rdvd did not exit cleanly");
+    restart_after_stop();
 }
 
 static void setup(void) { boot(NULL); }
@@ -511,6 +516,61 @@ Test(registry_db, writes_refused_during_an_outage_are_stored_afterwards)
     sqlite3_close(db);
     restart();
     cr_assert_eq(rdvt_stat(&srv, "registry.peers"), 6, "and known after a restart");
+}
+
+/* The same outage, but rdvd is stopped (SIGTERM) before the sweep puts the
+ * refused writes again: the lock is gone, the disk is fine, so a clean stop
+ * must store them too (the registry queues them at stop, before the
+ * storage's bounded flush). While the lock is still held, the stop must say
+ * how many peers are lost, theirs included. */
+static const char *const outage_slow_sweep_files[] = {
+    "00-core.conf", core_conf,
+    "11-storage-sqlite.conf",
+    "storage-sqlite: { max_pending = 2; busy_ms = 0; retry_min_ms = 50; retry_max_ms = 100; flush_ms = 500; };\n",
+    "20-registry.conf", "registry: { sweep_ms = 60000; };\n",
+    "15-ip-blocker.conf", "ip-blocker: { };\n",
+    NULL,
+};
+
+static void register_six_under_lock(sqlite3 *db, int first)
+{
+    exec(db, "begin exclusive");
+    char id[16], ip[32];
+    for (int i = 0; i < 6; i++) {
+        snprintf(id, sizeof id, "2000009%02d", first + i);
+        snprintf(ip, sizeof ip, "127.0.9.%d", first + i + 1);
+        int fd = rdvt_udp(ip);
+        client_register(fd, id, "u1", P1);
+        close(fd);
+    }
+    cr_assert_eq(rdvt_stat(&srv, "registry.store_unsaved"), 4, "the queue took 2 of 6");
+}
+
+Test(registry_db, a_clean_stop_stores_writes_the_queue_refused)
+{
+    boot_with(outage_slow_sweep_files, NULL);
+    char path[400];
+    snprintf(path, sizeof path, "%s/db_v2.sqlite3", srv.dir);
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    register_six_under_lock(db, 0);
+    exec(db, "commit");
+    for (int i = 0; i < 250 && rdvt_stat(&srv, "registry.store_pending"); i++)
+        usleep(20000);
+    cr_assert_eq(rdvt_stat(&srv, "registry.store_unsaved"), 4, "no sweep yet");
+    cr_assert_eq(rdvt_stop(&srv), 0, "rdvd did not exit cleanly");
+    cr_assert_eq(db_rows(db), 6, "every registered peer is stored at a clean stop");
+
+    /* lock held through the stop: nothing can be written, and the log says
+     * how many peers are lost (2 queued in storage + 4 refused by it) */
+    restart_after_stop();
+    register_six_under_lock(db, 10);
+    cr_assert_eq(rdvt_stop(&srv), 0, "rdvd did not exit cleanly");
+    exec(db, "commit");
+    cr_assert(rdvt_log_contains(&srv, "2 peer writes were not saved"));
+    cr_assert(rdvt_log_contains(&srv, "4 peers not stored at stop"), "the registry's refused writes are not counted");
+    cr_assert_eq(db_rows(db), 6);
+    sqlite3_close(db);
 }
 
 /* ------------------------------------------------------------------ bad input */

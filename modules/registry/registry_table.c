@@ -217,10 +217,20 @@ static int registry_put_row(registry *reg, registry_peer *p)
     };
     memcpy(row.guid, p->guid, sizeof row.guid);
     int r = reg->storage->put(reg->storage_self, &row, insert);
-    if (r < 0) {
+    /* -EINVAL: refused for this row alone (a field over the storage's own
+     * cap), so putting it again cannot help; left dirty, it would be the
+     * first refusal of every sweep pass and hold back the rows behind it. */
+    if (r < 0 && r != -EINVAL) {
         if (!(p->flags & REG_F_DIRTY)) {
             p->flags |= REG_F_DIRTY;
             reg->ndirty++;
+        }
+        return r;
+    }
+    if (r < 0) {
+        if (p->flags & REG_F_DIRTY) {
+            p->flags &= (uint8_t)~REG_F_DIRTY;
+            reg->ndirty--;
         }
         return r;
     }
@@ -237,8 +247,8 @@ int registry_persist(registry *reg, registry_peer *p)
     int r = registry_put_row(reg, p);
     if (r < 0) { /* the sweep's own retries are not counted again */
         (*reg->st.store_put_failed)++;
-        RDV_LOG_RL(reg->core, RDV_LOG_WARN, "storing peer %s failed: %s (kept in memory, retried every sweep)",
-                   registry_peer_id(p), strerror(-r));
+        RDV_LOG_RL(reg->core, RDV_LOG_WARN, "storing peer %s failed: %s (kept in memory%s)", registry_peer_id(p),
+                   strerror(-r), r == -EINVAL ? "; the storage refuses this row, see its log" : ", retried every sweep");
     }
     return r;
 }
@@ -258,14 +268,14 @@ void registry_resubmit(registry *reg)
             reg->dirty_cursor = 0;
         registry_slot *s = &reg->peers.slots[reg->dirty_cursor];
         if (s->h && (s->p->flags & REG_F_DIRTY)) {
-            if ((r = registry_put_row(reg, s->p)) < 0)
+            if ((r = registry_put_row(reg, s->p)) < 0 && r != -EINVAL)
                 break; /* still full: this slot is tried first next time */
-            done++;
+            done += r == 0;
         }
         reg->dirty_cursor++;
     }
     *reg->st.store_resubmitted += done;
-    if (r < 0)
+    if (r < 0 && r != -EINVAL)
         RDV_LOG_RL(reg->core, RDV_LOG_WARN, "%zu peers not stored yet: storage still refuses writes (%s)",
                    reg->ndirty, strerror(-r));
     else if (before && !reg->ndirty)

@@ -87,6 +87,8 @@ static int fs_put(void *self, const rdv_peer_row *row, bool insert)
         return fs->put_result;
     if (fs->put_limit && fs->puts >= fs->put_limit)
         return -ENOBUFS;
+    if (fs->uuid_cap && row->uuid_len > fs->uuid_cap)
+        return -EINVAL;
     fs->puts++;
     fs->last_insert = insert;
     if (insert) {

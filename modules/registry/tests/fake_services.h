@@ -33,6 +33,7 @@ typedef struct fake_storage {
     unsigned puts, inserts, updates;
     int put_result;        /* returned by put() when < 0 (nothing stored) */
     unsigned put_limit;    /* when > 0: puts beyond this many return -ENOBUFS (a queue filling up) */
+    size_t uuid_cap;       /* when > 0: a put with a longer uuid returns -EINVAL (storage-sqlite's own cap) */
     int done_status;       /* status given to completions */
     long load_result;      /* load_all returns this when < 0 */
     bool last_insert;

@@ -347,6 +347,36 @@ Test(register_pk, refused_writes_are_resubmitted_by_the_sweep)
     cr_assert_eq(rt.fs.puts, 4, "nothing is written twice");
 }
 
+/* A row the storage refuses on its own (-EINVAL: here a uuid over
+ * storage-sqlite's 1024-byte cap, reachable with uuid_max_len raised above
+ * it) cannot be stored by putting it again: it is counted and logged, not
+ * left unsaved for the sweep, where a pass stops at the first refusal and
+ * would stop at that row on every pass, so the peers refused for a full
+ * queue behind it were never stored. */
+Test(register_pk, a_row_the_storage_refuses_is_not_resubmitted)
+{
+    rt_teardown();
+    rt_setup_conf("uuid_max_len = 2000\n");
+    rt.fs.uuid_cap = 1024;
+    static uint8_t big[1500];
+    memset(big, 'u', sizeof big);
+    cr_assert_eq(rt_reg_pk_bin("200000070", big, sizeof big, P1, 32, "10.0.0.1:1"), OK, "the reply is unchanged");
+    cr_assert_eq(rt_counter("store_put_failed"), 1);
+    cr_assert_eq(rt_gauge("store_unsaved"), 0, "a refused row is not waiting for the sweep");
+    rt.fs.put_result = -ENOBUFS;
+    cr_assert_eq(rt_reg_pk("200000071", "u1", P1, "10.0.0.1:1"), OK);
+    cr_assert_eq(rt_reg_pk("200000072", "u1", P1, "10.0.0.1:1"), OK);
+    cr_assert_eq(rt_gauge("store_unsaved"), 2);
+    rt.fs.put_result = 0;
+    fc_advance(rt.fc, 1000);
+    fc_advance(rt.fc, 1000);
+    cr_assert_eq(rt_gauge("store_unsaved"), 0);
+    cr_assert_not_null(fake_storage_find(&rt.fs, "200000071"));
+    cr_assert_not_null(fake_storage_find(&rt.fs, "200000072"));
+    cr_assert_null(fake_storage_find(&rt.fs, "200000070"));
+    cr_assert_eq(rt.fs.puts, 2, "the refused row is not put again");
+}
+
 /* The queue fills up again part-way through a pass: the sweep stops at the
  * first refusal and the rest follow on later sweeps; a record that is
  * stored by its own next change is no longer resubmitted. */

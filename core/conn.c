@@ -54,6 +54,7 @@ struct rdv_conn {
     void *codec_ud;
     rdv_transport transport;
     bool secure, paused, closing, dead, opened;
+    bool drain_due; /* a write emptied the queue: write_cb reports on_drain */
     int busy;
     uint8_t key[32];
     uint64_t send_seq, recv_seq;
@@ -96,7 +97,7 @@ static void update_watchers(rdv_conn *c)
     rdv_server *s = c->srv;
     if (c->dead)
         return;
-    if (c->wlen)
+    if (c->wlen || c->drain_due) /* stopping would drop the fed drain event */
         ev_io_start(s->loop, &c->wio);
     else
         ev_io_stop(s->loop, &c->wio);
@@ -202,6 +203,7 @@ static int conn_write(rdv_conn *c, const uint8_t *hdr, size_t hlen, const uint8_
     rdv_server *s = c->srv;
     if (c->dead || c->closing)
         return -ENOTCONN;
+    bool held = c->wlen > 0; /* a queue the owner may be waiting on (on_drain) */
     if (c->wlen >= (size_t)s->cfg.write_queue_max) {
         (*s->st.closed_overflow)++;
         RDV_LOG_RL(&s->core_mod.handle, RDV_LOG_WARN,
@@ -258,6 +260,19 @@ static int conn_write(rdv_conn *c, const uint8_t *hdr, size_t hlen, const uint8_
         return r;
     }
     update_watchers(c);
+    /* This write took the last byte of a queue that was waiting for the
+     * socket: the write watcher, which reports drains, would be stopped
+     * before it ran, and the owner never told (a WebSocket pong written
+     * after the client caught up left the relay's partner paused for good,
+     * relay.md §4.6). Report it from the loop as the watcher does
+     * (write_cb), not from inside this write, whose caller may be in the
+     * middle of a frame: the watcher stays started (drain_due, so that a
+     * pause meanwhile does not drop the event) and is fed a write event. */
+    if (held && !c->wlen && c->l->ops && c->l->ops->on_drain) {
+        c->drain_due = true;
+        update_watchers(c);
+        ev_feed_event(s->loop, &c->wio, EV_WRITE);
+    }
     return 0;
 }
 
@@ -293,6 +308,7 @@ static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)loop, (void)revents;
     rdv_conn *c = w->data;
     rdv_server *s = c->srv;
+    c->drain_due = false;
     if (flush_queue(c) < 0) {
         rdv_conn_close(s, c, RDV_CLOSE_ERROR, false);
         return;

@@ -982,3 +982,106 @@ Test(ws_relay, L23_L30_messages_over_the_write_queue_limit_cross_whole, .timeout
     close(a), close(b);
     free(p);
 }
+
+/* relay.md §4.6, §4.3 (L25, L61): a WebSocket side that reads at its own
+ * pace and pings after each read (a ping is legal at any time; some
+ * clients and proxies keep connections alive that way). When the relay
+ * pauses the TCP partner because the side's queue is full, only the drain
+ * of that queue resumes it. A pong written after the client caught up can
+ * flush the whole queue itself; on the code before this test the core then
+ * stopped its write watcher without reporting the drain, and the TCP ->
+ * WebSocket direction froze for good after about 5 MB while the pongs kept
+ * the pair alive. Every byte must arrive, in order (SHA-256 of the
+ * payloads), with no long gap. */
+Test(ws_relay, L25_L61_pings_from_a_slow_reader_do_not_freeze_the_pair, .timeout = 240)
+{
+    need_relay_ws();
+    enum { PAYLOAD = 60000, COUNT = 560 }; /* 33.6 MB through the relay */
+    int w, t;
+    ws_tcp_pair("d1b2f3a4-5c6d-4e7f-8091-a2b3c4d5e6f7", "127.0.23.1", "127.0.23.2", &w, &t);
+    pid_t writer = fork();
+    cr_assert_geq(writer, 0);
+    if (writer == 0) { /* the TCP side writes as fast as the relay takes it */
+        uint8_t *p = malloc(PAYLOAD);
+        for (unsigned i = 0; p && i < COUNT; i++) {
+            fill(p, PAYLOAD, i);
+            if (rdvt_tcp_send_frame(t, p, PAYLOAD) != 0)
+                _exit(1);
+        }
+        _exit(p ? 0 : 1);
+    }
+    /* t stays open here until the end: no FIN from the TCP side (which
+     * would end the pair once the WebSocket side's queue is out) before the
+     * last message is read. */
+    crypto_hash_sha256_state want, got;
+    crypto_hash_sha256_init(&want);
+    uint8_t *p = malloc(PAYLOAD);
+    for (unsigned i = 0; i < COUNT; i++) {
+        fill(p, PAYLOAD, i);
+        crypto_hash_sha256_update(&want, p, PAYLOAD);
+    }
+    free(p);
+    /* The reader is busy for a second: the relay fills its queue, pauses
+     * the TCP side, and the kernel buffers fill up. */
+    sleep(1);
+    crypto_hash_sha256_init(&got);
+    size_t cap = 1 << 20, len = 0, total = 0, msgs = 0;
+    uint8_t *buf = malloc(cap);
+    uint64_t last_data = rdc_now_ms(), gap_max = 10000u * (uint64_t)(RDVT_SANITIZED ? 2 : 1);
+    while (total < (size_t)PAYLOAD * COUNT) {
+        struct pollfd pf = { .fd = w, .events = POLLIN };
+        cr_assert_geq(poll(&pf, 1, 1000), 0);
+        cr_assert(rdc_now_ms() - last_data < gap_max,
+                  "TCP -> WebSocket froze after %zu of %zu bytes (only pongs for %llu ms)", total,
+                  (size_t)PAYLOAD * COUNT, (unsigned long long)gap_max);
+        if (!(pf.revents & POLLIN))
+            continue;
+        if (cap - len < 65536)
+            cr_assert_not_null(buf = realloc(buf, cap *= 2));
+        ssize_t n = recv(w, buf + len, 65536, 0);
+        cr_assert_gt(n, 0, "the pair ended after %zu bytes", total);
+        len += (size_t)n;
+        rdc_ws_send_frame(w, true, 9, true, "p", 1); /* after each read */
+        usleep(1000);
+        size_t off = 0;
+        for (;;) { /* whole server frames (unmasked) */
+            if (len - off < 2)
+                break;
+            unsigned op = buf[off] & 0x0f;
+            size_t hl = 2, pl = buf[off + 1] & 0x7f;
+            if (pl == 126) {
+                if (len - off < 4)
+                    break;
+                hl = 4, pl = (size_t)buf[off + 2] << 8 | buf[off + 3];
+            } else if (pl == 127) {
+                if (len - off < 10)
+                    break;
+                hl = 10, pl = 0;
+                for (int k = 0; k < 8; k++)
+                    pl = pl << 8 | buf[off + 2 + k];
+            }
+            if (len - off < hl + pl)
+                break;
+            if (op == 2) {
+                cr_assert_eq(pl, (size_t)PAYLOAD, "message %zu: one frame, one message", msgs);
+                crypto_hash_sha256_update(&got, buf + off + hl, pl);
+                total += pl, msgs++;
+                last_data = rdc_now_ms();
+            } else {
+                cr_assert_eq(op, 10u, "only pongs besides the data, got opcode %u", op);
+            }
+            off += hl + pl;
+        }
+        memmove(buf, buf + off, len - off);
+        len -= off;
+    }
+    free(buf);
+    uint8_t h1[crypto_hash_sha256_BYTES], h2[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256_final(&want, h1);
+    crypto_hash_sha256_final(&got, h2);
+    cr_assert_arr_eq(h1, h2, sizeof h1, "the payloads arrived intact and in order");
+    int st;
+    cr_assert_eq(waitpid(writer, &st, 0), writer);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the TCP side could not write everything");
+    close(w), close(t);
+}

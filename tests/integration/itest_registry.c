@@ -486,22 +486,37 @@ static int db_rows(sqlite3 *db)
     return n;
 }
 
-Test(registry_db, writes_refused_during_an_outage_are_stored_afterwards)
+/* rdvd started on files, and its database opened beside it. */
+static sqlite3 *boot_and_open_db(const char *const *files)
 {
-    boot_with(outage_files, NULL);
+    boot_with(files, NULL);
     char path[400];
     snprintf(path, sizeof path, "%s/db_v2.sqlite3", srv.dir);
     sqlite3 *db;
     cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    return db;
+}
+
+/* Six peers register from six addresses while db holds the write lock; the
+ * storage queue (max_pending = 2) takes two, the registry keeps four unsaved. */
+static void register_six_under_lock(sqlite3 *db, int first)
+{
     exec(db, "begin exclusive");
     char id[16], ip[32];
     for (int i = 0; i < 6; i++) {
-        snprintf(id, sizeof id, "20000090%d", i);
-        snprintf(ip, sizeof ip, "127.0.9.%d", i + 1);
+        snprintf(id, sizeof id, "2000009%02d", first + i);
+        snprintf(ip, sizeof ip, "127.0.9.%d", first + i + 1);
         int fd = rdvt_udp(ip);
         client_register(fd, id, "u1", P1);
         close(fd);
     }
+    cr_assert_eq(rdvt_stat(&srv, "registry.store_unsaved"), 4, "the queue took 2 of 6");
+}
+
+Test(registry_db, writes_refused_during_an_outage_are_stored_afterwards)
+{
+    sqlite3 *db = boot_and_open_db(outage_files);
+    register_six_under_lock(db, 0);
     cr_assert_eq(rdvt_stat(&srv, "registry.store_put_failed"), 4, "the queue took 2 of 6, not %llu", 6 - (unsigned long long)rdvt_stat(&srv, "registry.store_put_failed"));
     usleep(500000);
     cr_assert_eq(rdvt_stat(&srv, "registry.store_unsaved"), 4, "refused again while the lock is held");
@@ -532,27 +547,9 @@ static const char *const outage_slow_sweep_files[] = {
     NULL,
 };
 
-static void register_six_under_lock(sqlite3 *db, int first)
-{
-    exec(db, "begin exclusive");
-    char id[16], ip[32];
-    for (int i = 0; i < 6; i++) {
-        snprintf(id, sizeof id, "2000009%02d", first + i);
-        snprintf(ip, sizeof ip, "127.0.9.%d", first + i + 1);
-        int fd = rdvt_udp(ip);
-        client_register(fd, id, "u1", P1);
-        close(fd);
-    }
-    cr_assert_eq(rdvt_stat(&srv, "registry.store_unsaved"), 4, "the queue took 2 of 6");
-}
-
 Test(registry_db, a_clean_stop_stores_writes_the_queue_refused)
 {
-    boot_with(outage_slow_sweep_files, NULL);
-    char path[400];
-    snprintf(path, sizeof path, "%s/db_v2.sqlite3", srv.dir);
-    sqlite3 *db;
-    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3 *db = boot_and_open_db(outage_slow_sweep_files);
     register_six_under_lock(db, 0);
     exec(db, "commit");
     for (int i = 0; i < 250 && rdvt_stat(&srv, "registry.store_pending"); i++)

@@ -20,9 +20,10 @@
 #include <unistd.h>
 
 #include "rdv/wire.h"
+#include "bare_server.h"
 #include "server.h"
 
-static char dir[64], logpath[128];
+static bare_server bare;
 static rdv_server srv;
 static rdv_listener lst;
 static int drains;
@@ -43,21 +44,7 @@ static const rdv_conn_ops ops = { .on_data = on_data, .on_drain = on_drain };
 
 static void setup(void)
 {
-    snprintf(dir, sizeof dir, "/tmp/rdv-conndrain-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    snprintf(logpath, sizeof logpath, "%s/stderr", dir);
-    int lfd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    cr_assert_geq(lfd, 0);
-    cr_assert_geq(dup2(lfd, STDERR_FILENO), 0);
-    close(lfd);
-    char path[128];
-    snprintf(path, sizeof path, "%s/00-core.conf", dir);
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f);
-    fprintf(f, "core: { modules = [ ]; admin_socket = \"\"; log_level = \"warn\"; };\n");
-    fclose(f);
-    rdv_boot boot = { .conf_dir = dir };
-    cr_assert_eq(rdv_server_init(&srv, &boot), 0, "%s", srv.err);
+    bare_server_init(&bare, &srv, "conndrain");
     lst = (rdv_listener){ .srv = &srv, .name = "draintest", .transport = RDV_TR_TCP, .mode = RDV_LISTEN_RAW,
                           .ops = &ops, .fd = -1, .tfd = -1, .idle_ms = 60000,
                           .max_buffer = (size_t)srv.cfg.read_buffer, .max_frame = (size_t)srv.cfg.max_frame };
@@ -66,12 +53,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    rdv_server_free(&srv);
-    char path[128];
-    snprintf(path, sizeof path, "%s/00-core.conf", dir);
-    unlink(path);
-    unlink(logpath);
-    rmdir(dir);
+    bare_server_free(&bare, &srv);
 }
 
 TestSuite(conn_drain, .init = setup, .fini = teardown, .timeout = 60);

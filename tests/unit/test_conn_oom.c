@@ -18,10 +18,11 @@
 #include <unistd.h>
 
 #include "rdv/wire.h"
+#include "bare_server.h"
 #include "server.h"
 
 
-static char dir[64], logpath[128];
+static bare_server bare;
 static rdv_server srv;
 static rdv_listener lst;
 static int opened_hooks;
@@ -34,22 +35,7 @@ static void on_open(void *ud, const void *arg)
 
 static void setup(void)
 {
-    snprintf(dir, sizeof dir, "/tmp/rdv-connoom-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    /* The core logs to stderr: keep it in a file the tests read. */
-    snprintf(logpath, sizeof logpath, "%s/stderr", dir);
-    int lfd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    cr_assert_geq(lfd, 0);
-    cr_assert_geq(dup2(lfd, STDERR_FILENO), 0);
-    close(lfd);
-    char path[128];
-    snprintf(path, sizeof path, "%s/00-core.conf", dir);
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f);
-    fprintf(f, "core: { modules = [ ]; admin_socket = \"\"; log_level = \"warn\"; };\n");
-    fclose(f);
-    rdv_boot boot = { .conf_dir = dir };
-    cr_assert_eq(rdv_server_init(&srv, &boot), 0, "%s", srv.err);
+    bare_server_init(&bare, &srv, "connoom");
     lst = (rdv_listener){ .srv = &srv, .name = "oomtest", .transport = RDV_TR_TCP, .mode = RDV_LISTEN_DISPATCH,
                           .fd = -1, .tfd = -1, .idle_ms = 60000, .max_buffer = (size_t)srv.cfg.read_buffer,
                           .max_frame = (size_t)srv.cfg.max_frame };
@@ -60,12 +46,7 @@ static void setup(void)
 static void teardown(void)
 {
     rdv_conn_test_hash_fail_from(0);
-    rdv_server_free(&srv);
-    char path[128];
-    snprintf(path, sizeof path, "%s/00-core.conf", dir);
-    unlink(path);
-    unlink(logpath);
-    rmdir(dir);
+    bare_server_free(&bare, &srv);
 }
 
 TestSuite(conn_oom, .init = setup, .fini = teardown, .timeout = 60);
@@ -114,7 +95,7 @@ static void assert_works(rdv_conn_id id, int peer_fd)
 static bool log_contains(const char *needle)
 {
     fflush(stderr);
-    FILE *f = fopen(logpath, "r");
+    FILE *f = fopen(bare.logpath, "r");
     cr_assert_not_null(f);
     static char text[65536];
     size_t n = fread(text, 1, sizeof text - 1, f);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "../fakecore/fakecore.h"
+#include "fuzz_paths.h"
 #include "ipblocker.h"
 
 #define CHECK(x) ((x) ? (void)0 : abort())
@@ -60,7 +61,7 @@ static void cleanup(void)
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    (void)argc, (void)argv;
+    fuzz_absolute_paths(argc, argv);
     CHECK(mkdtemp(dir) && chdir(dir) == 0);
     atexit(cleanup);
     return 0;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "rdv/wire.h"
+#include "fuzz_paths.h"
 #include "server.h"
 
 static rdv_server srv;
@@ -34,6 +35,14 @@ static void boot(void)
     for (udp = srv.listeners; udp && udp->transport != RDV_TR_UDP; udp = udp->next)
         ;
     rdv_addr_parse(&peer, "127.0.0.1:9", 0);
+}
+
+/* boot() moves to a temporary directory: libFuzzer's relative paths first. */
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    fuzz_absolute_paths(argc, argv);
+    return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -52,6 +52,7 @@
 
 #include "rdv/proto.h"
 #include "rdv/wire.h"
+#include "fuzz_paths.h"
 #include "server.h"
 
 enum { OP_UDP, OP_OPEN, OP_SEND, OP_WS, OP_UPGRADE, OP_KEYX, OP_FIN, OP_CLOSE, OP_API, OP_WAIT, OP_ADMIN, OP_COUNT };
@@ -475,6 +476,14 @@ static void udp_send(unsigned arg, const uint8_t *p, size_t n)
     struct sockaddr_storage to;
     socklen_t len = server_addr(k, ports[0], &to);
     sendto(udp_fd[k], p, n, 0, (struct sockaddr *)&to, len);
+}
+
+/* boot() moves to a temporary directory: libFuzzer's relative paths first. */
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    fuzz_absolute_paths(argc, argv);
+    return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

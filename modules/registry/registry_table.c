@@ -196,6 +196,18 @@ long registry_load(registry *reg)
  * refused write (the storage's queue is at its bound, e.g. after a long disk
  * outage) marks the record dirty: the sweep resubmits it, so a peer whose
  * registration never changes again is still stored once the disk is back. */
+/* A peer whose write the storage refused waits for the sweep (ndirty). */
+static void registry_set_dirty(registry *reg, registry_peer *p, bool dirty)
+{
+    if (dirty == !!(p->flags & REG_F_DIRTY))
+        return;
+    p->flags = dirty ? (uint8_t)(p->flags | REG_F_DIRTY) : (uint8_t)(p->flags & ~REG_F_DIRTY);
+    if (dirty)
+        reg->ndirty++;
+    else
+        reg->ndirty--;
+}
+
 static int registry_put_row(registry *reg, registry_peer *p)
 {
     bool insert = !(p->flags & REG_F_GUID);
@@ -220,25 +232,10 @@ static int registry_put_row(registry *reg, registry_peer *p)
     /* -EINVAL: refused for this row alone (a field over the storage's own
      * cap), so putting it again cannot help; left dirty, it would be the
      * first refusal of every sweep pass and hold back the rows behind it. */
-    if (r < 0 && r != -EINVAL) {
-        if (!(p->flags & REG_F_DIRTY)) {
-            p->flags |= REG_F_DIRTY;
-            reg->ndirty++;
-        }
+    registry_set_dirty(reg, p, r < 0 && r != -EINVAL);
+    if (r < 0)
         return r;
-    }
-    if (r < 0) {
-        if (p->flags & REG_F_DIRTY) {
-            p->flags &= (uint8_t)~REG_F_DIRTY;
-            reg->ndirty--;
-        }
-        return r;
-    }
     p->flags |= REG_F_GUID;
-    if (p->flags & REG_F_DIRTY) {
-        p->flags &= (uint8_t)~REG_F_DIRTY;
-        reg->ndirty--;
-    }
     return 0;
 }
 
@@ -283,6 +280,8 @@ void registry_resubmit(registry *reg)
                  done);
 }
 
+/* Not api->now_ms: that is the loop's time, and the loop does not turn
+ * while a stop waits on the storage. */
 static uint64_t registry_mono_ms(void)
 {
     struct timespec ts;

@@ -42,7 +42,8 @@ static const rdv_setting ss_settings[] = {
                     "rows waiting to be written (one per peer at most); beyond it puts fail with -ENOBUFS"),
     RDV_SETTING_INT(ss_cfg, max_pending_bytes, 268435456, 65536, INT64_C(68719476736), RDV_SETF_RELOAD,
                     "memory held by rows waiting to be written, bytes; beyond it puts fail with -ENOBUFS"),
-    RDV_SETTING_INT(ss_cfg, batch_max, 1000, 1, 100000, RDV_SETF_RELOAD, "rows written per transaction"),
+    RDV_SETTING_INT(ss_cfg, batch_max, 1000, 1, 100000, RDV_SETF_RELOAD,
+                    "rows written per transaction; a failed attempt halves the next one, a success doubles it back"),
     RDV_SETTING_INT(ss_cfg, flush_ms, 5000, 0, 600000, RDV_SETF_RELOAD,
                     "at shutdown, wait at most this long for queued rows to be written"),
     RDV_SETTING_INT(ss_cfg, retry_min_ms, 1000, 1, 3600000, RDV_SETF_RELOAD,
@@ -227,6 +228,7 @@ SS_GAUGE(failed)
 SS_GAUGE(rejected)
 SS_GAUGE(done_dropped)
 SS_GAUGE(fail_streak)
+SS_GAUGE(batch)
 static uint64_t ss_g_last_error(void *ud)
 {
     wq_stats st;
@@ -245,9 +247,10 @@ static void ss_cmd(void *ud, int argc, char **argv, rdv_buf *out)
     wq_stats_get(s->q, &st);
     api->out(out,
              "path %s\nrows_at_start %" PRIu64 "\nloaded %" PRIu64 "\npending %" PRIu64 "\npending_bytes %" PRIu64
-             "\nwritten %" PRIu64 "\nfailed_attempts %" PRIu64 "\nrejected %" PRIu64 "\nfull %" PRIu64 "\n",
-             sdb_path(s->db), s->rows_at_start, s->loaded, st.pending, st.pending_bytes, st.written, st.failed,
-             st.rejected, *s->full);
+             "\nbatch %" PRIu64 "\nwritten %" PRIu64 "\nfailed_attempts %" PRIu64 "\nrejected %" PRIu64
+             "\nfull %" PRIu64 "\n",
+             sdb_path(s->db), s->rows_at_start, s->loaded, st.pending, st.pending_bytes, st.batch, st.written,
+             st.failed, st.rejected, *s->full);
     if (!st.last_error) {
         api->out(out, "last_error none\n");
         return;
@@ -362,6 +365,7 @@ static int ss_init(rdv_core *core, const void *cfg_, void **state)
         { "written", ss_g_written, "rows written" },
         { "failed", ss_g_failed, "failed write attempts (rows kept and retried)" },
         { "fail_streak", ss_g_fail_streak, "consecutive failed write attempts (0 = healthy)" },
+        { "batch", ss_g_batch, "rows the next write attempt takes (below batch_max after failures)" },
         { "last_error", ss_g_last_error, "SQLite result code while writes fail, else 0" },
         { "rejected", ss_g_rejected, "rows the database refused (constraint), dropped" },
         { "done_dropped", ss_g_done_dropped, "completions not delivered (list full during a flush)" },

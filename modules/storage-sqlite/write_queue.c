@@ -69,6 +69,11 @@ struct wq {
     uint64_t bytes;  /* queued + in flight */
     bool stop, retry_now, reporting;
     uint64_t backoff_ms, retry_at_ms;
+    /* Rows the next attempt takes: halved by each failed attempt, doubled
+     * back by each success. A disk that has room for fewer rows than
+     * batch_max still takes them (a transaction is all or nothing), and a
+     * batch that keeps failing holds the lock for less. */
+    uint64_t batch;
 
     wq_done *done, *done_tail;
     size_t n_done;
@@ -215,7 +220,9 @@ static void wq_attempt(wq *q)
 {
     wq_entry *flight = NULL, *e, *tmp;
     size_t k = 0;
-    while (q->fifo && k < q->p.batch_max) {
+    if (!q->batch || q->batch > q->p.batch_max)
+        q->batch = q->p.batch_max;
+    while (q->fifo && k < q->batch) {
         e = q->fifo;
         DL_DELETE(q->fifo, e);
         e->flight = e->pl;
@@ -269,6 +276,7 @@ static void wq_attempt(wq *q)
         }
         q->st.fail_streak = 0;
         q->backoff_ms = 0;
+        q->batch = q->batch > q->p.batch_max / 2 ? q->p.batch_max : q->batch * 2;
     } else {
         q->st.failed++;
         q->st.fail_streak++;
@@ -279,6 +287,7 @@ static void wq_attempt(wq *q)
         if (q->backoff_ms > q->p.retry_max_ms)
             q->backoff_ms = q->p.retry_max_ms;
         q->retry_at_ms = wq_mono_ms() + q->backoff_ms;
+        q->batch = k > 1 ? k / 2 : 1;
         int status = sdb_errno_for(rc);
         DL_FOREACH2(flight, e, fnext) {
             wq_report(q, e->flight->id, status);
@@ -468,6 +477,7 @@ void wq_stats_get(wq *q, wq_stats *out)
     *out = q->st;
     out->pending = q->n_queued + q->n_flight;
     out->pending_bytes = q->bytes;
+    out->batch = q->batch && q->batch < q->p.batch_max ? q->batch : q->p.batch_max;
     uint64_t now = wq_mono_ms();
     out->retry_in_ms = q->st.fail_streak && q->fifo && q->retry_at_ms > now ? q->retry_at_ms - now : 0;
     pthread_mutex_unlock(&q->mu);

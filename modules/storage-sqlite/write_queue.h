@@ -7,6 +7,9 @@
  * database error puts them back (merged with anything newer for the same
  * guid) and retries after a backoff that doubles from retry_min_ms to
  * retry_max_ms, so a full or read-only disk loses nothing that is queued.
+ * Each failed attempt also halves the next batch (down to one row) and
+ * each success doubles it back to batch_max, so a disk with room for a few
+ * rows takes them.
  *
  * Thread use: wq_put, wq_pending, wq_flush, wq_set_params, wq_stats,
  * wq_take_done and wq_free are called on the loop thread; the worker only
@@ -39,6 +42,7 @@ typedef struct wq_params {
 
 typedef struct wq_stats {
     uint64_t pending, pending_bytes;
+    uint64_t batch;           /* rows the next attempt takes (< batch_max after failures) */
     uint64_t written;         /* rows written */
     uint64_t failed;          /* failed write attempts (batches) */
     uint64_t rejected;        /* rows the database refused (dropped) */

@@ -677,6 +677,48 @@ Test(storage, full_disk_is_survived)
     cr_assert_str_eq(db_text("pragma integrity_check"), "ok");
 }
 
+/* R50: a transaction is all or nothing. With room for ~100 rows and 1000
+ * queued, a batch of 1000 fails forever (before: 0 written until the disk
+ * grew); halving after each failure writes what fits, and the batch grows
+ * back once the disk does. max_page_count on the writer's connection plays
+ * the small disk (SQLITE_FULL). */
+Test(storage, a_disk_with_room_for_part_of_a_batch_takes_that_part)
+{
+    cr_assert_eq(load("retry_min_ms=60000\nretry_max_ms=60000\nbatch_max=1000\n"), 0);
+    cr_assert_eq(put(0, "100000000", "u0", "P0", "", true), 0);
+    cr_assert_eq(flush(5000), 0);
+    long pages = db_long("pragma page_count");
+    char sql[64], pk[900], id[32];
+    snprintf(sql, sizeof sql, "pragma max_page_count = %ld", pages + 30); /* ~120 KiB: ~100 rows */
+    exec_hook(sql);
+    memset(pk, 'k', sizeof pk - 1);
+    pk[sizeof pk - 1] = '\0';
+    stall_writer(); /* so the 1000 rows are queued together */
+    for (int i = 1; i <= 1000; i++) {
+        snprintf(id, sizeof id, "2%08d", i);
+        cr_assert_eq(put(1000 + i, id, "uuid", pk, "10.0.0.1", true), 0); /* 999 is the stall row's */
+    }
+    snprintf(conf, sizeof conf, "path=%s\nretry_min_ms=5\nretry_max_ms=10\nbatch_max=1000\n", dbpath);
+    cr_assert_eq(fc_reconfigure(fc, mod, st, conf), 0);
+    unstall_writer();
+    uint64_t failed = gauge("failed");
+    flush(1); /* skip the stall's minute of backoff */
+    wait_gauge("written", 1 + 50); /* the first row and 50 of the 1001 queued */
+    wait_gauge("failed", failed + 1);
+    cr_assert_eq(gauge("last_error") & 0xff, SQLITE_FULL);
+    cr_assert_lt(gauge("batch"), 1000);
+    cr_assert_gt(gauge("pending"), 0);
+    cr_assert_str_eq(db_text("pragma integrity_check"), "ok");
+    /* the disk grows: everything is written, the batch back at batch_max */
+    exec_hook("pragma max_page_count = 1073741823");
+    cr_assert_eq(flush(10000), 0);
+    cr_assert_eq(db_long("select count(*) from peer"), 1002, "%ld rows; written %llu rejected %llu pending %llu",
+                 db_long("select count(*) from peer"), (unsigned long long)gauge("written"),
+                 (unsigned long long)gauge("rejected"), (unsigned long long)gauge("pending"));
+    cr_assert_eq(gauge("written"), 1002);
+    cr_assert_eq(gauge("batch"), 1000);
+}
+
 Test(storage, refused_row_is_dropped_and_the_batch_goes_on)
 {
     cr_assert_eq(load(NULL), 0);
@@ -879,6 +921,7 @@ Test(storage, admin_command_reports)
     snprintf(want, sizeof want, "path %s\n", dbpath);
     cr_assert_not_null(strstr(out, want), "%s", out);
     cr_assert_not_null(strstr(out, "pending 0\n"), "%s", out);
+    cr_assert_not_null(strstr(out, "batch 1000\n"), "%s", out);
     cr_assert_not_null(strstr(out, "written 1\n"), "%s", out);
     cr_assert_not_null(strstr(out, "failed_attempts 0\n"), "%s", out);
     cr_assert_not_null(strstr(out, "last_error none\n"), "%s", out);

@@ -202,12 +202,12 @@ void relay_wait_or_pair(relay *r, relay_side *s, const char *uuid, size_t uuid_l
         free(w);
         return;
     }
-    if (w->ep) {
+    /* A message side stays read while it waits, as the TCP watcher above
+     * peeks: a client that goes away is dropped at once (L47), not at the
+     * wait timeout. Its first message pauses it (relay_ws_side_message),
+     * so what it sends before the partner comes stays in the kernel. */
+    if (w->ep)
         w->ep->waiter = w;
-        /* Held, not read, until the partner comes. Pausing never ends an
-         * endpoint (relay.h), so w is still ours to add. */
-        (void)w->ep->ops->set_reading(w->ep, false);
-    }
     w->deadline_ms = api->now_ms(r->core) + (uint64_t)r->cfg->wait_timeout_ms;
     HASH_ADD_KEYPTR(hh, r->waiting, w->uuid, uuid_len, w);
     if (!w->hh.tbl) { /* uthash rolled the add back: undo the watcher, refuse the side */

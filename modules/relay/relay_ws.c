@@ -259,6 +259,8 @@ static int relay_ws_side_message(void *self, rdv_conn_id id, const uint8_t *p, s
     w->held_tail = m;
     w->held_bytes += n;
     r->early_bytes += n;
+    if (w->base.reading) /* still waiting: the rest stays in the kernel until the partner comes */
+        (void)relay_ws_set_reading(&w->base, false);
     return RDV_OK;
 }
 

@@ -1085,3 +1085,58 @@ Test(ws_relay, L25_L61_pings_from_a_slow_reader_do_not_freeze_the_pair, .timeout
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the TCP side could not write everything");
     close(w), close(t);
 }
+
+/* relay.md §3.4, L47: a WebSocket side that leaves while it waits is
+ * dropped at once (before: only at the 30 s wait limit, as its socket was
+ * not read), by a close frame or by a bare FIN; one that sent a message
+ * first is still held and paired with all of it (§4.4). */
+static uint64_t rstat_within(const char *name, uint64_t want, int ms)
+{
+    uint64_t slow = rsrv.valgrind ? 10 : RDVT_SANITIZED ? 2 : 1; /* under the 30 s wait limit even so */
+    uint64_t end = rdc_now_ms() + (uint64_t)ms * slow, v;
+    while ((v = rdvt_stat(&rsrv, name)) != want && rdc_now_ms() < end)
+        usleep(20000);
+    return v;
+}
+
+Test(ws_relay, L47_a_waiting_websocket_side_that_leaves_is_dropped_at_once)
+{
+    need_relay_ws();
+    uint8_t rq[128];
+    size_t rn = request_relay("5c2d8d4e-47d1-4a8a-9d55-1f0b0c1e2d3f", rq, sizeof rq);
+    int a = rws_open("127.0.20.1");
+    rdc_ws_send_frame(a, true, 2, true, rq, rn);
+    cr_assert_eq(rstat_within("relay.waiting", 1, 3000), 1);
+    static const uint8_t bye[] = { 0x03, 0xe8 }; /* close 1000 */
+    rdc_ws_send_frame(a, true, 8, true, bye, sizeof bye);
+    cr_assert_eq(rstat_within("relay.waiting", 0, 2000), 0, "a close frame ends the wait");
+    cr_assert_eq(rdvt_stat(&rsrv, "relay.rejected_waiter_gone"), 1);
+    close(a);
+
+    a = rws_open("127.0.20.1");
+    rdc_ws_send_frame(a, true, 2, true, rq, rn);
+    cr_assert_eq(rstat_within("relay.waiting", 1, 3000), 1);
+    close(a); /* no close frame: the socket's FIN */
+    cr_assert_eq(rstat_within("relay.waiting", 0, 2000), 0, "a FIN ends the wait");
+    cr_assert_eq(rdvt_stat(&rsrv, "relay.rejected_waiter_gone"), 2);
+
+    /* A late side for that uuid now waits itself: no pair with a side that left. */
+    int b = rws_open("127.0.20.2");
+    rdc_ws_send_frame(b, true, 2, true, rq, rn);
+    cr_assert_eq(rstat_within("relay.waiting", 1, 3000), 1);
+    /* It sends before its partner comes: held, then paired with all of it. */
+    static const uint8_t early[] = "signed-id";
+    rdc_ws_send_frame(b, true, 2, true, early, sizeof early);
+    usleep(200000);
+    int c = rws_open("127.0.20.3");
+    rdc_ws_send_frame(c, true, 2, true, rq, rn);
+    unsigned op;
+    uint8_t *got;
+    size_t n;
+    cr_assert_eq(rdc_ws_recv(c, &op, &got, &n, 5000), 0, "the held message reaches the partner");
+    cr_assert_eq(n, sizeof early);
+    cr_assert(memcmp(got, early, n) == 0);
+    free(got);
+    cr_assert_eq(rdvt_stat(&rsrv, "relay.paired"), 1);
+    close(b), close(c);
+}

@@ -135,7 +135,7 @@ Test(wsx, L20_L21_L24_ws_pair_keeps_message_boundaries)
 {
     ft_side *a, *b;
     cr_assert_eq(ft_open("10.1.0.1:5000", "10.1.0.1:5000", "wsws", &a), RDV_OK);
-    cr_assert(a->paused, "a waiting side is not read (§4.4)");
+    cr_assert_not(a->paused, "a waiting side is read until it sends: a close is seen at once (§3.4, L47)");
     cr_assert_eq(rt_gauge("waiting"), 1);
     cr_assert_eq(ft_open("10.1.0.2:5000", "10.1.0.2:5000", "wsws", &b), RDV_OK);
     cr_assert_eq(rt_gauge("pairs_message"), 1);
@@ -298,6 +298,25 @@ Test(wsx, a_message_racing_the_pause_is_kept_for_the_partner)
     cr_assert_arr_eq(b->msg[1], "second", 6);
     cr_assert_arr_eq(b->msg[2], "third", 5);
     cr_assert_eq(rt_gauge("buffered_bytes"), 0);
+}
+
+/* §3.4, §4.4, L47: read while it waits, so its going away is seen at once;
+ * its first message is held and pauses it (the rest stays in the kernel). */
+Test(wsx, a_waiting_side_is_read_until_its_first_message)
+{
+    ft_side *a, *b;
+    cr_assert_eq(ft_open("10.1.0.1:1", "10.1.0.1:1", "pauses", &a), RDV_OK);
+    cr_assert_not(a->paused);
+    cr_assert_eq(ft.api->side_message(ft.self, a->id, (const uint8_t *)"", 0), RDV_OK);
+    cr_assert_not(a->paused, "an empty message holds nothing");
+    cr_assert_eq(ft.api->side_message(ft.self, a->id, (const uint8_t *)"signed-id", 9), RDV_OK);
+    cr_assert(a->paused, "held: not read further until the partner comes (§4.4)");
+    cr_assert_eq(rt_gauge("buffered_bytes"), 9);
+    cr_assert_eq(ft_open("10.1.0.2:1", "10.1.0.2:1", "pauses", &b), RDV_OK);
+    fc_advance(fc, 0);
+    cr_assert_not(a->paused, "resumed at pairing");
+    cr_assert_eq(b->nmsg, 1);
+    cr_assert_arr_eq(b->msg[0], "signed-id", 9);
 }
 
 Test(wsx, a_side_closed_while_waiting_is_dropped)

@@ -37,7 +37,7 @@ const rdv_setting relay_settings[] = {
     RDV_SETTING_INT(relay_cfg, idle_timeout_ms, 30000, 1000, 86400000, RELOAD,
                     "a pair with no traffic for this long ends, ms"),
     RDV_SETTING_INT(relay_cfg, stall_timeout_ms, 30000, 1000, 86400000, RELOAD,
-                    "a pair whose pending data makes no write progress for this long ends, ms"),
+                    "a pair ends when one direction's pending data makes no write progress for this long, ms"),
     RDV_SETTING_INT(relay_cfg, max_waiting, 100000, 1, 10000000, RELOAD, "waiting sides at once; more are refused"),
     RDV_SETTING_INT(relay_cfg, max_pairs, 100000, 1, 10000000, RELOAD, "pairs at once; more are refused"),
     RDV_SETTING_INT(relay_cfg, first_frame_max, 65536, 64, 1048576, 0, "largest first frame (RequestRelay), bytes"),

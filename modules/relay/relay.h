@@ -171,7 +171,10 @@ struct relay_pair {
     relay_pair *tprev, *tnext;   /* r->throttled, while throttled */
     rdv_addr addr[2];            /* [0] early side, [1] late side (normalised) */
     uint64_t created_ms, last_rx_ms, last_tick_ms;
-    uint64_t out_ms;             /* last write progress, or when data became pending */
+    /* Per direction d (side d -> side !d): its last write progress, or when
+     * its data became pending. Per direction, so a side that never reads
+     * cannot keep its stuck direction alive by sending (§4.6). */
+    uint64_t out_ms[2];
     uint64_t elapsed_ms, total_bits, tick_bits;
     uint64_t thresh_bits_per_ms; /* snapshot at pairing (relay.md §6.3) */
     uint64_t rate_single, rate_limit;
@@ -277,6 +280,8 @@ int relay_msg_drained(relay_ep *ep);
 /* EOF, error or close from the endpoint's peer (also while waiting). */
 int relay_msg_closed(relay_ep *ep, relay_end why);
 
+/* The later of the two directions' out_ms: the pair's last write progress. */
+uint64_t relay_pair_out_ms(const relay_pair *p);
 relay_pair *relay_pair_msg_new(relay *r, relay_ep *ep[2], const rdv_addr addr[2]);
 void relay_msg_close(relay *r, relay_pair *p);
 bool relay_msg_resume(relay *r, relay_pair *p);

@@ -64,7 +64,7 @@ bool relay_msg_tick(relay *r, relay_pair *p, uint64_t now)
          * written to, even if it never drained to empty. */
         size_t q = ep->ops->queued(ep);
         if (q < p->u.msg.qseen[i])
-            p->out_ms = now;
+            p->out_ms[!i] = now; /* side i was written to */
         p->u.msg.qseen[i] = q;
         uint64_t since = ep->ops->partial_since ? ep->ops->partial_since(ep) : 0;
         if (since && now - since >= limit) {
@@ -91,12 +91,14 @@ int relay_msg_input(relay_ep *ep, const uint8_t *msg, size_t n)
         return RELAY_EP_GO;
     }
     relay_ep *dst = p->u.msg.ep[!ep->side];
+    bool was_pending = dst->ops->queued(dst) > 0;
     int e = dst->ops->send(dst, msg, n);
     if (e < 0) {
         relay_pair_end(r, p, e == -EDQUOT ? RELAY_END_MSG_TOTAL : RELAY_END_ERROR);
         return RELAY_EP_GONE;
     }
-    p->out_ms = now;
+    if (!was_pending) /* written, or pending from now; more behind a queue is not progress */
+        p->out_ms[ep->side] = now;
     if (!relay_bw_account(r, p, ep->side, n))
         return RELAY_EP_GONE;
     if (dst->ops->queued(dst) >= (size_t)r->cfg->message_queue)
@@ -115,7 +117,7 @@ int relay_msg_drained(relay_ep *ep)
     if (!p)
         return RELAY_EP_GO;
     size_t q = ep->ops->queued(ep);
-    p->out_ms = r->core->api->now_ms(r->core);
+    p->out_ms[!ep->side] = r->core->api->now_ms(r->core); /* ep was written to */
     if (p->u.msg.eof_side >= 0 && ep->side != p->u.msg.eof_side && q == 0) {
         relay_pair_end(r, p, RELAY_END_EOF);
         return RELAY_EP_GONE;

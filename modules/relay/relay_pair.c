@@ -12,7 +12,7 @@ void relay_pair_init(relay *r, relay_pair *p, const rdv_addr addr[2])
     uint64_t now = r->core->api->now_ms(r->core);
     p->r = r;
     p->addr[0] = addr[0], p->addr[1] = addr[1];
-    p->created_ms = p->last_rx_ms = p->last_tick_ms = p->out_ms = now;
+    p->created_ms = p->last_rx_ms = p->last_tick_ms = p->out_ms[0] = p->out_ms[1] = now;
     p->rate_single = r->bw.single_bps;
     p->rate_limit = r->bw.limit_bps;
     /* In floating point, as upstream: no overflow for console-sized values. */
@@ -67,6 +67,8 @@ bool relay_pair_resume(relay *r, relay_pair *p)
     return p->mode == RELAY_MODE_RAW ? relay_raw_resume(r, p) : relay_msg_resume(r, p);
 }
 
+uint64_t relay_pair_out_ms(const relay_pair *p) { return p->out_ms[0] > p->out_ms[1] ? p->out_ms[0] : p->out_ms[1]; }
+
 static bool relay_pair_pending(const relay_pair *p, int d)
 {
     return p->mode == RELAY_MODE_RAW ? relay_raw_pending(p, d) : relay_msg_pending(p, d);
@@ -86,12 +88,15 @@ void relay_tick_cb(void *ud)
         next = p->next;
         if (p->mode == RELAY_MODE_MSG && !relay_msg_tick(r, p, now))
             continue;
-        /* Stall first: with data pending, a quiet pair is a stuck reader. */
-        if ((relay_pair_pending(p, 0) || relay_pair_pending(p, 1)) && now - p->out_ms >= stall) {
+        /* Stall first: a direction with data pending and no write progress
+         * has a stuck reader, whatever the other direction does. */
+        if ((relay_pair_pending(p, 0) && now - p->out_ms[0] >= stall) ||
+            (relay_pair_pending(p, 1) && now - p->out_ms[1] >= stall)) {
             relay_pair_end(r, p, RELAY_END_STALL);
             continue;
         }
-        uint64_t active = p->last_rx_ms > p->out_ms ? p->last_rx_ms : p->out_ms;
+        uint64_t out = relay_pair_out_ms(p);
+        uint64_t active = p->last_rx_ms > out ? p->last_rx_ms : out;
         if (now - active >= idle) {
             relay_pair_end(r, p, RELAY_END_IDLE);
             continue;

@@ -175,7 +175,7 @@ static int relay_raw_flush(relay *r, relay_pair *p, int d)
             return -1;
         }
         dir->early_off += (uint32_t)n;
-        p->out_ms = now;
+        p->out_ms[d] = now;
     }
     relay_raw_drop_early(r, dir);
     while (dir->in_pipe) {
@@ -192,7 +192,7 @@ static int relay_raw_flush(relay *r, relay_pair *p, int d)
         if (n == 0)
             return -1;
         dir->in_pipe -= (uint32_t)n;
-        p->out_ms = now;
+        p->out_ms[d] = now;
     }
     dir->blocked = false;
     return 1;
@@ -234,7 +234,7 @@ static int relay_raw_past_mark(relay *r, relay_pair *p, int d, size_t want)
     dir->early_len = (uint32_t)n;
     dir->early_off = 0;
     r->early_bytes += (uint64_t)n;
-    p->out_ms = r->core->api->now_ms(r->core);
+    p->out_ms[d] = r->core->api->now_ms(r->core); /* pending from now */
     return relay_bw_account(r, p, d, (size_t)n) ? 1 : -2;
 }
 
@@ -302,7 +302,7 @@ static bool relay_raw_pump(relay *r, relay_pair *p, int d)
         dir->in_pipe += (uint32_t)n;
         moved = true;
         dir->filled = (size_t)n == dir->cap;
-        p->out_ms = r->core->api->now_ms(r->core);
+        p->out_ms[d] = r->core->api->now_ms(r->core); /* the pipe was empty: pending from now */
         if (!relay_bw_account(r, p, d, (size_t)n))
             return false;
     }
@@ -320,7 +320,7 @@ static bool relay_raw_pump(relay *r, relay_pair *p, int d)
  * goes back (shrunk) to the pool, so quiet pairs hold no pipe. */
 void relay_raw_trim(relay *r, relay_pair *p, uint64_t now)
 {
-    if (now - p->out_ms < 1000)
+    if (now - relay_pair_out_ms(p) < 1000)
         return;
     for (int d = 0; d < 2; d++)
         if (p->u.raw.dir[d].in_pipe == 0)

@@ -288,6 +288,34 @@ Test(pairs, L61_slow_reader_back_pressure_and_stall)
     cr_assert_eq(rt_counter("closed_stall") + rt_counter("closed_idle"), 1);
 }
 
+/* §4.6, L61: B never reads but sends a byte every 5 s. A -> B is stuck;
+ * B -> A moves. Before, any write progress counted for the pair, so B's
+ * trickle kept the stuck direction (and a pipe) alive for ever; the stall
+ * rule is now per direction. */
+Test(pairs, L61_a_side_that_sends_but_never_reads_is_stalled)
+{
+    cr_assert_eq(rt_reload_module("single_bandwidth=1e6\ntotal_bandwidth=1e6\n"), 0);
+    rt_conn a, b;
+    rt_pair(&a, &b, "trickle");
+    uint8_t chunk[65536], c;
+    rt_fill(chunk, sizeof chunk, 5);
+    for (int i = 0; i < 200; i++) {
+        send(a.cli, chunk, sizeof chunk, MSG_DONTWAIT);
+        rt_pump(1);
+    }
+    int trickled = 0;
+    for (int t = 0; t < 8 && rt_gauge("pairs") == 1; t++) {
+        cr_assert_eq(send(b.cli, "x", 1, MSG_DONTWAIT), 1);
+        rt_pump(5);
+        cr_assert_eq(recv(a.cli, &c, 1, MSG_DONTWAIT), 1, "B -> A moves (%d)", t);
+        trickled++;
+        fc_advance(fc, 5000);
+    }
+    cr_assert_eq(rt_gauge("pairs"), 0, "still paired after %d s of B's trickle", trickled * 5);
+    cr_assert_eq(rt_counter("closed_stall"), 1);
+    cr_assert_geq(trickled, 6, "not before stall_timeout_ms (30 s)");
+}
+
 Test(pairs, pipe_pool_is_bounded)
 {
     cr_assert_eq(rt_reload_module("pipe_pool=1\nsingle_bandwidth=1e6\ntotal_bandwidth=1e6\n"), 0);

@@ -91,14 +91,17 @@ int relay_msg_input(relay_ep *ep, const uint8_t *msg, size_t n)
         return RELAY_EP_GO;
     }
     relay_ep *dst = p->u.msg.ep[!ep->side];
-    bool was_pending = dst->ops->queued(dst) > 0;
     int e = dst->ops->send(dst, msg, n);
     if (e < 0) {
         relay_pair_end(r, p, e == -EDQUOT ? RELAY_END_MSG_TOTAL : RELAY_END_ERROR);
         return RELAY_EP_GONE;
     }
-    if (!was_pending) /* written, or pending from now; more behind a queue is not progress */
-        p->out_ms[ep->side] = now;
+    /* Counted as progress even behind a queue: a WebSocket side's queue
+     * is seen going down only once a tick, so a sender a little faster
+     * than a slow reader would otherwise look stalled while the queue
+     * grows towards message_queue. At that bound the sender pauses, and a
+     * reader that stopped is then caught. */
+    p->out_ms[ep->side] = now;
     if (!relay_bw_account(r, p, ep->side, n))
         return RELAY_EP_GONE;
     if (dst->ops->queued(dst) >= (size_t)r->cfg->message_queue)

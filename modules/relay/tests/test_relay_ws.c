@@ -483,6 +483,35 @@ Test(wsq, L61_slow_websocket_reader_making_progress_is_not_stalled)
     cr_assert(a->closed && b->closed);
 }
 
+/* §4.6, L61 per direction: B's queue is full and never goes down (B does
+ * not read), while B sends a small message every 5 s that A receives.
+ * Before, B's messages counted as the pair's write progress and the pair
+ * held A's data for ever. */
+Test(wsq, L61_a_websocket_side_that_sends_but_never_reads_is_stalled)
+{
+    wq_start(NULL);
+    ft_side *a, *b;
+    cr_assert_eq(wq_open("10.2.3.1:1", "trickler", &a), RDV_OK);
+    cr_assert_eq(wq_open("10.2.3.2:1", "trickler", &b), RDV_OK);
+    fc_advance(fc, 0);
+    size_t big = 2u << 20;
+    uint8_t *m = calloc(1, big);
+    cr_assert_eq(ft.api->side_message(ft.self, a->id, m, big), RDV_OK);
+    free(m);
+    cr_assert(a->paused, "B's queue is over message_queue: A waits");
+    int t = 0;
+    for (; t < 8 && rt_gauge("pairs") == 1; t++) {
+        int before = a->nmsg;
+        cr_assert_eq(ft.api->side_message(ft.self, b->id, (const uint8_t *)"x", 1), RDV_OK);
+        cr_assert_eq(a->nmsg, before + 1, "B -> A moves (%d)", t);
+        fc_advance(fc, 5000);
+    }
+    cr_assert_eq(rt_gauge("pairs"), 0, "still paired after %d s of B's trickle", t * 5);
+    cr_assert_eq(rt_counter("closed_stall"), 1);
+    cr_assert_geq(t, 6, "not before stall_timeout_ms (30 s)");
+    wq_free_msgs(a), wq_free_msgs(b);
+}
+
 /* The core's queue for a WebSocket side holds what the relay sent: it
  * counts in relay.message_total; a pair whose message would pass it ends,
  * the others go on, and the share is given back as the queue drains. */

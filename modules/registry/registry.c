@@ -176,6 +176,7 @@ static int registry_stats(registry *reg)
     C(store_put_failed, "peer writes the storage refused (kept in memory, resubmitted by the sweep)");
     C(store_resubmitted, "refused peer writes queued to storage again by the sweep");
     C(store_errors, "peer write attempts that failed in storage (retried by it)");
+    C(store_lost, "times the storage lost its rows (file replaced) and every peer was put again");
     C(load_skipped, "stored rows not loaded (duplicate id, empty or oversize fields)");
     C(ip_changes, "IP changes recorded (rendezvous.md 11.3)");
     C(ip_change_dropped, "IP changes not recorded: entry full");
@@ -220,7 +221,7 @@ static void registry_store_done(void *ud, const char *id, int status)
         (*reg->st.store_errors)++;
     /* A refused row (-EINVAL) is logged by the storage with the id and its
      * reason; only say here that the others are retried. */
-    if (status < 0 && status != -EINVAL)
+    if (status < 0 && status != -EINVAL && !reg->stopping)
         RDV_LOG_RL(reg->core, RDV_LOG_WARN, "storing peer %s failed: %s (storage retries)", id, strerror(-status));
 }
 
@@ -242,6 +243,8 @@ static void registry_destroy(void *state)
     registry_stream_free(reg);
     if (reg->storage && reg->storage->on_done)
         reg->storage->on_done(reg->storage_self, NULL, NULL);
+    if (reg->storage_v2 && reg->storage->on_lost)
+        reg->storage->on_lost(reg->storage_self, NULL, NULL);
     registry_table_free(reg);
     registry_ipc_free(reg);
     registry_free_servers(reg);
@@ -260,7 +263,11 @@ static int registry_init(rdv_core *core, const void *cfg_, void **state)
     int r = registry_stats(reg);
     if (r < 0)
         goto fail;
-    reg->storage = core->api->service_get(core, RDV_SVC_STORAGE, RDV_SVC_STORAGE_VERSION, &reg->storage_self);
+    /* Version 2 adds on_lost; a version 1 provider still serves. */
+    reg->storage = core->api->service_get(core, RDV_SVC_STORAGE, 2, &reg->storage_self);
+    reg->storage_v2 = reg->storage != NULL;
+    if (!reg->storage)
+        reg->storage = core->api->service_get(core, RDV_SVC_STORAGE, 1, &reg->storage_self);
     if (!reg->storage) {
         RDV_ERR(core, "no \"storage\" service: add a storage module (e.g. storage-sqlite) to core.modules");
         r = -ENOENT;
@@ -302,6 +309,8 @@ static int registry_start(void *state)
         return (int)n;
     if (reg->storage->on_done)
         reg->storage->on_done(reg->storage_self, registry_store_done, reg);
+    if (reg->storage_v2 && reg->storage->on_lost)
+        reg->storage->on_lost(reg->storage_self, registry_store_lost, reg);
     if (!reg->api->listener_find(reg->core, reg->cfg->listener, RDV_TR_UDP))
         RDV_WARN(reg->core, "no UDP listener named '%s': nothing to register on", reg->cfg->listener);
     reg->api->timer_start(reg->sweep, (uint64_t)reg->cfg->sweep_ms, (uint64_t)reg->cfg->sweep_ms);
@@ -314,7 +323,9 @@ static int registry_start(void *state)
  * storage provider), so a clean stop after an outage loses nothing. */
 static void registry_stop(void *state)
 {
-    registry_resubmit_all(state);
+    registry *reg = state;
+    reg->stopping = true; /* the storage's last flush logs what it could not write; nothing retries after it */
+    registry_resubmit_all(reg);
 }
 
 static int registry_reconfigure(void *state, const void *cfg_)
@@ -339,7 +350,7 @@ static int registry_reconfigure(void *state, const void *cfg_)
 }
 
 static const rdv_dep registry_requires[] = {
-    { .name = RDV_SVC_STORAGE, .version = RDV_SVC_STORAGE_VERSION },
+    { .name = RDV_SVC_STORAGE, .version = 1 }, /* 2 is used when there (on_lost) */
     { .name = RDV_SVC_BLOCKLIST, .version = RDV_SVC_BLOCKLIST_VERSION, .optional = true },
     { .name = NULL },
 };

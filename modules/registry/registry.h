@@ -71,6 +71,7 @@ enum {
     REG_F_GUID = 1u << 2,    /* guid is set (row inserted or loaded) */
     REG_F_INFO_IP = 1u << 3, /* info_ip holds a parsed info.ip */
     REG_F_DIRTY = 1u << 4,   /* newer than storage: its write was refused (queue full), resubmitted by the sweep */
+    REG_F_REINSERT = 1u << 5, /* the storage lost its row (file replaced): the next put is an insert, same guid */
 };
 
 typedef struct registry_peer {
@@ -153,6 +154,8 @@ typedef struct registry {
 
     const rdv_storage_api *storage;
     void *storage_self;
+    bool storage_v2;                    /* on_lost is there */
+    bool stopping;                      /* stop has begun: the storage retries nothing more */
     const rdv_blocklist_api *blocklist; /* optional */
     void *blocklist_self;
 
@@ -189,7 +192,7 @@ typedef struct registry {
         uint64_t *pk_ok, *pk_uuid_mismatch, *pk_too_frequent, *pk_invalid_id, *pk_server_error,
             *pk_not_support, *pk_ignored, *pk_oversize;
         uint64_t *peers_refused_full, *oom;
-        uint64_t *store_put_failed, *store_errors, *stored, *store_resubmitted;
+        uint64_t *store_put_failed, *store_errors, *stored, *store_resubmitted, *store_lost;
         uint64_t *load_skipped;
         uint64_t *ip_changes, *ip_change_dropped, *ip_change_evicted;
         uint64_t *config_updates, *config_update_ignored, *software_updates;
@@ -236,6 +239,9 @@ void registry_resubmit(registry *reg);
  * outage costs at most one slice more. Logs how many stay unsaved: they are
  * lost with the process. */
 void registry_resubmit_all(registry *reg);
+/* The storage's on_lost (rdv/svc/storage.h v2): every peer is put again as
+ * an insert with its own guid, by the sweep. */
+void registry_store_lost(void *ud);
 #define REGISTRY_STOP_MS 5000
 #define REGISTRY_STOP_SLICE_MS 1000
 void registry_fill_info(registry *reg, registry_peer *p, rdv_peer_info *out);

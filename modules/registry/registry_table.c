@@ -210,8 +210,8 @@ static void registry_set_dirty(registry *reg, registry_peer *p, bool dirty)
 
 static int registry_put_row(registry *reg, registry_peer *p)
 {
-    bool insert = !(p->flags & REG_F_GUID);
-    if (insert) {
+    bool insert = !(p->flags & REG_F_GUID) || (p->flags & REG_F_REINSERT);
+    if (!(p->flags & REG_F_GUID)) {
         randombytes_buf(p->guid, sizeof p->guid);
         p->guid[6] = (uint8_t)((p->guid[6] & 0x0f) | 0x40);
         p->guid[8] = (uint8_t)((p->guid[8] & 0x3f) | 0x80);
@@ -235,7 +235,7 @@ static int registry_put_row(registry *reg, registry_peer *p)
     registry_set_dirty(reg, p, r < 0 && r != -EINVAL);
     if (r < 0)
         return r;
-    p->flags |= REG_F_GUID;
+    p->flags = (uint8_t)((p->flags | REG_F_GUID) & ~REG_F_REINSERT);
     return 0;
 }
 
@@ -278,6 +278,24 @@ void registry_resubmit(registry *reg)
     else if (before && !reg->ndirty)
         RDV_INFO(reg->core, "every peer whose write the storage refused is queued to it again (%zu in this pass)",
                  done);
+}
+
+void registry_store_lost(void *ud)
+{
+    registry *reg = ud;
+    (*reg->st.store_lost)++;
+    size_t n = 0;
+    for (size_t i = 0; i < reg->peers.cap; i++) {
+        registry_slot *s = &reg->peers.slots[i];
+        if (!s->h)
+            continue;
+        s->p->flags |= REG_F_REINSERT;
+        registry_set_dirty(reg, s->p, true);
+        n++;
+    }
+    RDV_WARN(reg->core, "the storage lost its rows: all %zu peers are stored again, from memory (sweep by sweep)", n);
+    reg->dirty_cursor = 0;
+    registry_resubmit(reg);
 }
 
 /* Not api->now_ms: that is the loop's time, and the loop does not turn

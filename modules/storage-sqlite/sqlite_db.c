@@ -37,23 +37,34 @@ static const char sdb_sql_load[] =
     "select guid, id, uuid, pk, "
     "case when json_valid(info) and json_type(info, '$.ip') = 'text' "
     "then json_extract(info, '$.ip') end from peer";
-/* Plain insert, as upstream (§13.3): a row already holding the id is
- * another device's (its uuid, pk, and a Pro server's user/note), and is never
- * replaced; the conflicting write is refused as a row error and logged. */
-static const char sdb_sql_insert[] =
-    "insert into peer (guid, id, uuid, pk, info) values (?1, ?2, ?3, ?4, json_object('ip', ?5))";
 /* uuid never changes (§13.3). Other keys a Pro server put into info stay;
  * an unparsable info is replaced. An id change onto an id another row holds
  * is refused like a conflicting insert. */
-static const char sdb_sql_update[] =
-    "update peer set id = ?2, pk = ?4, "
-    "info = json_set(case when json_valid(info) and json_type(info) = 'object' then info else '{}' end, "
-    "'$.ip', ?5) where guid = ?1";
+#define SDB_SET_UPDATE                                                                                     \
+    "set id = ?2, pk = ?4, "                                                                           \
+    "info = json_set(case when json_valid(info) and json_type(info) = 'object' then info else '{}' end, " \
+    "'$.ip', ?5)"
+/* Insert, as upstream (§13.3): a row already holding the id is another
+ * device's (its uuid, pk, and a Pro server's user/note), and is never
+ * replaced; the conflicting write is refused as a row error and logged.
+ * A row with the same guid is the same device: updated, so putting every
+ * peer again after the file was replaced (sdb_follow) cannot fail on it. */
+static const char sdb_sql_insert[] = "insert into peer (guid, id, uuid, pk, info) "
+                                     "values (?1, ?2, ?3, ?4, json_object('ip', ?5)) "
+                                     "on conflict (guid) do update " SDB_SET_UPDATE;
+static const char sdb_sql_update[] = "update peer " SDB_SET_UPDATE " where guid = ?1";
+
+/* One connection and its statements (swapped whole by sdb_follow). */
+typedef struct sdb_conn {
+    sqlite3 *db;
+    sqlite3_stmt *ins, *upd, *begin, *commit, *rollback;
+} sdb_conn;
 
 struct sdb {
     pthread_mutex_t mu;
-    sqlite3 *db;
-    sqlite3_stmt *ins, *upd, *begin, *commit, *rollback;
+    sdb_conn c;
+    uint64_t reopened; /* times the file at path was found replaced and opened again */
+    int busy_ms;
     char path[];
 };
 
@@ -103,14 +114,19 @@ int sdb_errno_for(int rc)
     }
 }
 
-static int sdb_fail(sdb *db, int rc, const char *what, char *err, size_t errlen)
+static int sdb_fail_on(const sdb *db, sqlite3 *h, int rc, const char *what, char *err, size_t errlen)
 {
     const char *gen = sqlite3_errstr(rc);
-    const char *msg = db->db && sqlite3_errcode(db->db) != SQLITE_OK ? sqlite3_errmsg(db->db) : gen;
+    const char *msg = h && sqlite3_errcode(h) != SQLITE_OK ? sqlite3_errmsg(h) : gen;
     bool same = strcmp(msg, gen) == 0;
     snprintf(err, errlen, "%s %s: %s%s%s%s; fix: %s", what, db->path, msg, same ? "" : " (", same ? "" : gen,
              same ? "" : ")", sdb_fix_for(rc));
     return sdb_errno_for(rc);
+}
+
+static int sdb_fail(sdb *db, int rc, const char *what, char *err, size_t errlen)
+{
+    return sdb_fail_on(db, db->c.db, rc, what, err, errlen);
 }
 
 static const char *sdb_strip_url(const char *path)
@@ -122,9 +138,9 @@ static const char *sdb_strip_url(const char *path)
     return path;
 }
 
-static int sdb_prepare(sdb *db, const char *sql, sqlite3_stmt **st)
+static int sdb_prepare(sdb_conn *c, const char *sql, sqlite3_stmt **st)
 {
-    return sqlite3_prepare_v3(db->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
+    return sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
 }
 
 static int sdb_step_reset(sqlite3_stmt *st)
@@ -134,95 +150,154 @@ static int sdb_step_reset(sqlite3_stmt *st)
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-int sdb_open(const char *path_, int busy_ms, sdb **out, char *err, size_t errlen)
+static void sdb_conn_close(sdb_conn *c)
 {
-    const char *path = sdb_strip_url(path_);
-    size_t plen = strlen(path);
-    sdb *db = calloc(1, sizeof *db + plen + 1);
-    if (!db) {
-        snprintf(err, errlen, "out of memory");
-        return -ENOMEM;
-    }
-    memcpy(db->path, path, plen + 1);
-    pthread_mutex_init(&db->mu, NULL);
-    int r, rc;
-    if (!plen) {
-        snprintf(err, errlen, "storage-sqlite.path is empty; fix: name the database file (default ./db_v2.sqlite3)");
-        r = -EINVAL;
+    sqlite3_finalize(c->ins);
+    sqlite3_finalize(c->upd);
+    sqlite3_finalize(c->begin);
+    sqlite3_finalize(c->commit);
+    sqlite3_finalize(c->rollback);
+    sqlite3_close_v2(c->db);
+    memset(c, 0, sizeof *c);
+}
+
+/* Open db->path into c (creating the file and the schema if missing) and
+ * check that it can be written. Returns 0, or -errno with err naming the
+ * file and the fix, *code the SQLite result (c closed). */
+static int sdb_connect(sdb *db, sdb_conn *c, int *code, char *err, size_t errlen)
+{
+    const char *what = "cannot open database";
+    int rc = sqlite3_open_v2(db->path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                             NULL);
+    if (rc != SQLITE_OK)
         goto fail;
-    }
-    rc = sqlite3_open_v2(path, &db->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
-    if (rc != SQLITE_OK) {
-        r = sdb_fail(db, rc, "cannot open database", err, errlen);
-        goto fail;
-    }
-    sqlite3_extended_result_codes(db->db, 1);
+    sqlite3_extended_result_codes(c->db, 1);
     /* SQLite quietly opens read-only what it cannot open for writing. */
-    if (sqlite3_db_readonly(db->db, "main") == 1) {
-        r = sdb_fail(db, SQLITE_READONLY, "cannot write database", err, errlen);
+    what = "cannot write database";
+    if (sqlite3_db_readonly(c->db, "main") == 1) {
+        rc = SQLITE_READONLY;
         goto fail;
     }
-    sqlite3_busy_timeout(db->db, busy_ms);
+    sqlite3_busy_timeout(c->db, db->busy_ms);
     sqlite3_stmt *st = NULL;
-    rc = sqlite3_prepare_v2(db->db, "pragma journal_mode = wal", -1, &st, NULL);
+    rc = sqlite3_prepare_v2(c->db, "pragma journal_mode = wal", -1, &st, NULL);
     if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         const char *mode = (const char *)sqlite3_column_text(st, 0);
         rc = mode && strcmp(mode, "wal") == 0 ? SQLITE_OK : SQLITE_CANTOPEN;
     }
     sqlite3_finalize(st);
-    if (rc != SQLITE_OK) {
-        r = sdb_fail(db, rc, "cannot switch to WAL mode in database", err, errlen);
+    what = "cannot switch to WAL mode in database";
+    if (rc != SQLITE_OK)
         goto fail;
-    }
-    rc = sqlite3_exec(db->db, "pragma synchronous = normal", NULL, NULL, NULL);
+    rc = sqlite3_exec(c->db, "pragma synchronous = normal", NULL, NULL, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_exec(db->db, sdb_schema, NULL, NULL, NULL);
-    if (rc != SQLITE_OK) {
-        r = sdb_fail(db, rc, "cannot create the peer table in database", err, errlen);
+        rc = sqlite3_exec(c->db, sdb_schema, NULL, NULL, NULL);
+    what = "cannot create the peer table in database";
+    if (rc != SQLITE_OK)
         goto fail;
-    }
-    if ((rc = sdb_prepare(db, sdb_sql_insert, &db->ins)) != SQLITE_OK ||
-        (rc = sdb_prepare(db, sdb_sql_update, &db->upd)) != SQLITE_OK ||
-        (rc = sdb_prepare(db, "begin immediate", &db->begin)) != SQLITE_OK ||
-        (rc = sdb_prepare(db, "commit", &db->commit)) != SQLITE_OK ||
-        (rc = sdb_prepare(db, "rollback", &db->rollback)) != SQLITE_OK) {
-        r = sdb_fail(db, rc, "cannot prepare statements for database", err, errlen);
+    what = "cannot prepare statements for database";
+    if ((rc = sdb_prepare(c, sdb_sql_insert, &c->ins)) != SQLITE_OK ||
+        (rc = sdb_prepare(c, sdb_sql_update, &c->upd)) != SQLITE_OK ||
+        (rc = sdb_prepare(c, "begin immediate", &c->begin)) != SQLITE_OK ||
+        (rc = sdb_prepare(c, "commit", &c->commit)) != SQLITE_OK ||
+        (rc = sdb_prepare(c, "rollback", &c->rollback)) != SQLITE_OK)
         goto fail;
-    }
     /* A writable main file does not make a writable database: when the -wal
      * or -shm file is not writable by this user (left by hbbs or a sqlite3
      * shell run as root), SQLite opens the WAL read-only without an error,
      * and the connection stays read-only for its life, even once the files
      * are fixed. Taking the write lock once shows it. A lock held by another
      * process (busy) does not stop the start: writes are retried. */
-    rc = sdb_step_reset(db->begin);
+    rc = sdb_step_reset(c->begin);
     if (rc == SQLITE_OK)
-        rc = sdb_step_reset(db->rollback);
+        rc = sdb_step_reset(c->rollback);
     if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
         rc = SQLITE_OK;
-    if (rc != SQLITE_OK) {
-        r = sdb_fail(db, rc, "cannot write database", err, errlen);
-        goto fail;
+    what = "cannot write database";
+    if (rc == SQLITE_OK)
+        return 0;
+fail:;
+    *code = rc;
+    int r = sdb_fail_on(db, c->db, rc, what, err, errlen);
+    sdb_conn_close(c);
+    return r;
+}
+
+int sdb_open(const char *path_, int busy_ms, sdb **out, char *err, size_t errlen)
+{
+    const char *path = sdb_strip_url(path_);
+    size_t plen = strlen(path);
+    if (!plen) {
+        snprintf(err, errlen, "storage-sqlite.path is empty; fix: name the database file (default ./db_v2.sqlite3)");
+        return -EINVAL;
+    }
+    sdb *db = calloc(1, sizeof *db + plen + 1);
+    if (!db) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    memcpy(db->path, path, plen + 1);
+    db->busy_ms = busy_ms;
+    pthread_mutex_init(&db->mu, NULL);
+    int code;
+    int r = sdb_connect(db, &db->c, &code, err, errlen);
+    if (r < 0) {
+        sdb_close(db);
+        return r;
     }
     *out = db;
     return 0;
-fail:
-    sdb_close(db);
-    return r;
 }
 
 void sdb_close(sdb *db)
 {
     if (!db)
         return;
-    sqlite3_finalize(db->ins);
-    sqlite3_finalize(db->upd);
-    sqlite3_finalize(db->begin);
-    sqlite3_finalize(db->commit);
-    sqlite3_finalize(db->rollback);
-    sqlite3_close_v2(db->db);
+    sdb_conn_close(&db->c);
     pthread_mutex_destroy(&db->mu);
     free(db);
+}
+
+uint64_t sdb_reopened(sdb *db)
+{
+    pthread_mutex_lock(&db->mu);
+    uint64_t n = db->reopened;
+    pthread_mutex_unlock(&db->mu);
+    return n;
+}
+
+/* Caller holds mu. The file at path is no longer the one open (deleted,
+ * or replaced by a rename or a restored backup): writes would go to the
+ * old inode and be lost at the next start. Open what is there now (a new
+ * file if nothing is); until that works, the old connection stays and the
+ * write fails, so the batch is kept and retried. */
+static int sdb_follow(sdb *db, char *err, size_t errlen)
+{
+    int moved = 0;
+    if (sqlite3_file_control(db->c.db, "main", SQLITE_FCNTL_HAS_MOVED, &moved) != SQLITE_OK || !moved)
+        return SQLITE_OK;
+    sdb_conn c = { 0 };
+    int code;
+    char why[512];
+    if (sdb_connect(db, &c, &code, why, sizeof why) < 0) {
+        snprintf(err, errlen, "the file was deleted or replaced while rdvd ran, and opening it again failed (%s)",
+                 sqlite3_errstr(code));
+        return code;
+    }
+    sdb_conn_close(&db->c);
+    db->c = c;
+    db->reopened++;
+    return SQLITE_OK;
+}
+
+int sdb_check(sdb *db, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&db->mu);
+    uint64_t before = db->reopened;
+    int rc = sdb_follow(db, err, errlen);
+    int r = rc != SQLITE_OK ? -1 : db->reopened > before;
+    pthread_mutex_unlock(&db->mu);
+    return r;
 }
 
 long sdb_count(sdb *db, char *err, size_t errlen)
@@ -230,7 +305,7 @@ long sdb_count(sdb *db, char *err, size_t errlen)
     pthread_mutex_lock(&db->mu);
     sqlite3_stmt *st = NULL;
     long n = 0;
-    int rc = sqlite3_prepare_v2(db->db, "select count(*) from peer", -1, &st, NULL);
+    int rc = sqlite3_prepare_v2(db->c.db, "select count(*) from peer", -1, &st, NULL);
     if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW)
         n = (long)sqlite3_column_int64(st, 0);
     else
@@ -245,7 +320,7 @@ long sdb_load_all(sdb *db, rdv_storage_row_fn fn, void *ud, uint64_t *skipped, c
     pthread_mutex_lock(&db->mu);
     sqlite3_stmt *st = NULL;
     long n = 0;
-    int rc = sqlite3_prepare_v2(db->db, sdb_sql_load, -1, &st, NULL);
+    int rc = sqlite3_prepare_v2(db->c.db, sdb_sql_load, -1, &st, NULL);
     while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         const void *guid = sqlite3_column_blob(st, 0);
         const char *id = (const char *)sqlite3_column_text(st, 1);
@@ -289,10 +364,15 @@ static int sdb_bind_blob(sqlite3_stmt *st, int i, const uint8_t *p, size_t n)
 int sdb_apply(sdb *db, sdb_write *rows, size_t n, char *err, size_t errlen)
 {
     pthread_mutex_lock(&db->mu);
-    int rc = sdb_step_reset(db->begin);
+    int rc = sdb_follow(db, err, errlen);
+    if (rc != SQLITE_OK) {
+        pthread_mutex_unlock(&db->mu);
+        return rc;
+    }
+    rc = sdb_step_reset(db->c.begin);
     for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
         sdb_write *w = &rows[i];
-        sqlite3_stmt *st = w->insert ? db->ins : db->upd;
+        sqlite3_stmt *st = w->insert ? db->c.ins : db->c.upd;
         rc = sqlite3_bind_blob(st, 1, w->guid, 16, SQLITE_STATIC);
         if (rc == SQLITE_OK)
             rc = sqlite3_bind_text(st, 2, w->id, -1, SQLITE_STATIC);
@@ -309,16 +389,16 @@ int sdb_apply(sdb *db, sdb_write *rows, size_t n, char *err, size_t errlen)
         if (sdb_row_error(rc)) {
             w->result = -EINVAL;
             if (err[0] == '\0')
-                snprintf(err, errlen, "%s", sqlite3_errmsg(db->db));
+                snprintf(err, errlen, "%s", sqlite3_errmsg(db->c.db));
             rc = SQLITE_OK;
         }
     }
     if (rc == SQLITE_OK)
-        rc = sdb_step_reset(db->commit);
+        rc = sdb_step_reset(db->c.commit);
     if (rc != SQLITE_OK) {
-        snprintf(err, errlen, "%s", sqlite3_errmsg(db->db));
-        if (!sqlite3_get_autocommit(db->db))
-            sdb_step_reset(db->rollback);
+        snprintf(err, errlen, "%s", sqlite3_errmsg(db->c.db));
+        if (!sqlite3_get_autocommit(db->c.db))
+            sdb_step_reset(db->c.rollback);
     }
     pthread_mutex_unlock(&db->mu);
     return rc;
@@ -327,9 +407,9 @@ int sdb_apply(sdb *db, sdb_write *rows, size_t n, char *err, size_t errlen)
 int sdb_exec(sdb *db, const char *sql, char *err, size_t errlen)
 {
     pthread_mutex_lock(&db->mu);
-    int rc = sqlite3_exec(db->db, sql, NULL, NULL, NULL);
+    int rc = sqlite3_exec(db->c.db, sql, NULL, NULL, NULL);
     if (rc != SQLITE_OK)
-        snprintf(err, errlen, "%s", sqlite3_errmsg(db->db));
+        snprintf(err, errlen, "%s", sqlite3_errmsg(db->c.db));
     pthread_mutex_unlock(&db->mu);
     return rc;
 }

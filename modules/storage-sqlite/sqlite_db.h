@@ -44,8 +44,19 @@ long sdb_load_all(sdb *db, rdv_storage_row_fn fn, void *ud, uint64_t *skipped, c
 
 /* Write rows in one transaction. Returns SQLITE_OK (each row's result
  * says whether it was written), or the SQLite error code that rolled the
- * whole batch back (nothing written; err holds SQLite's message). */
+ * whole batch back (nothing written; err holds SQLite's message). First,
+ * if the file at the path is no longer the one open (deleted or replaced
+ * while running), the path is opened again, so writes never go to a file
+ * nobody will read (counted by sdb_reopened; the caller must put every
+ * row again: the new file may hold none of them). */
 int sdb_apply(sdb *db, sdb_write *rows, size_t n, char *err, size_t errlen);
+
+/* The same look at the file as sdb_apply's, without writing (the writer
+ * does it while idle, so a file deleted while nothing is written is
+ * noticed too): 1 opened again, 0 unchanged, -1 opening it again failed. */
+int sdb_check(sdb *db, char *err, size_t errlen);
+/* Times the file was found replaced and opened again. */
+uint64_t sdb_reopened(sdb *db);
 
 /* Run SQL on the connection (tests inject faults with it). */
 int sdb_exec(sdb *db, const char *sql, char *err, size_t errlen);

@@ -62,6 +62,9 @@ typedef struct ss {
     uint64_t flush_ms;
     rdv_storage_done_fn done_fn;
     void *done_ud;
+    void (*lost_fn)(void *ud);
+    void *lost_ud;
+    uint64_t seen_reopened;
     uint64_t *full, *invalid, *oom; /* counters (loop thread only) */
     uint64_t rows_at_start, loaded, skipped;
     /* failure logging, loop thread */
@@ -135,6 +138,17 @@ static void ss_log_progress(ss *s)
         s->failing = false;
         RDV_NOTICE(s->core, "writes to %s succeed again; %" PRIu64 " still queued", path, st.pending);
     }
+    uint64_t reopened = sdb_reopened(s->db);
+    if (reopened > s->seen_reopened) {
+        s->seen_reopened = reopened;
+        RDV_ERR(s->core,
+                "%s was deleted or replaced while rdvd ran: the writes since the previous one went to the old file "
+                "and are not in it; opened %s again and %s; fix: stop rdvd before deleting, moving or restoring "
+                "the database",
+                path, path, s->lost_fn ? "every peer is being stored again" : "no consumer stores its rows again");
+        if (s->lost_fn)
+            s->lost_fn(s->lost_ud);
+    }
     if (st.rejected > s->seen_rejected) {
         RDV_LOG_RL(s->core, RDV_LOG_WARN, "%s refused %" PRIu64 " row(s), dropped: %s", path,
                    st.rejected - s->seen_rejected, st.last_reject);
@@ -202,6 +216,12 @@ static void ss_on_done(void *self, rdv_storage_done_fn fn, void *ud)
     wq_set_reporting(s->q, fn != NULL);
 }
 
+static void ss_on_lost(void *self, void (*fn)(void *ud), void *ud)
+{
+    ss *s = self;
+    s->lost_fn = fn, s->lost_ud = ud;
+}
+
 static size_t ss_pending(void *self) { return wq_pending(((ss *)self)->q); }
 static int ss_flush(void *self, uint64_t ms) { return wq_flush(((ss *)self)->q, ms); }
 
@@ -211,6 +231,7 @@ static const rdv_storage_api ss_api = {
     .on_done = ss_on_done,
     .pending = ss_pending,
     .flush = ss_flush,
+    .on_lost = ss_on_lost,
 };
 
 /* ---- stats and admin */
@@ -235,6 +256,7 @@ static uint64_t ss_g_last_error(void *ud)
     wq_stats_get(((ss *)ud)->q, &st);
     return st.fail_streak ? (uint64_t)st.last_error : 0;
 }
+static uint64_t ss_g_reopened(void *ud) { return sdb_reopened(((ss *)ud)->db); }
 static uint64_t ss_g_rows_at_start(void *ud) { return ((ss *)ud)->rows_at_start; }
 static uint64_t ss_g_loaded(void *ud) { return ((ss *)ud)->loaded; }
 
@@ -248,9 +270,9 @@ static void ss_cmd(void *ud, int argc, char **argv, rdv_buf *out)
     api->out(out,
              "path %s\nrows_at_start %" PRIu64 "\nloaded %" PRIu64 "\npending %" PRIu64 "\npending_bytes %" PRIu64
              "\nbatch %" PRIu64 "\nwritten %" PRIu64 "\nfailed_attempts %" PRIu64 "\nrejected %" PRIu64
-             "\nfull %" PRIu64 "\n",
+             "\nfull %" PRIu64 "\nreopened %" PRIu64 "\n",
              sdb_path(s->db), s->rows_at_start, s->loaded, st.pending, st.pending_bytes, st.batch, st.written,
-             st.failed, st.rejected, *s->full);
+             st.failed, st.rejected, *s->full, sdb_reopened(s->db));
     if (!st.last_error) {
         api->out(out, "last_error none\n");
         return;
@@ -369,6 +391,7 @@ static int ss_init(rdv_core *core, const void *cfg_, void **state)
         { "last_error", ss_g_last_error, "SQLite result code while writes fail, else 0" },
         { "rejected", ss_g_rejected, "rows the database refused (constraint), dropped" },
         { "done_dropped", ss_g_done_dropped, "completions not delivered (list full during a flush)" },
+        { "reopened", ss_g_reopened, "times the database file was found deleted or replaced and opened again" },
         { "rows_at_start", ss_g_rows_at_start, "rows in the peer table when the database was opened" },
         { "loaded", ss_g_loaded, "rows handed to the last load_all" },
     };

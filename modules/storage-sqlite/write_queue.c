@@ -80,6 +80,8 @@ struct wq {
     wq_stats st; /* counters and last error; pending fields computed on read */
 };
 
+#define WQ_FILE_CHECK_MS 2000
+
 /* ---- uthash's allocator and its test hook (rdv/uthash.h) */
 RDV_UTHASH_HOOK_DEFINE()
 
@@ -304,9 +306,30 @@ static void wq_attempt(wq *q)
     pthread_cond_broadcast(&q->idle);
 }
 
+/* Caller holds mu. While nothing is written, look at the file every
+ * WQ_FILE_CHECK_MS: a database deleted while rdvd is idle would otherwise
+ * be noticed only at the next write, and a restart before it would find
+ * none of the rows. */
+static void wq_idle(wq *q, uint64_t *next_check_ms)
+{
+    uint64_t now = wq_mono_ms();
+    if (now < *next_check_ms) {
+        wq_wait_until(&q->wake, &q->mu, *next_check_ms);
+        return;
+    }
+    *next_check_ms = now + WQ_FILE_CHECK_MS;
+    pthread_mutex_unlock(&q->mu);
+    char err[256];
+    bool reopened = sdb_check(q->db, err, sizeof err) == 1;
+    if (reopened)
+        q->notify(q->ud);
+    pthread_mutex_lock(&q->mu);
+}
+
 static void *wq_main(void *arg)
 {
     wq *q = arg;
+    uint64_t next_check_ms = wq_mono_ms() + WQ_FILE_CHECK_MS;
     pthread_mutex_lock(&q->mu);
     for (;;) {
         while (!q->stop) {
@@ -315,7 +338,7 @@ static void *wq_main(void *arg)
                     break;
                 wq_wait_until(&q->wake, &q->mu, q->retry_at_ms);
             } else {
-                pthread_cond_wait(&q->wake, &q->mu);
+                wq_idle(q, &next_check_ms);
             }
         }
         if (q->stop)

@@ -570,6 +570,55 @@ Test(registry_db, a_clean_stop_stores_writes_the_queue_refused)
     sqlite3_close(db);
 }
 
+/* R50: the database file deleted while rdvd runs (an operator "resetting"
+ * it, a cleanup script). Before, rdvd went on writing into the unlinked
+ * file, and a restart found no peers at all. Now the storage notices (while
+ * idle too), creates the file again, and the registry stores every peer
+ * into it from memory. */
+static const char *const moved_files[] = {
+    "00-core.conf", core_conf,
+    "20-registry.conf", "registry: { sweep_ms = 200; };\n",
+    "15-ip-blocker.conf", "ip-blocker: { };\n",
+    NULL,
+};
+
+Test(registry_db, a_database_deleted_while_running_gets_every_peer_again)
+{
+    sqlite3 *db = boot_and_open_db(moved_files);
+    char id[16], ip[32], path[420];
+    for (int i = 0; i < 6; i++) {
+        snprintf(id, sizeof id, "2000008%02d", i);
+        snprintf(ip, sizeof ip, "127.0.8.%d", i + 1);
+        int fd = rdvt_udp(ip);
+        client_register(fd, id, "u1", P1);
+        close(fd);
+    }
+    wait_written();
+    cr_assert_eq(db_rows(db), 6);
+    sqlite3_close(db);
+    const char *const sfx[] = { "", "-wal", "-shm" };
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/db_v2.sqlite3%s", srv.dir, sfx[i]);
+        unlink(path);
+    }
+    for (int i = 0; i < 500 && (rdvt_stat(&srv, "registry.store_lost") == 0 ||
+                                rdvt_stat(&srv, "registry.store_unsaved") || rdvt_stat(&srv, "registry.store_pending"));
+         i++)
+        usleep(20000);
+    cr_assert_eq(rdvt_stat(&srv, "registry.store_lost"), 1, "noticed without any new write");
+    cr_assert_eq(rdvt_stat(&srv, "storage-sqlite.reopened"), 1);
+    cr_assert(rdvt_log_contains(&srv, "was deleted or replaced while rdvd ran"));
+    snprintf(path, sizeof path, "%s/db_v2.sqlite3", srv.dir);
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    cr_assert_eq(db_rows(db), 6, "every peer is in the new file");
+    sqlite3_close(db);
+    restart();
+    cr_assert_eq(rdvt_stat(&srv, "registry.peers"), 6, "and known after a restart");
+    int fd = rdvt_udp("127.0.8.1");
+    cr_assert_eq(reg_pk(fd, "200000800", "u2", P1), MISMATCH, "R55: the uuid binding survived the delete");
+    close(fd);
+}
+
 /* ------------------------------------------------------------------ bad input */
 static void check_alive(void)
 {

@@ -11,7 +11,9 @@
 #include "rdv/types.h"
 
 #define RDV_SVC_STORAGE "storage"
-#define RDV_SVC_STORAGE_VERSION 1
+/* 2: on_lost. Members are only ever appended; a consumer that uses one of
+ * a later version asks for that version and falls back. */
+#define RDV_SVC_STORAGE_VERSION 2
 
 typedef struct rdv_peer_row {
     uint8_t guid[16];       /* primary key; random, chosen by the caller on insert */
@@ -46,6 +48,12 @@ typedef struct rdv_storage_api {
     size_t (*pending)(void *self);
     /* Block until the queue is empty or ms pass (shutdown); 0 if empty. */
     int (*flush)(void *self, uint64_t ms);
+    /* Version 2. fn(ud) is called on the loop thread when the provider
+     * lost rows it had stored: e.g. its file was deleted or replaced while
+     * running and it opened a new one. The consumer then puts every row
+     * again, as an insert (an insert of a guid that is stored updates it).
+     * NULL fn clears. */
+    void (*on_lost)(void *self, void (*fn)(void *ud), void *ud);
 } rdv_storage_api;
 
 #endif

@@ -78,8 +78,9 @@ static long fs_load_all(void *self, rdv_storage_row_fn fn, void *ud)
     return (long)fs->nrows;
 }
 
-/* Like storage-sqlite: insert = new row with the caller's guid; update by
- * guid of id, pk and info (uuid never changes, rendezvous.md §13.3). */
+/* Like storage-sqlite: insert = new row with the caller's guid (a guid that
+ * is stored is updated); update by guid of id, pk and info (uuid never
+ * changes, rendezvous.md §13.3). */
 static int fs_put(void *self, const rdv_peer_row *row, bool insert)
 {
     fake_storage *fs = self;
@@ -91,16 +92,17 @@ static int fs_put(void *self, const rdv_peer_row *row, bool insert)
         return -EINVAL;
     fs->puts++;
     fs->last_insert = insert;
-    if (insert) {
+    size_t i = 0;
+    while (i < fs->nrows && memcmp(fs->rows[i].guid, row->guid, 16) != 0)
+        i++;
+    if (insert && i == fs->nrows) {
         fs->inserts++;
         fake_row *r = fake_storage_append(fs);
         memcpy(r->guid, row->guid, 16);
         fake_row_set(r, row->id, row->uuid, row->uuid_len, row->pk, row->pk_len, row->info_ip, true);
     } else {
-        fs->updates++;
-        size_t i = 0;
-        while (i < fs->nrows && memcmp(fs->rows[i].guid, row->guid, 16) != 0)
-            i++;
+        fs->updates += !insert;
+        fs->inserts += insert;
         cr_assert_lt(i, fs->nrows, "update of a guid that was never inserted (%s)", row->id);
         fake_row_set(&fs->rows[i], row->id, NULL, 0, row->pk, row->pk_len, row->info_ip, false);
     }
@@ -113,6 +115,12 @@ static void fs_on_done(void *self, rdv_storage_done_fn fn, void *ud)
 {
     fake_storage *fs = self;
     fs->done = fn, fs->done_ud = ud;
+}
+
+static void fs_on_lost(void *self, void (*fn)(void *ud), void *ud)
+{
+    fake_storage *fs = self;
+    fs->lost = fn, fs->lost_ud = ud;
 }
 
 static size_t fs_pending(void *self) { return ((fake_storage *)self)->ndone; }
@@ -138,16 +146,30 @@ size_t fake_storage_complete(fake_storage *fs)
 
 static const rdv_storage_api fs_api = {
     .load_all = fs_load_all, .put = fs_put, .on_done = fs_on_done, .pending = fs_pending, .flush = fs_flush,
+    .on_lost = fs_on_lost,
 };
+
+static void fake_row_free(fake_row *r)
+{
+    free(r->id);
+    free(r->uuid);
+    free(r->pk);
+    free(r->info_ip);
+}
+
+void fake_storage_lose(fake_storage *fs)
+{
+    for (size_t i = 0; i < fs->nrows; i++)
+        fake_row_free(&fs->rows[i]);
+    fs->nrows = 0;
+    cr_assert_not_null(fs->lost, "the registry did not ask to be told");
+    fs->lost(fs->lost_ud);
+}
 
 static void fake_storage_free(fake_storage *fs)
 {
-    for (size_t i = 0; i < fs->nrows; i++) {
-        free(fs->rows[i].id);
-        free(fs->rows[i].uuid);
-        free(fs->rows[i].pk);
-        free(fs->rows[i].info_ip);
-    }
+    for (size_t i = 0; i < fs->nrows; i++)
+        fake_row_free(&fs->rows[i]);
     free(fs->rows);
     for (size_t i = 0; i < fs->ndone; i++)
         free(fs->done_ids[i]);

@@ -41,7 +41,13 @@ typedef struct fake_storage {
     size_t ndone;
     rdv_storage_done_fn done;
     void *done_ud;
+    void (*lost)(void *ud); /* on_lost (version 2) */
+    void *lost_ud;
 } fake_storage;
+
+/* Drop every row and call the consumer's on_lost, as storage-sqlite does
+ * when its file was deleted. */
+void fake_storage_lose(fake_storage *fs);
 
 /* ---- blocklist: answers `allow`, records the last question. */
 typedef struct fake_blocklist {

@@ -347,6 +347,43 @@ Test(register_pk, refused_writes_are_resubmitted_by_the_sweep)
     cr_assert_eq(rt.fs.puts, 4, "nothing is written twice");
 }
 
+/* R50: the storage lost its rows (storage-sqlite: the file was deleted or
+ * replaced while running). Every peer, stored or not, cold or looked at, is
+ * put again as an insert with its own guid, by the sweep; a full queue
+ * holds the rest back for later sweeps. */
+Test(register_pk, a_storage_that_lost_its_rows_gets_every_peer_again)
+{
+    char id[16];
+    for (int i = 0; i < 6; i++) {
+        snprintf(id, sizeof id, "20000020%d", i);
+        cr_assert_eq(rt_reg_pk(id, "u1", P1, "10.0.0.1:1"), OK);
+    }
+    cr_assert_eq(rt.fs.nrows, 6);
+    uint8_t guid3[16];
+    memcpy(guid3, fake_storage_find(&rt.fs, "200000203")->guid, 16);
+    rt_restart(NULL); /* the peers are cold now */
+    rt.fs.puts = rt.fs.inserts = rt.fs.updates = 0;
+    rt.fs.put_limit = 4; /* the queue takes 4 now */
+    fake_storage_lose(&rt.fs);
+    cr_assert_eq(rt_counter("store_lost"), 1);
+    cr_assert_eq(rt.fs.nrows, 4, "put at once, up to the queue's bound");
+    cr_assert_eq(rt_gauge("store_unsaved"), 2);
+    rt.fs.put_limit = 0;
+    fc_advance(rt.fc, 1000);
+    cr_assert_eq(rt_gauge("store_unsaved"), 0);
+    cr_assert_eq(rt.fs.nrows, 6);
+    cr_assert_eq(rt.fs.inserts, 6, "as inserts");
+    cr_assert_eq(rt.fs.updates, 0);
+    const fake_row *r = fake_storage_find(&rt.fs, "200000203");
+    cr_assert_arr_eq(r->guid, guid3, 16, "with the guid it had");
+    cr_assert_arr_eq(r->pk, P1, 32);
+    cr_assert(fc_log_contains(rt.fc, "the storage lost its rows: all 6 peers are stored again"));
+    /* the next change is an update again */
+    cr_assert_eq(rt_reg_pk("200000203", "u1", P2, "10.0.0.1:1"), OK);
+    cr_assert_eq(rt.fs.updates, 1);
+    cr_assert_eq(rt.fs.nrows, 6);
+}
+
 /* A row the storage refuses on its own (-EINVAL: here a uuid over
  * storage-sqlite's 1024-byte cap, reachable with uuid_max_len raised above
  * it) cannot be stored by putting it again: it is counted and logged, not

@@ -335,6 +335,127 @@ Test(storage, empty_uuid_and_pk_are_stored_as_empty_blobs)
                      "blob0blob0{\"ip\":\"\"}");
 }
 
+/* An insert of a guid that is stored is the same device (put again after
+ * the file was replaced, below): id, pk and info are updated, uuid stays. */
+Test(storage, insert_of_a_stored_guid_updates_it_and_keeps_uuid)
+{
+    cr_assert_eq(load(NULL), 0);
+    cr_assert_eq(put(1, "200000001", "u1", "P1", "1.1.1.1", true), 0);
+    cr_assert_eq(flush(5000), 0);
+    cr_assert_eq(put(1, "200000002", "u2", "P2", "2.2.2.2", true), 0);
+    cr_assert_eq(flush(5000), 0);
+    cr_assert_eq(gauge("rejected"), 0);
+    cr_assert_str_eq(db_text("select id || '|' || uuid || '|' || pk || '|' || info from peer"),
+                     "200000002|u1|P2|{\"ip\":\"2.2.2.2\"}");
+}
+
+/* ---- the file deleted or replaced while running (R50): before, writes
+ * went on into the unlinked inode, were counted as written, and were gone
+ * at the next start. */
+static unsigned lost_calls;
+static void on_lost(void *ud)
+{
+    (void)ud;
+    lost_calls++;
+}
+
+static void unlink_db(void)
+{
+    char p[600];
+    cr_assert_eq(unlink(dbpath), 0);
+    snprintf(p, sizeof p, "%s-wal", dbpath);
+    unlink(p);
+    snprintf(p, sizeof p, "%s-shm", dbpath);
+    unlink(p);
+}
+
+Test(storage, a_deleted_file_is_created_again_and_the_consumer_told)
+{
+    cr_assert_eq(load(NULL), 0);
+    void *self;
+    const rdv_storage_api *api = svc(&self);
+    lost_calls = 0;
+    api->on_lost(self, on_lost, NULL);
+    cr_assert_eq(put(1, "300000001", "u1", "P1", "", true), 0);
+    cr_assert_eq(flush(5000), 0);
+    unlink_db();
+    cr_assert_eq(put(2, "300000002", "u2", "P2", "", true), 0);
+    cr_assert_eq(flush(5000), 0);
+    cr_assert_eq(access(dbpath, F_OK), 0, "a new file at the path");
+    cr_assert_str_eq(db_text("select group_concat(id) from peer"), "300000002");
+    cr_assert_str_eq(db_text("pragma journal_mode"), "wal");
+    cr_assert_eq(gauge("reopened"), 1);
+    fc_run_async(fc);
+    cr_assert_eq(lost_calls, 1, "the consumer is told to put every row again");
+    cr_assert(fc_log_contains(fc, "was deleted or replaced while rdvd ran"));
+    /* what it puts again lands in the new file */
+    cr_assert_eq(put(1, "300000001", "u1", "P1", "", true), 0);
+    cr_assert_eq(flush(5000), 0);
+    cr_assert_eq(db_long("select count(*) from peer"), 2);
+    cr_assert_eq(gauge("reopened"), 1, "once");
+}
+
+/* Nothing written after the delete: the writer looks at the file while
+ * idle (every 2 s), or a restart before the next write would find no rows. */
+Test(storage, a_file_deleted_while_idle_is_noticed_without_a_write)
+{
+    cr_assert_eq(load(NULL), 0);
+    void *self;
+    svc(&self)->on_lost(self, on_lost, NULL);
+    lost_calls = 0;
+    cr_assert_eq(put(1, "300000001", "u1", "P1", "", true), 0);
+    cr_assert_eq(flush(5000), 0);
+    unlink_db();
+    wait_gauge("reopened", 1);
+    cr_assert_eq(access(dbpath, F_OK), 0, "a new, empty file at the path");
+    cr_assert_eq(db_long("select count(*) from peer"), 0);
+    fc_run_async(fc);
+    cr_assert_eq(lost_calls, 1);
+}
+
+Test(storage, a_replaced_file_is_followed)
+{
+    cr_assert_eq(load(NULL), 0);
+    cr_assert_eq(put(1, "300000001", "u1", "P1", "1.1.1.1", true), 0);
+    cr_assert_eq(put(2, "300000002", "u2", "P2", "1.1.1.1", true), 0);
+    cr_assert_eq(flush(5000), 0);
+    /* a backup taken now, restored over the file by a rename */
+    char bak[600], sql[700];
+    snprintf(bak, sizeof bak, "%s/backup.sqlite3", dir);
+    snprintf(sql, sizeof sql, "vacuum into '%s'", bak);
+    sqlite3 *db = db_open();
+    db_exec(db, sql);
+    sqlite3_close(db);
+    cr_assert_eq(rename(bak, dbpath), 0);
+    /* guid 1 is in the restored file: updated; guid 3 is new */
+    cr_assert_eq(put(1, "300000001", "u1", "P9", "9.9.9.9", true), 0);
+    cr_assert_eq(put(3, "300000003", "u3", "P3", "", true), 0);
+    cr_assert_eq(flush(5000), 0);
+    cr_assert_eq(gauge("reopened"), 1);
+    cr_assert_eq(gauge("rejected"), 0);
+    cr_assert_str_eq(db_text("select group_concat(id || ':' || pk, ',') from (select * from peer order by id)"),
+                     "300000001:P9,300000002:P2,300000003:P3");
+}
+
+Test(storage, a_file_that_cannot_be_created_again_keeps_the_writes)
+{
+    cr_assert_eq(load("retry_min_ms=10\nretry_max_ms=20\n"), 0);
+    cr_assert_eq(put(1, "300000001", "u1", "P1", "", true), 0);
+    cr_assert_eq(flush(5000), 0);
+    unlink_db();
+    cr_assert_eq(mkdir(dbpath, 0700), 0); /* a directory where the file was */
+    cr_assert_eq(put(2, "300000002", "u2", "P2", "", true), 0);
+    wait_gauge("failed", 2);
+    cr_assert_eq(gauge("pending"), 1, "kept");
+    cr_assert_eq(gauge("reopened"), 0);
+    cr_assert_eq(rmdir(dbpath), 0);
+    cr_assert_eq(flush(5000), 0);
+    cr_assert_eq(gauge("reopened"), 1);
+    cr_assert_str_eq(db_text("select group_concat(id) from peer"), "300000002");
+    fc_run_async(fc);
+    cr_assert(fc_log_contains(fc, "opening it again failed"));
+}
+
 /* §13.3, R35: a plain insert, as upstream. A row already holding the id is
  * another device's and is never replaced: the conflicting insert (and an
  * update that would move a row onto that id) is refused and counted, the
@@ -922,6 +1043,7 @@ Test(storage, admin_command_reports)
     cr_assert_not_null(strstr(out, want), "%s", out);
     cr_assert_not_null(strstr(out, "pending 0\n"), "%s", out);
     cr_assert_not_null(strstr(out, "batch 1000\n"), "%s", out);
+    cr_assert_not_null(strstr(out, "reopened 0\n"), "%s", out);
     cr_assert_not_null(strstr(out, "written 1\n"), "%s", out);
     cr_assert_not_null(strstr(out, "failed_attempts 0\n"), "%s", out);
     cr_assert_not_null(strstr(out, "last_error none\n"), "%s", out);

@@ -54,7 +54,8 @@ static const char sdb_sql_insert[] = "insert into peer (guid, id, uuid, pk, info
                                      "on conflict (guid) do update " SDB_SET_UPDATE;
 static const char sdb_sql_update[] = "update peer " SDB_SET_UPDATE " where guid = ?1";
 
-/* One connection and its statements (swapped whole by sdb_follow). */
+/* One connection and its statements (closed and opened again whole by
+ * sdb_follow; db is NULL between the two while the path cannot be opened). */
 typedef struct sdb_conn {
     sqlite3 *db;
     sqlite3_stmt *ins, *upd, *begin, *commit, *rollback;
@@ -268,24 +269,27 @@ uint64_t sdb_reopened(sdb *db)
 
 /* Caller holds mu. The file at path is no longer the one open (deleted,
  * or replaced by a rename or a restored backup): writes would go to the
- * old inode and be lost at the next start. Open what is there now (a new
- * file if nothing is); until that works, the old connection stays and the
- * write fails, so the batch is kept and retried. */
+ * old inode and be lost at the next start. The old connection is closed
+ * first: it checkpoints into the old inode and removes the -wal and -shm
+ * at the path, which are the old file's; opened beside it, a new
+ * connection would share them and read the old file's pages as its own.
+ * Then the path is opened (a new file if nothing is there); until that
+ * works there is no connection and writes fail, so batches are kept. */
 static int sdb_follow(sdb *db, char *err, size_t errlen)
 {
-    int moved = 0;
-    if (sqlite3_file_control(db->c.db, "main", SQLITE_FCNTL_HAS_MOVED, &moved) != SQLITE_OK || !moved)
-        return SQLITE_OK;
-    sdb_conn c = { 0 };
+    if (db->c.db) {
+        int moved = 0;
+        if (sqlite3_file_control(db->c.db, "main", SQLITE_FCNTL_HAS_MOVED, &moved) != SQLITE_OK || !moved)
+            return SQLITE_OK;
+        sdb_conn_close(&db->c);
+    }
     int code;
     char why[512];
-    if (sdb_connect(db, &c, &code, why, sizeof why) < 0) {
+    if (sdb_connect(db, &db->c, &code, why, sizeof why) < 0) {
         snprintf(err, errlen, "the file was deleted or replaced while rdvd ran, and opening it again failed (%s)",
                  sqlite3_errstr(code));
         return code;
     }
-    sdb_conn_close(&db->c);
-    db->c = c;
     db->reopened++;
     return SQLITE_OK;
 }

@@ -448,6 +448,26 @@ static void wq_free_msgs(ft_side *s)
 
 TestSuite(wsq, .init = ft_setup, .fini = wq_teardown);
 
+/* A pair of sides from net.1 and net.2 on uuid; A sends 2 MiB, all held in
+ * B's core queue (over message_queue), so A is paused. Returns the size. */
+static size_t wq_pair_with_full_queue(const char *net, const char *uuid, ft_side **a, ft_side **b)
+{
+    char addr[2][32];
+    snprintf(addr[0], sizeof addr[0], "%s.1:1", net);
+    snprintf(addr[1], sizeof addr[1], "%s.2:1", net);
+    wq_start(NULL);
+    cr_assert_eq(wq_open(addr[0], uuid, a), RDV_OK);
+    cr_assert_eq(wq_open(addr[1], uuid, b), RDV_OK);
+    fc_advance(fc, 0);
+    size_t big = 2u << 20;
+    uint8_t *m = calloc(1, big);
+    cr_assert_eq(ft.api->side_message(ft.self, (*a)->id, m, big), RDV_OK);
+    free(m);
+    cr_assert_eq((*b)->nmsg, 1);
+    cr_assert((*a)->paused, "B's queue is over message_queue: A waits");
+    return big;
+}
+
 /* relay.md §4.6 / L61: "no write progress". A viewer on a slow link drains
  * a 2 MiB queue at 30000 bytes/s (240 kbit/s): the queue goes down every
  * second but is empty only after ~70 s, and the core reports a drain only
@@ -455,17 +475,8 @@ TestSuite(wsq, .init = ft_setup, .fini = wq_teardown);
  * the pair after stall_timeout_ms. */
 Test(wsq, L61_slow_websocket_reader_making_progress_is_not_stalled)
 {
-    wq_start(NULL);
     ft_side *a, *b;
-    cr_assert_eq(wq_open("10.2.0.1:1", "slowviewer", &a), RDV_OK);
-    cr_assert_eq(wq_open("10.2.0.2:1", "slowviewer", &b), RDV_OK);
-    fc_advance(fc, 0);
-    size_t big = 2u << 20;
-    uint8_t *m = calloc(1, big);
-    cr_assert_eq(ft.api->side_message(ft.self, a->id, m, big), RDV_OK);
-    free(m);
-    cr_assert_eq(b->nmsg, 1);
-    cr_assert(a->paused, "B's queue is over message_queue: A waits");
+    size_t big = wq_pair_with_full_queue("10.2.0", "slowviewer", &a, &b);
     size_t *q = &wq_len[b - ft.s];
     cr_assert_eq(*q, big);
     for (int s = 0; s < 60; s++) {
@@ -489,16 +500,8 @@ Test(wsq, L61_slow_websocket_reader_making_progress_is_not_stalled)
  * held A's data for ever. */
 Test(wsq, L61_a_websocket_side_that_sends_but_never_reads_is_stalled)
 {
-    wq_start(NULL);
     ft_side *a, *b;
-    cr_assert_eq(wq_open("10.2.3.1:1", "trickler", &a), RDV_OK);
-    cr_assert_eq(wq_open("10.2.3.2:1", "trickler", &b), RDV_OK);
-    fc_advance(fc, 0);
-    size_t big = 2u << 20;
-    uint8_t *m = calloc(1, big);
-    cr_assert_eq(ft.api->side_message(ft.self, a->id, m, big), RDV_OK);
-    free(m);
-    cr_assert(a->paused, "B's queue is over message_queue: A waits");
+    wq_pair_with_full_queue("10.2.3", "trickler", &a, &b);
     int t = 0;
     for (; t < 8 && rt_gauge("pairs") == 1; t++) {
         int before = a->nmsg;

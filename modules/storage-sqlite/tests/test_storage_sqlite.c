@@ -413,6 +413,17 @@ Test(storage, a_file_deleted_while_idle_is_noticed_without_a_write)
     cr_assert_eq(lost_calls, 1);
 }
 
+/* Rows 1..n (ids 3000000NN), written. */
+static void put_stored(int n, const char *uuid, const char *pk, const char *ip)
+{
+    char id[32];
+    for (int i = 1; i <= n; i++) {
+        snprintf(id, sizeof id, "3%08d", i);
+        cr_assert_eq(put(i, id, uuid, pk, ip, true), 0);
+    }
+    cr_assert_eq(flush(5000), 0);
+}
+
 /* A backup restored by a rename over the file while the old -wal still
  * holds frames (not checkpointed) and the backup's pages are laid out
  * differently (vacuumed after deletes): the old connection must not lend
@@ -421,12 +432,7 @@ Test(storage, a_file_deleted_while_idle_is_noticed_without_a_write)
 Test(storage, a_replaced_file_is_followed)
 {
     cr_assert_eq(load(NULL), 0);
-    char id[32];
-    for (int i = 1; i <= 300; i++) {
-        snprintf(id, sizeof id, "3%08d", i);
-        cr_assert_eq(put(i, id, "uuid-uuid-uuid", "pk-pk-pk-pk-pk-pk-pk", "1.1.1.1", true), 0);
-    }
-    cr_assert_eq(flush(5000), 0);
+    put_stored(300, "uuid-uuid-uuid", "pk-pk-pk-pk-pk-pk-pk", "1.1.1.1");
     char bak[600], sql[700];
     snprintf(bak, sizeof bak, "%s/backup.sqlite3", dir);
     snprintf(sql, sizeof sql, "vacuum into '%s'", bak);
@@ -454,12 +460,7 @@ Test(storage, a_replaced_file_is_followed)
 Test(storage, a_deleted_main_file_does_not_inherit_the_old_wal)
 {
     cr_assert_eq(load(NULL), 0);
-    char id[32];
-    for (int i = 1; i <= 200; i++) {
-        snprintf(id, sizeof id, "3%08d", i);
-        cr_assert_eq(put(i, id, "uuid", "pk", "", true), 0);
-    }
-    cr_assert_eq(flush(5000), 0);
+    put_stored(200, "uuid", "pk", "");
     char wal[600];
     snprintf(wal, sizeof wal, "%s-wal", dbpath);
     struct stat sb;

@@ -601,7 +601,7 @@ Test(registry_db, a_database_deleted_while_running_gets_every_peer_again)
         snprintf(path, sizeof path, "%s/db_v2.sqlite3%s", srv.dir, sfx[i]);
         unlink(path);
     }
-    for (int i = 0; i < 500 && (rdvt_stat(&srv, "registry.store_lost") == 0 ||
+    for (int i = 0; i < 1500 && (rdvt_stat(&srv, "registry.store_lost") == 0 ||
                                 rdvt_stat(&srv, "registry.store_unsaved") || rdvt_stat(&srv, "registry.store_pending"));
          i++)
         usleep(20000);
